@@ -1,0 +1,98 @@
+"""How much does ``explore()`` cost outside ``evaluate``, and how does that compare to raw space?
+
+For P parameters and 10 anchors (shaped like one PPO iteration's epoch ends), times on the CPU with
+one torch thread, side by side in one run:
+
+* ``explore()``'s ``search_seconds``: the whole call minus the time inside ``evaluate``, i.e. the
+  subspace construction, the ESA, lifting the 20 candidates to P dimensions, and loading each one
+  into the parameters (``evaluate`` is a no-op callable);
+* the same ESA run directly in the raw P-dimensional space (``tests/reference_esa.py``).
+
+Usage: ``python benchmarks/bench_explore_overhead.py [--sizes 10000 100000 1000000] [--repeats 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import REPO, write_results  # noqa: E402
+from explorler_optim import ExploRLerOptimizer  # noqa: E402
+from tests.reference_esa import raw_space_esa  # noqa: E402
+
+
+def explore_once(num_params: int, seed: int) -> float:
+    generator = torch.Generator().manual_seed(seed)
+    param = torch.nn.Parameter(torch.randn(num_params, generator=generator))
+    opt = ExploRLerOptimizer(torch.optim.SGD([param], lr=1.0), seed=seed)
+    drift = torch.randn(num_params, generator=generator) * 1e-2
+    for _ in range(10):
+        with torch.no_grad():
+            param.add_(drift + torch.randn(num_params, generator=generator) * 1e-2)
+        opt.record()
+    anchors = opt.anchors().double().numpy()
+    result = opt.explore(lambda: 0.0)
+    return result.search_seconds, anchors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--repeats", type=int, default=3, help="timings per size; the median is reported")
+    parser.add_argument("--raw-repeats", type=int, default=1, help="raw-space timings per size (slow)")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "explore_overhead"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    rows = []
+    for size in args.sizes:
+        explore_times = []
+        for repeat in range(args.repeats):
+            seconds, anchors = explore_once(size, seed=repeat)
+            explore_times.append(seconds)
+        raw_times = []
+        for _ in range(args.raw_repeats):
+            tick = time.perf_counter()
+            raw_space_esa(anchors)
+            raw_times.append(time.perf_counter() - tick)
+        explore_s, raw_s = float(np.median(explore_times)), float(np.median(raw_times))
+        rows.append(
+            {"params": size, "explore_seconds": explore_s, "raw_seconds": raw_s, "ratio": raw_s / explore_s}
+        )
+        print(
+            f"P={size:>9,}  explore() outside evaluate {explore_s:8.4f} s   raw-space ESA {raw_s:8.3f} s   "
+            f"raw / explore {raw_s / explore_s:7.1f}x",
+            flush=True,
+        )
+
+    table = [
+        "# explore() overhead vs raw-space ESA (10 anchors, 20 candidates, 1 torch thread, CPU)",
+        "",
+        "| P | explore() outside evaluate (s) | raw-space ESA (s) | ratio |",
+        "|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        table.append(
+            f"| {row['params']:,} | {row['explore_seconds']:.4f} | {row['raw_seconds']:.3f} | "
+            f"{row['ratio']:.1f}x |"
+        )
+    table.append("")
+    table.append(f"explore(): median of {args.repeats} runs; raw space: median of {args.raw_repeats}.")
+    write_results(args.out, {"rows": rows, "repeats": args.repeats}, "\n".join(table))
+    print(f"wrote {args.out}/results.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Shared helpers for the benchmark scripts: provenance and atomic result files."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True)
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def package_versions(names=("torch", "numpy", "gymnasium", "mujoco", "ray", "explorler-optim")) -> dict:
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def provenance() -> dict:
+    """Command, commit, package versions, machine and date of this run."""
+    return {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "git_commit": git_commit(),
+        "packages": package_versions(),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename, so no file is half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise
+
+
+def write_results(directory: Path, data: dict, markdown: str) -> None:
+    """Store ``results.json`` (data + provenance) and ``results.md`` (markdown + provenance)."""
+    meta = provenance()
+    atomic_write(Path(directory) / "results.json", json.dumps({**data, "provenance": meta}, indent=2) + "\n")
+    lines = [
+        markdown.rstrip(),
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Commit: {meta['git_commit']}; packages: "
+        + ", ".join(f"{k} {v}" for k, v in meta["packages"].items())
+        + "  ",
+        f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores; date: {meta['date']}",
+        "",
+    ]
+    atomic_write(Path(directory) / "results.md", "\n".join(lines))

@@ -1,0 +1,297 @@
+"""Candidate generators for :class:`~explorler_optim.ExploRLerOptimizer`.
+
+Each operator turns anchors (checkpoints) into candidate points. All of them work in the anchors'
+affine hull: :meth:`SearchOperator.search` receives the anchors' orthonormal coordinates (see
+:class:`~explorler_optim.subspace.AnchorSubspace`) and returns candidate coordinates, which the
+optimizer lifts back to parameter space with one matrix product. :meth:`SearchOperator.candidates`
+does the whole round trip for raw ``(n, P)`` anchors.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import torch
+from torch import Tensor
+
+from .subspace import AnchorSubspace
+
+__all__ = [
+    "SearchOperator",
+    "EmptySpaceSearch",
+    "RandomWalkSearch",
+    "CheckpointAverage",
+    "GaussianSearch",
+]
+
+# Distances are clipped below at this value inside the force law (as in the authors' code).
+_MIN_DISTANCE = 1e-3
+# An agent whose net force falls below this magnitude stops for good.
+_MIN_FORCE = 1e-7
+
+
+class SearchOperator(abc.ABC):
+    """Base class: maps anchor coordinates ``(n, r)`` to candidate coordinates ``(m, r)``."""
+
+    @abc.abstractmethod
+    def search(self, coords: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Return ``(m, r)`` candidate coordinates for ``(n, r)`` float64 anchor coordinates."""
+
+    def candidates(self, anchors: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Return ``(m, P)`` candidates for raw ``(n, P)`` anchors, in the anchors' dtype.
+
+        Args:
+            anchors: ``(n, P)`` tensor of anchors, one flattened parameter vector per row.
+            generator: random source for stochastic operators.
+        """
+        _check_anchor_count(anchors.shape[0])
+        subspace = AnchorSubspace(anchors)
+        coords = self.search(subspace.coords, generator)
+        return subspace.lift(coords, dtype=anchors.dtype)
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def _check_anchor_count(n: int) -> None:
+    if n < 2:
+        raise ValueError(f"a search needs at least 2 anchors, got {n}")
+
+
+def _pairwise_distances(points: Tensor, anchors: Tensor) -> Tensor:
+    # Explicit differences rather than torch.cdist, whose matmul shortcut loses precision.
+    return (points[:, None, :] - anchors[None, :, :]).pow(2).sum(-1).sqrt()
+
+
+def _start_points(coords: Tensor, agents: int, neighbors: int) -> Tensor:
+    """For anchors 0, 2, 4, ... (then 1, 3, ... if more agents are asked for than that gives), the
+    mean of their ``neighbors - 1`` nearest other anchors."""
+    n = coords.shape[0]
+    distances = _pairwise_distances(coords, coords)
+    distances.fill_diagonal_(math.inf)
+    k = min(neighbors - 1, n - 1)
+    nearest = distances.topk(k, dim=1, largest=False).indices
+    order = list(range(0, n, 2)) + list(range(1, n, 2))
+    chosen = order[: min(agents, n)]
+    return torch.stack([coords[nearest[i]].mean(0) for i in chosen])
+
+
+def _snapshot_steps(steps: int, snapshot_every: int) -> list[int]:
+    return list(range(0, steps, snapshot_every))
+
+
+class EmptySpaceSearch(SearchOperator):
+    r"""The Empty-Space Search (ESA) of ExploRLer, as the authors run it.
+
+    Agents start between anchors and move under a Lennard-Jones force from their nearest anchors,
+    repelled when closer than :math:`2^{1/6}\sigma` and attracted beyond, so they settle in the middle
+    of the empty regions among the anchors. Each agent contributes its position at steps
+    ``0, snapshot_every, 2 * snapshot_every, ...`` (before that step's move) and its final position.
+
+    With the defaults and 10 anchors this gives 5 agents x 4 snapshots = 20 candidates, ordered
+    agent by agent, exactly the authors' operator. With fewer anchors it uses what it has (from 2).
+
+    Args:
+        agents: number of search agents; starts are taken at anchors 0, 2, 4, ... (then 1, 3, ...).
+        steps: moves per agent.
+        step_size: length of each move, in parameter units.
+        momentum: weight ``gamma`` of the running direction and force magnitude.
+        epsilon: depth of the Lennard-Jones potential.
+        neighbors: anchors that act on an agent (its nearest ones); starts average ``neighbors - 1``.
+        snapshot_every: a snapshot every this many steps, plus the final position.
+
+    Example:
+        >>> esa = EmptySpaceSearch()
+        >>> esa.candidates(torch.randn(10, 4610)).shape
+        torch.Size([20, 4610])
+    """
+
+    def __init__(
+        self,
+        agents: int = 5,
+        steps: int = 60,
+        step_size: float = 1e-3,
+        momentum: float = 0.3,
+        epsilon: float = 0.5,
+        neighbors: int = 6,
+        snapshot_every: int = 20,
+    ) -> None:
+        for name, value in [("agents", agents), ("neighbors", neighbors), ("snapshot_every", snapshot_every)]:
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if int(steps) != steps or steps < 0:
+            raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+        if not step_size > 0:
+            raise ValueError(f"step_size must be positive, got {step_size!r}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        if not epsilon > 0:
+            raise ValueError(f"epsilon must be positive, got {epsilon!r}")
+        if neighbors < 2:
+            raise ValueError(f"neighbors must be at least 2, got {neighbors!r}")
+        self.agents = int(agents)
+        self.steps = int(steps)
+        self.step_size = float(step_size)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.neighbors = int(neighbors)
+        self.snapshot_every = int(snapshot_every)
+
+    def num_candidates(self, num_anchors: int) -> int:
+        """How many candidates a search over ``num_anchors`` anchors returns."""
+        return min(self.agents, num_anchors) * (len(_snapshot_steps(self.steps, self.snapshot_every)) + 1)
+
+    def search(self, coords: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        _check_anchor_count(coords.shape[0])
+        coords = coords.to(torch.float64)
+        position = _start_points(coords, self.agents, self.neighbors)
+        num_agents, dim = position.shape
+        k = min(self.neighbors, coords.shape[0])
+        magnitude_memory = position.new_zeros(num_agents)
+        direction_memory = position.new_zeros(num_agents, dim)
+        active = torch.ones(num_agents, dtype=torch.bool, device=coords.device)
+        snapshot_at = set(_snapshot_steps(self.steps, self.snapshot_every))
+        snapshots = []
+        for step in range(self.steps):
+            if step in snapshot_at:
+                snapshots.append(position.clone())
+            distances, nearest = _pairwise_distances(position, coords).topk(k, dim=1, largest=False)
+            sigma = distances.mean(1, keepdim=True)
+            clipped = distances.clamp_min(_MIN_DISTANCE)
+            ratio = sigma / clipped
+            strength = 6.0 * self.epsilon / sigma * (2.0 * ratio.pow(13) - ratio.pow(7))
+            offsets = position[:, None, :] - coords[nearest]
+            force = ((strength / clipped)[..., None] * offsets).sum(1)
+            magnitude = force.norm(dim=1)
+            active &= (magnitude >= _MIN_FORCE) & (sigma.squeeze(1) > 0)
+            if not bool(active.any()):
+                continue
+            safe_magnitude = torch.where(active, magnitude, torch.ones_like(magnitude))
+            unit = force / safe_magnitude[:, None]
+            total = magnitude_memory + safe_magnitude
+            move = unit * (safe_magnitude / total)[:, None]
+            move = move + direction_memory * (magnitude_memory / total)[:, None]
+            blended = self.momentum * direction_memory + move
+            blended_norm = blended.norm(dim=1, keepdim=True).clamp_min(torch.finfo(blended.dtype).tiny)
+            mask = active[:, None]
+            position = torch.where(mask, position + self.step_size * move, position)
+            magnitude_memory = torch.where(
+                active, self.momentum * magnitude_memory + safe_magnitude, magnitude_memory
+            )
+            direction_memory = torch.where(mask, blended / blended_norm, direction_memory)
+        snapshots.append(position)
+        return torch.stack(snapshots, dim=1).reshape(num_agents * len(snapshots), dim)
+
+    def extra_repr(self) -> str:
+        return (
+            f"agents={self.agents}, steps={self.steps}, step_size={self.step_size:g}, "
+            f"momentum={self.momentum:g}, epsilon={self.epsilon:g}, neighbors={self.neighbors}, "
+            f"snapshot_every={self.snapshot_every}"
+        )
+
+
+class RandomWalkSearch(SearchOperator):
+    """The paper's random-walk comparison: ESA's starts and snapshot schedule, random directions.
+
+    Each step moves ``step_size`` along a direction drawn uniformly from the unit sphere of the
+    anchors' affine hull (the same space ESA explores), so the two operators differ only in how the
+    direction is chosen.
+
+    Args:
+        agents, steps, step_size, neighbors, snapshot_every: as in :class:`EmptySpaceSearch`.
+
+    Example:
+        >>> RandomWalkSearch().candidates(torch.randn(10, 100), torch.Generator().manual_seed(0)).shape
+        torch.Size([20, 100])
+    """
+
+    def __init__(
+        self,
+        agents: int = 5,
+        steps: int = 60,
+        step_size: float = 1e-3,
+        neighbors: int = 6,
+        snapshot_every: int = 20,
+    ) -> None:
+        # Reuse ESA's validation of the shared settings.
+        EmptySpaceSearch(agents, steps, step_size, 0.0, 0.5, neighbors, snapshot_every)
+        self.agents, self.steps, self.step_size = int(agents), int(steps), float(step_size)
+        self.neighbors, self.snapshot_every = int(neighbors), int(snapshot_every)
+
+    def search(self, coords: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        _check_anchor_count(coords.shape[0])
+        coords = coords.to(torch.float64)
+        position = _start_points(coords, self.agents, self.neighbors)
+        num_agents, dim = position.shape
+        snapshot_at = set(_snapshot_steps(self.steps, self.snapshot_every))
+        snapshots = []
+        for step in range(self.steps):
+            if step in snapshot_at:
+                snapshots.append(position.clone())
+            if dim == 0:
+                continue
+            direction = torch.randn(num_agents, dim, generator=generator, dtype=torch.float64)
+            direction = direction.to(coords.device)
+            position = position + self.step_size * direction / direction.norm(dim=1, keepdim=True)
+        snapshots.append(position)
+        return torch.stack(snapshots, dim=1).reshape(num_agents * len(snapshots), dim)
+
+    def extra_repr(self) -> str:
+        return (
+            f"agents={self.agents}, steps={self.steps}, step_size={self.step_size:g}, "
+            f"neighbors={self.neighbors}, snapshot_every={self.snapshot_every}"
+        )
+
+
+class CheckpointAverage(SearchOperator):
+    """One candidate: the mean of the anchors (like stochastic weight averaging over one cycle).
+
+    Example:
+        >>> CheckpointAverage().candidates(torch.tensor([[0.0, 0.0], [2.0, 4.0]]))
+        tensor([[1., 2.]])
+    """
+
+    def search(self, coords: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        _check_anchor_count(coords.shape[0])
+        return coords.to(torch.float64).mean(0, keepdim=True)
+
+
+class GaussianSearch(SearchOperator):
+    """Samples from a Gaussian fitted to the anchors (their mean and full covariance).
+
+    The anchors' covariance has rank at most ``n - 1`` and lives in their span, so sampling in
+    subspace coordinates draws from exactly that Gaussian at any network size.
+
+    Args:
+        num: number of samples.
+        scale: multiplies the standard deviation (1.0: the fitted Gaussian).
+
+    Example:
+        >>> GaussianSearch(num=8).candidates(torch.randn(10, 50), torch.Generator().manual_seed(0)).shape
+        torch.Size([8, 50])
+    """
+
+    def __init__(self, num: int = 20, scale: float = 1.0) -> None:
+        if int(num) != num or num < 1:
+            raise ValueError(f"num must be a positive integer, got {num!r}")
+        if not scale >= 0:
+            raise ValueError(f"scale must be non-negative, got {scale!r}")
+        self.num, self.scale = int(num), float(scale)
+
+    def search(self, coords: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        _check_anchor_count(coords.shape[0])
+        coords = coords.to(torch.float64)
+        mean = coords.mean(0)
+        centred = coords - mean
+        # noise @ centred has covariance centred^T centred: the anchors' sample covariance times n-1.
+        noise = torch.randn(self.num, coords.shape[0], generator=generator, dtype=torch.float64)
+        noise = noise.to(coords.device)
+        spread = self.scale / math.sqrt(coords.shape[0] - 1)
+        return mean + spread * noise @ centred
+
+    def extra_repr(self) -> str:
+        return f"num={self.num}, scale={self.scale:g}"
