@@ -79,3 +79,34 @@ def test_figure_tolerates_invalid_scores_and_collinear_points():
     assert figure.axes
     with pytest.raises(ValueError, match="scores"):
         landscape_figure(anchors, candidates, np.array([1.0]))
+
+
+def test_landscape_command_on_a_tiny_checkpoint(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("gymnasium")
+    pytest.importorskip("tyro")
+    script = Path(__file__).resolve().parent.parent / "single_file_baselines" / "ppo_continuous_action.py"
+    checkpoint = tmp_path / "tiny.pt"
+    tiny = [
+        "--env-id", "Hopper-v5", "--total-timesteps", "512", "--num-steps", "128", "--num-minibatches", "2",
+        "--update-epochs", "3", "--explore-every", "2", "--esa-steps", "4", "--eval-episodes", "1",
+        "--final-eval-episodes", "1", "--max-episode-steps", "30", "--save-model", "--checkpoint-path",
+        str(checkpoint), "--quiet", "--landscape-every", "1",
+    ]  # fmt: skip
+    subprocess.run([sys.executable, str(script), *tiny], cwd=tmp_path, check=True, timeout=120)
+    from explorler_optim.landscape import main
+
+    png = main([str(checkpoint), "--grid", "3", "--episodes", "1", "--out", str(tmp_path / "grid.png")])
+    assert png.exists() and png.stat().st_size > 10_000
+    with pytest.raises(SystemExit):
+        main([str(checkpoint), "--grid", "1"])
+
+
+def test_landscape_needs_anchors_in_the_checkpoint():
+    from explorler_optim.landscape import anchors_from_checkpoint
+
+    with pytest.raises(ValueError, match="fewer than 2 anchors"):
+        anchors_from_checkpoint({"optimizer": {"state": {}, "param_groups": []}, "last_cycle_anchors": None})

@@ -1,0 +1,168 @@
+"""Named benchmark protocols (issue 6): which runs a sweep makes, and with which flags.
+
+A protocol is a grid env x algorithm x variant x seed plus the flags every run gets. A run's
+command line is ``<script> --env-id ENV --seed SEED <protocol flags> <algo flags> <variant flags>``,
+so a variant's flags win over the protocol's (tyro keeps the last value of a repeated flag).
+
+Variants name the comparison, not the budget:
+
+- ``baseline``: plain PPO / TRPO (``--no-explorler``).
+- ``explorler``: ExploRLer with the scripts' defaults; candidate-evaluation env steps count toward
+  the budget (``count_eval_steps``), so baseline and ExploRLer use equal total env steps.
+- ``explorler-paper``: the paper's schedule and accounting: a search after every iteration and
+  only training steps counted (equal gradient updates, more env steps).
+- ablations (equal total env steps, like ``explorler``): ``random-walk``, ``checkpoint-average``,
+  ``gaussian`` (candidate generators other than ESA) and ``no-incumbent`` (commit the best
+  candidate even when it is worse than the current policy).
+- ``sb3``: stable-baselines3 PPO / sb3-contrib TRPO at the same budget, run by
+  ``benchmarks/sb3_runner.py`` (an outside reference row; needs those packages installed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+SCRIPTS = {
+    "ppo": REPO / "single_file_baselines" / "ppo_continuous_action.py",
+    "trpo": REPO / "single_file_baselines" / "trpo_continuous_action.py",
+}
+SB3_RUNNER = REPO / "benchmarks" / "sb3_runner.py"
+
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "baseline": ("--no-explorler",),
+    "explorler": (),
+    "explorler-paper": ("--explore-every", "1", "--no-count-eval-steps"),
+    "random-walk": ("--search", "random-walk"),
+    "checkpoint-average": ("--search", "checkpoint-average"),
+    "gaussian": ("--search", "gaussian"),
+    "no-incumbent": ("--no-include-incumbent",),
+    "sb3": (),  # not a flag set: runs benchmarks/sb3_runner.py (see sweep.build_command)
+}
+
+# Flags the sb3 runner understands (the subset of the scripts' flags that defines the budget and
+# the honest evaluation); everything else in a protocol's flags is ExploRLer-specific.
+SB3_FLAGS = (
+    "--total-timesteps",
+    "--num-steps",
+    "--eval-every",
+    "--final-eval-episodes",
+    "--max-episode-steps",
+)
+
+
+def _flags(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    description: str
+    envs: tuple[str, ...]
+    algos: tuple[str, ...]
+    variants: tuple[str, ...]
+    seeds: tuple[int, ...]
+    flags: tuple[str, ...]  # given to every run (before the variant's flags)
+    algo_flags: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    ray: bool = False  # meant for a Ray cluster (sweep.py warns when run locally)
+    budget_minutes: float | None = None  # what the protocol is sized to on this 2-core machine
+
+
+SMOKE = Protocol(
+    name="smoke",
+    description="seconds per run; exercises every code path (used by tests/test_benchmarks.py)",
+    envs=("Hopper-v5",),
+    algos=("ppo", "trpo"),
+    variants=("baseline", "explorler"),
+    seeds=(1, 2),
+    flags=_flags(
+        "--total-timesteps 1536 --num-steps 256 --explore-every 2 --esa-steps 4 --eval-episodes 1"
+        " --eval-every 1 --final-eval-episodes 1 --max-episode-steps 100"
+    ),
+    algo_flags={
+        "ppo": _flags("--num-minibatches 2 --update-epochs 2"),
+        "trpo": _flags("--n-critic-updates 2"),
+    },
+)
+
+# `small`: sized from the single-file scripts' measured cost on this machine (AMD EPYC, 2 cores,
+# 1 torch thread; 2026-11-28). The machine was shared while measuring, so costs are CPU seconds
+# (user+sys of the run's process), i.e. what one core does for a run when the sweep keeps both
+# cores busy with one job each; ~3 s of each is interpreter start-up.
+#
+#   PPO  training (no ExploRLer), Hopper-v5, 61,440 steps: 62.3 CPU-s -> 0.965 ms/step (~1,040 SPS)
+#   TRPO training (no ExploRLer), Hopper-v5, 40,960 steps: 31.9 CPU-s -> 0.70 ms/step (~1,430 SPS)
+#   ExploRLer default (count_eval_steps, search every 10 it.), Hopper-v5, 61,440 counted steps:
+#        51.5 CPU-s (45,056 training + 16,634 candidate steps): cheaper than the baseline per
+#        counted step, because candidate episodes cost no gradient updates.
+#   One explore cycle (21 candidates x 3 episodes of length L): ~0.77 s + 63 L / 19,100 s
+#        (fitted to Hopper-v5 PPO --explore-every 1: 30 cycles, 234k candidate steps, 35.5 CPU-s,
+#        and HalfCheetah-v5: 3 cycles, 189k candidate steps, 12.2 CPU-s). HalfCheetah never
+#        terminates (L = 1000): 4.1 s per cycle, twice a PPO iteration (2048 x 0.965 ms = 2.0 s).
+#   Honest evaluation: 10 episodes, ~10-19k steps/s (HalfCheetah: ~0.7 s per evaluation).
+#
+# Per run at T = 200,704 training steps (98 iterations), eval_every = 3 (33 honest evaluations;
+# the worst case, HalfCheetah ExploRLer with count_eval_steps, trains only ~30 iterations because
+# its 3 cycles use 189k of its budget: still 10 evaluations). L averaged over training ~300 on
+# Hopper/Walker2d (a guess: episodes grow from ~20 to several hundred steps by 200k), 1000 on
+# HalfCheetah. CPU-s per run:
+#                    baseline           explorler (count)    explorler-paper (98 cycles)
+#   PPO  Hopper      3+194+8   = 205    ~120                 205 + 98 x 1.76 = 377
+#   PPO  Walker2d    205                ~120                 377
+#   PPO  HalfCheetah 3+194+23  = 220    ~85                  220 + 98 x 4.07 = 619
+#   TRPO Hopper      3+140+8   = 151    ~90                  151 + 172       = 323
+#   TRPO Walker2d    151                ~90                  323
+#   TRPO HalfCheetah 3+140+23  = 166    ~70                  166 + 399       = 565
+#   per seed: 1,098 + 575 + 2,584 = 4,257 CPU-s; 3 seeds: 12,771 CPU-s.
+# Two cores at ~95% use: 12,771 / 1.9 = 6,720 s = ~112 min (uncertainty +-25%: episode lengths).
+# The issue's two constraints conflict: 90 minutes (10,260 usable core-s) fit only T ~ 150k
+# (--extra "--total-timesteps 151552", 74 iterations: ~85 min), below the 200k floor. The
+# protocol keeps the floor, 200,704 = 98 x 2048 (the baseline's last iteration ends on it).
+# Nearly 60% of the time is `explorler-paper` (a 63-episode search after every iteration). The
+# sweep runs seed by seed (paper variant first within a seed), so after ~75 min seeds 1-2 of every
+# cell are done and a stopped sweep resumes where it stopped.
+SMALL_STEPS = 200_704
+SMALL_EVAL_EVERY = 3  # iterations of 2048 steps between honest evaluations
+
+SMALL = Protocol(
+    name="small",
+    description="Hopper/Walker2d/HalfCheetah v5, PPO and TRPO, 3 seeds; within 90 min on 2 cores",
+    envs=("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5"),
+    algos=("ppo", "trpo"),
+    variants=("baseline", "explorler", "explorler-paper"),
+    seeds=(1, 2, 3),
+    flags=_flags(f"--total-timesteps {SMALL_STEPS} --eval-every {SMALL_EVAL_EVERY} --final-eval-episodes 10"),
+    budget_minutes=90,
+)
+
+# `paper`: the paper's protocol. 1M steps of plain training, then 2M more with or without
+# ExploRLer: total 3M with `--explore-start 1000000` (no search before global step 1M; the
+# baseline ignores it). Honest evaluation every 25 iterations (~51k training steps): ~58 points.
+PAPER = Protocol(
+    name="paper",
+    description="5 MuJoCo v5 tasks, 1M plain + 2M with/without ExploRLer, 5 seeds; for Ray",
+    envs=("Ant-v5", "HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Humanoid-v5"),
+    algos=("ppo", "trpo"),
+    variants=("baseline", "explorler", "explorler-paper", "sb3"),
+    seeds=(1, 2, 3, 4, 5),
+    flags=_flags(
+        "--total-timesteps 3000000 --explore-start 1000000 --eval-every 25 --final-eval-episodes 10"
+    ),
+    ray=True,
+)
+
+# `ablations`: which part of ExploRLer matters, on Hopper with PPO at equal total env steps.
+ABLATIONS = Protocol(
+    name="ablations",
+    description="Hopper-v5 PPO: ESA vs random walk / checkpoint average / gaussian, no incumbent",
+    envs=("Hopper-v5",),
+    algos=("ppo",),
+    variants=tuple("baseline explorler random-walk checkpoint-average gaussian no-incumbent".split()),
+    seeds=(1, 2, 3),
+    flags=SMALL.flags,
+)
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (SMOKE, SMALL, PAPER, ABLATIONS)}

@@ -1,0 +1,550 @@
+"""Report of a benchmark sweep: tables, aggregate statistics with confidence intervals, plots.
+
+Reads ``<results>/evaluations.csv`` (written by ``benchmarks/sweep.py``; one row per honest
+evaluation) and writes, in the same folder:
+
+- ``results.md`` / ``results.json`` (via ``benchmarks/common.write_results``, with provenance):
+  a table per env and algorithm (final honest return mean +- std over seeds, ratio to the
+  baseline, training and total env steps, wall-clock ratio to the baseline) and the aggregate:
+  IQM of baseline-normalised final scores with 95% stratified-bootstrap confidence intervals and
+  the probability of improvement over the baseline (rliable's definitions, computed with numpy);
+- ``return_vs_training_steps.png``, ``return_vs_total_env_steps.png`` (mean and 95% CI band over
+  seeds per variant, one panel per env x algorithm), ``wall_clock_per_step.png`` and
+  ``aggregate.png``.
+
+The final score of a run is the mean of its last 3 honest evaluations (``--last-k``). A run's
+baseline-normalised score is ``(score - random) / (baseline - random)`` where ``baseline`` is the
+mean final score of the baseline's seeds on the same env and algorithm and ``random`` is a
+random policy's return on the env (``RANDOM_SCORES``; 0 for unknown envs, or with
+``--no-random-anchor``): 1 means "as good as the baseline", 2 "twice the baseline's progress over
+random". Wall-clock is the training time (``train_seconds``: the scripts' SPS excludes honest
+evaluation, includes candidate search).
+
+    python benchmarks/report.py --protocol small
+    python benchmarks/report.py --csv path/to/evaluations.csv --out path/to/folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from common import write_results  # noqa: E402
+
+BASELINE = "baseline"
+# Mean return of a uniformly random policy (D4RL's reference minimum scores for the v2 tasks; the
+# v5 tasks share their dynamics and rewards closely enough for an anchor).
+RANDOM_SCORES = {
+    "Hopper": -20.272305,
+    "Walker2d": 1.629008,
+    "HalfCheetah": -280.178953,
+    "Ant": -325.6,
+    "Humanoid": 122.0,
+}
+VARIANT_ORDER = (
+    "baseline",
+    "explorler",
+    "explorler-paper",
+    "random-walk",
+    "checkpoint-average",
+    "gaussian",
+    "no-incumbent",
+    "sb3",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics (numpy only; definitions follow rliable: Agarwal et al., NeurIPS 2021)
+
+
+def iqm(scores, axis=None):
+    """Interquartile mean: the mean of the middle 50% (scipy.stats.trim_mean(x, 0.25))."""
+    x = np.asarray(scores, dtype=float)
+    if axis is None:
+        x, axis = x.ravel(), -1
+    x = np.sort(x, axis=axis)
+    n = x.shape[axis]
+    cut = int(0.25 * n)
+    return np.take(x, np.arange(cut, n - cut), axis=axis).mean(axis=axis)
+
+
+def stratified_bootstrap(tasks, statistic, reps=10_000, rng=None):
+    """Bootstrap replicates of ``statistic(pooled)``: resample runs with replacement per task.
+
+    ``tasks``: list of 1-d arrays (the runs' scores of each task); ``statistic`` maps an array
+    (reps, total_runs) to (reps,). Returns the (reps,) replicates.
+    """
+    rng = np.random.default_rng(rng)
+    parts = []
+    for scores in tasks:
+        scores = np.asarray(scores, dtype=float)
+        idx = rng.integers(0, len(scores), size=(reps, len(scores)))
+        parts.append(scores[idx])
+    return statistic(np.concatenate(parts, axis=1))
+
+
+def iqm_ci(tasks, reps=10_000, confidence=0.95, rng=None):
+    """(IQM, low, high): point estimate and percentile stratified-bootstrap CI."""
+    point = float(iqm(np.concatenate([np.asarray(t, dtype=float) for t in tasks])))
+    reps_ = stratified_bootstrap(tasks, lambda x: iqm(x, axis=1), reps, rng)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(reps_, [alpha, 1 - alpha])
+    return point, float(low), float(high)
+
+
+def prob_improvement(x, y):
+    """P(X > Y) for one task: the Mann-Whitney statistic over all run pairs (ties count 1/2)."""
+    x = np.asarray(x, dtype=float)[..., :, None]
+    y = np.asarray(y, dtype=float)[..., None, :]
+    return ((x > y) + 0.5 * (x == y)).mean(axis=(-1, -2))
+
+
+def prob_improvement_ci(x_tasks, y_tasks, reps=10_000, confidence=0.95, rng=None):
+    """Average over tasks of P(X > Y), with a stratified-bootstrap CI (X and Y resampled apart)."""
+    rng = np.random.default_rng(rng)
+    point = float(np.mean([prob_improvement(x, y) for x, y in zip(x_tasks, y_tasks, strict=True)]))
+    per_task = []
+    for x, y in zip(x_tasks, y_tasks, strict=True):
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        xb = x[rng.integers(0, len(x), size=(reps, len(x)))]
+        yb = y[rng.integers(0, len(y), size=(reps, len(y)))]
+        per_task.append(prob_improvement(xb, yb))
+    reps_ = np.mean(per_task, axis=0)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(reps_, [alpha, 1 - alpha])
+    return point, float(low), float(high)
+
+
+def random_score(env: str, anchor: bool = True) -> float:
+    if not anchor:
+        return 0.0
+    return RANDOM_SCORES.get(env.split("-")[0], 0.0)
+
+
+def normalise(scores, baseline_scores, low=0.0):
+    """(score - low) / (mean(baseline) - low): the baseline's mean maps to 1, ``low`` to 0."""
+    denominator = float(np.mean(baseline_scores)) - low
+    if denominator <= 0:
+        return np.full(np.shape(scores), np.nan)
+    return (np.asarray(scores, dtype=float) - low) / denominator
+
+
+# small-sample confidence band: mean +- t(0.975, n-1) * s / sqrt(n)
+_T975 = tuple(
+    float(t)
+    for t in "12.706 4.303 3.182 2.776 2.571 2.447 2.365 2.306 2.262 2.228 2.201 2.179 2.160 2.145"
+    " 2.131 2.120 2.110 2.101 2.093 2.086 2.080 2.074 2.069 2.064 2.060 2.056 2.052 2.048 2.045"
+    " 2.042".split()
+)
+
+
+def t975(df: int) -> float:
+    if df < 1:
+        return float("nan")
+    return _T975[df - 1] if df <= len(_T975) else 1.96
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+def load_rows(path: Path) -> list[dict]:
+    rows = []
+    with open(path, newline="") as file:
+        for row in csv.DictReader(file):
+            rows.append(
+                {
+                    "env": row["env"],
+                    "algo": row["algo"],
+                    "variant": row["variant"],
+                    "seed": int(row["seed"]),
+                    "eval_index": int(row["eval_index"]),
+                    "training_steps": int(row["training_steps"]),
+                    "total_env_steps": int(row["total_env_steps"]),
+                    "return": float(row["return"]),
+                    "wall_seconds": float(row["wall_seconds"] or "nan"),
+                    "train_seconds": float(row["train_seconds"] or "nan"),
+                }
+            )
+    return rows
+
+
+def runs_of(rows) -> dict:
+    """{(env, algo, variant): {seed: [rows sorted by eval_index]}}"""
+    runs: dict = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        runs[(row["env"], row["algo"], row["variant"])][row["seed"]].append(row)
+    for cell in runs.values():
+        for seed in cell:
+            cell[seed].sort(key=lambda r: r["eval_index"])
+    return runs
+
+
+def final_score(points, last_k=3) -> float:
+    """Mean honest return of the last ``last_k`` evaluations of one run."""
+    return float(np.mean([p["return"] for p in points[-last_k:]]))
+
+
+def run_cost(points) -> float:
+    """Training wall seconds of a run (falls back to wall seconds)."""
+    last = points[-1]
+    return last["train_seconds"] if not math.isnan(last["train_seconds"]) else last["wall_seconds"]
+
+
+def order(variants):
+    known = [v for v in VARIANT_ORDER if v in variants]
+    return known + sorted(v for v in variants if v not in VARIANT_ORDER)
+
+
+def summarise(rows, last_k=3, reps=10_000, anchor=True, rng=0):
+    runs = runs_of(rows)
+    tasks = sorted({(env, algo) for env, algo, _ in runs})
+    variants = order({v for _, _, v in runs})
+    table = []
+    normalised: dict = defaultdict(dict)  # variant -> task -> normalised scores
+    finals: dict = defaultdict(dict)  # variant -> task -> raw final scores
+    cost_ratio: dict = defaultdict(list)  # variant -> per-run wall ratio to the baseline
+    for env, algo in tasks:
+        base = runs.get((env, algo, BASELINE), {})
+        base_scores = [final_score(p, last_k) for p in base.values()]
+        base_cost = float(np.mean([run_cost(p) for p in base.values()])) if base else float("nan")
+        low = random_score(env, anchor)
+        for variant in variants:
+            cell = runs.get((env, algo, variant))
+            if not cell:
+                continue
+            scores = np.array([final_score(p, last_k) for p in cell.values()])
+            costs = np.array([run_cost(p) for p in cell.values()])
+            mean = float(scores.mean())
+            std = float(scores.std(ddof=1)) if len(scores) > 1 else float("nan")
+            base_mean = float(np.mean(base_scores)) if base_scores else float("nan")
+            finals[variant][(env, algo)] = scores
+            if base_scores:
+                normalised[variant][(env, algo)] = normalise(scores, base_scores, low)
+                cost_ratio[variant] += list(costs / base_cost)
+            table.append(
+                {
+                    "env": env,
+                    "algo": algo,
+                    "variant": variant,
+                    "seeds": len(scores),
+                    "final_mean": mean,
+                    "final_std": std,
+                    "ratio_to_baseline": mean / base_mean if base_scores else float("nan"),
+                    "normalised_mean": float(np.mean(normalised[variant][(env, algo)]))
+                    if base_scores
+                    else float("nan"),
+                    "training_steps": float(np.mean([p[-1]["training_steps"] for p in cell.values()])),
+                    "total_env_steps": float(np.mean([p[-1]["total_env_steps"] for p in cell.values()])),
+                    "train_seconds": float(costs.mean()),
+                    "wall_ratio_to_baseline": float(costs.mean()) / base_cost
+                    if base_scores
+                    else float("nan"),
+                }
+            )
+    aggregate = []
+    for i, variant in enumerate(variants):
+        per_task = normalised.get(variant, {})
+        common = [t for t in tasks if t in per_task and np.all(np.isfinite(per_task[t]))]
+        if not common:
+            continue
+        point, low, high = iqm_ci([per_task[t] for t in common], reps, rng=rng + i)
+        entry = {
+            "variant": variant,
+            "tasks": len(common),
+            "runs": int(sum(len(per_task[t]) for t in common)),
+            "iqm": point,
+            "iqm_ci": [low, high],
+            "wall_ratio_iqm": float(iqm(cost_ratio[variant])) if cost_ratio[variant] else None,
+        }
+        if variant != BASELINE:
+            pairs = [t for t in common if t in finals.get(BASELINE, {})]
+            if pairs:
+                p, pl, ph = prob_improvement_ci(
+                    [finals[variant][t] for t in pairs],
+                    [finals[BASELINE][t] for t in pairs],
+                    reps,
+                    rng=rng + 100 + i,
+                )
+                entry.update(prob_improvement=p, prob_improvement_ci=[pl, ph])
+        aggregate.append(entry)
+    return {
+        "tasks": [list(t) for t in tasks],
+        "variants": variants,
+        "table": table,
+        "aggregate": aggregate,
+        "last_k": last_k,
+        "bootstrap_reps": reps,
+        "random_anchor": anchor,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# markdown
+
+
+def _f(x, digits=1):
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
+
+
+def markdown(summary, title) -> str:
+    lines = [f"# {title}", ""]
+    lines += [
+        f"Final score of a run: mean of its last {summary['last_k']} honest evaluations "
+        "(deterministic policy, frozen observation statistics, held-out seeds). Mean +- std over "
+        "seeds. Ratio: variant mean / baseline mean. Wall ratio: training wall-clock (honest "
+        "evaluation excluded, candidate search included) / the baseline's.",
+        "",
+    ]
+    by_task = defaultdict(list)
+    for row in summary["table"]:
+        by_task[(row["env"], row["algo"])].append(row)
+    for (env, algo), rows in by_task.items():
+        lines += [
+            f"## {env} / {algo.upper()}",
+            "",
+            "| variant | seeds | final return | ratio | training steps | total env steps "
+            "| wall (s) | wall ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['variant']} | {r['seeds']} | {_f(r['final_mean'])} +- {_f(r['final_std'])} "
+                f"| {_f(r['ratio_to_baseline'], 2)} | {_f(r['training_steps'], 0)} "
+                f"| {_f(r['total_env_steps'], 0)} | {_f(r['train_seconds'], 0)} "
+                f"| {_f(r['wall_ratio_to_baseline'], 2)} |"
+            )
+        lines.append("")
+    if summary["aggregate"]:
+        anchor = "a random policy's return" if summary["random_anchor"] else "0"
+        lines += [
+            "## Aggregate over all env x algorithm tasks",
+            "",
+            f"Baseline-normalised final score: (score - r) / (baseline mean - r), r = {anchor}; "
+            "1.0 = the baseline. IQM with 95% stratified-bootstrap CI "
+            f"({summary['bootstrap_reps']:,} resamples); probability of improvement "
+            "P(variant > baseline) averaged over tasks, with CI; wall ratio: IQM over runs of "
+            "training wall-clock / the baseline's mean on the same task.",
+            "",
+            "| variant | tasks | runs | IQM normalised score [95% CI] | P(improvement) [95% CI] "
+            "| wall ratio (IQM) |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for a in summary["aggregate"]:
+            pi = (
+                f"{a['prob_improvement']:.2f} [{a['prob_improvement_ci'][0]:.2f}, "
+                f"{a['prob_improvement_ci'][1]:.2f}]"
+                if "prob_improvement" in a
+                else "-"
+            )
+            lines.append(
+                f"| {a['variant']} | {a['tasks']} | {a['runs']} | {a['iqm']:.3f} "
+                f"[{a['iqm_ci'][0]:.3f}, {a['iqm_ci'][1]:.3f}] | {pi} "
+                f"| {_f(a['wall_ratio_iqm'], 2)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# plots
+
+
+def curve_band(curves, grid):
+    """Mean and t-based 95% band over seeds of curves [(x, y)] interpolated onto ``grid``."""
+    ys = np.full((len(curves), len(grid)), np.nan)
+    for i, (x, y) in enumerate(curves):
+        inside = (grid >= x[0]) & (grid <= x[-1])
+        ys[i, inside] = np.interp(grid[inside], x, y)
+    count = np.sum(np.isfinite(ys), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"), _nowarn():
+        mean = np.nanmean(ys, axis=0)
+        sem = np.nanstd(ys, axis=0, ddof=1) / np.sqrt(count)
+    half = np.array([t975(c - 1) for c in count]) * sem
+    half[count < 2] = 0.0
+    return mean, mean - half, mean + half
+
+
+class _nowarn:
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
+
+
+def plot_curves(rows, out: Path, x_key: str, xlabel: str, filename: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = runs_of(rows)
+    envs = sorted({e for e, _, _ in runs})
+    algos = sorted({a for _, a, _ in runs})
+    variants = order({v for _, _, v in runs})
+    colors = {v: f"C{i}" for i, v in enumerate(variants)}
+    fig, axes = plt.subplots(
+        len(envs), len(algos), figsize=(5.2 * len(algos), 3.6 * len(envs)), squeeze=False
+    )
+    for i, env in enumerate(envs):
+        for j, algo in enumerate(algos):
+            ax = axes[i][j]
+            for variant in variants:
+                cell = runs.get((env, algo, variant))
+                if not cell:
+                    continue
+                curves = [
+                    (np.array([p[x_key] for p in pts], float), np.array([p["return"] for p in pts]))
+                    for pts in cell.values()
+                ]
+                hi = max(c[0][-1] for c in curves)
+                lo = min(c[0][0] for c in curves)
+                grid = np.linspace(lo, hi, 200)
+                mean, low, high = curve_band(curves, grid)
+                ax.plot(grid, mean, color=colors[variant], label=f"{variant} ({len(cell)})")
+                ax.fill_between(grid, low, high, color=colors[variant], alpha=0.2, lw=0)
+            ax.set_title(f"{env} / {algo.upper()}")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("honest return")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.suptitle("Honest return: mean over seeds, 95% CI band (t); (n) = seeds", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / filename, dpi=110)
+    plt.close(fig)
+
+
+def plot_wall_clock(summary, out: Path, rows):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = runs_of(rows)
+    tasks = [tuple(t) for t in summary["tasks"]]
+    variants = summary["variants"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(tasks) * max(1, len(variants)) / 2), 4))
+    width = 0.8 / max(1, len(variants))
+    for k, variant in enumerate(variants):
+        means, errs, xs = [], [], []
+        for i, task in enumerate(tasks):
+            cell = runs.get((*task, variant))
+            if not cell:
+                continue
+            per_step = np.array([run_cost(p) / max(p[-1]["training_steps"], 1) * 1e3 for p in cell.values()])
+            xs.append(i + (k - (len(variants) - 1) / 2) * width)
+            means.append(per_step.mean())
+            errs.append(per_step.std(ddof=1) if len(per_step) > 1 else 0.0)
+        ax.bar(xs, means, width, yerr=errs, label=variant, color=f"C{k}", capsize=2)
+    ax.set_xticks(range(len(tasks)))
+    ax.set_xticklabels([f"{e}\n{a.upper()}" for e, a in tasks], fontsize=8)
+    ax.set_ylabel("training wall-clock per training step (ms)")
+    ax.set_title("Wall-clock per training step (mean +- std over seeds; search included)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "wall_clock_per_step.png", dpi=110)
+    plt.close(fig)
+
+
+def plot_aggregate(summary, out: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    agg = summary["aggregate"]
+    if not agg:
+        return
+    fig, ax = plt.subplots(figsize=(6, 0.6 * len(agg) + 1.2))
+    for k, a in enumerate(agg):
+        ax.errorbar(
+            a["iqm"],
+            k,
+            xerr=[[a["iqm"] - a["iqm_ci"][0]], [a["iqm_ci"][1] - a["iqm"]]],
+            fmt="o",
+            color=f"C{k}",
+            capsize=4,
+        )
+    ax.axvline(1.0, color="gray", ls="--", lw=1)
+    ax.set_yticks(range(len(agg)))
+    ax.set_yticklabels([a["variant"] for a in agg])
+    ax.set_xlabel("IQM of baseline-normalised final score (95% stratified-bootstrap CI)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "aggregate.png", dpi=110)
+    plt.close(fig)
+
+
+def make_plots(rows, summary, out: Path) -> list[str]:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("matplotlib is not installed: no plots (pip install matplotlib)", file=sys.stderr)
+        return []
+    plot_curves(rows, out, "training_steps", "training env steps", "return_vs_training_steps.png")
+    plot_curves(
+        rows,
+        out,
+        "total_env_steps",
+        "total env steps (training + candidates)",
+        "return_vs_total_env_steps.png",
+    )
+    plot_wall_clock(summary, out, rows)
+    plot_aggregate(summary, out)
+    return [
+        "return_vs_training_steps.png",
+        "return_vs_total_env_steps.png",
+        "wall_clock_per_step.png",
+        "aggregate.png",
+    ]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--protocol", help="reads benchmarks/results/<protocol>/evaluations.csv")
+    p.add_argument("--csv", type=Path, help="the sweep's CSV (instead of --protocol)")
+    p.add_argument("--out", type=Path, help="output folder (default: the CSV's folder)")
+    p.add_argument("--last-k", type=int, default=3, help="evaluations averaged for the final score")
+    p.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed")
+    p.add_argument("--no-random-anchor", action="store_true", help="normalise by baseline only")
+    p.add_argument("--no-plots", action="store_true")
+    args = p.parse_args(argv)
+    if args.csv is None and args.protocol is None:
+        p.error("give --protocol or --csv")
+    path = args.csv or HERE / "results" / args.protocol / "evaluations.csv"
+    out = args.out or path.parent
+    out.mkdir(parents=True, exist_ok=True)
+    rows = load_rows(path)
+    if not rows:
+        print(f"no evaluations in {path}", file=sys.stderr)
+        return 1
+    summary = summarise(rows, args.last_k, args.bootstrap, anchor=not args.no_random_anchor, rng=args.seed)
+    plots = [] if args.no_plots else make_plots(rows, summary, out)
+    title = f"Benchmark results: {args.protocol or path.parent.name}"
+    text = markdown(summary, title)
+    if plots:
+        text += "\n" + "\n".join(f"![{Path(f).stem}]({f})" for f in plots) + "\n"
+    write_results(out, {**summary, "csv": str(path), "plots": plots}, text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

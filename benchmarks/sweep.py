@@ -1,0 +1,505 @@
+"""Run a benchmark protocol: env x algorithm x variant x seed, one process per run.
+
+Each run is the single-file script (``single_file_baselines/{ppo,trpo}_continuous_action.py``) or,
+for the ``sb3`` variant, ``benchmarks/sb3_runner.py``, started as its own process in its own
+folder ``<out>/runs/<env>__<algo>__<variant>__<seed>/`` (TensorBoard under ``runs/`` there, console
+output in ``log.txt``). When a run ends, ``result.json`` is written there atomically: the command,
+git commit, package versions, machine, wall time, return code and the run's honest evaluations
+read from its TensorBoard file. A run whose ``result.json`` says it succeeded is skipped next time
+(resumable); failed runs are retried. At the end ``<out>/evaluations.csv`` (one row per honest
+evaluation: env, algo, variant, seed, training_steps, total_env_steps, return, wall_seconds,
+train_seconds) and ``<out>/sweep.json`` are rebuilt from all result files.
+
+    python benchmarks/sweep.py --protocol small                 # local, one job per core
+    python benchmarks/sweep.py --protocol smoke --jobs 2 --algos ppo --seeds 1
+    python benchmarks/sweep.py --protocol paper --ray-address auto   # an existing Ray cluster
+    python benchmarks/sweep.py --protocol small --dry-run       # print the commands only
+
+With Ray (``--ray`` starts a local instance with ``--jobs`` CPUs; ``--ray-address`` joins a
+cluster) every run is a Ray task (1 CPU) that starts the same command; the repository and the
+Python environment must be at the same paths on every node. The result records come back to this
+machine; the TensorBoard files stay where the run ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import csv
+import datetime
+import importlib.util
+import io
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from common import atomic_write, cpu_model, git_commit, package_versions, provenance  # noqa: E402
+from protocols import PROTOCOLS, SB3_FLAGS, SB3_RUNNER, SCRIPTS, VARIANTS, Protocol  # noqa: E402
+
+REPO = HERE.parent
+RESULTS = HERE / "results"
+CSV_FIELDS = (
+    "env",
+    "algo",
+    "variant",
+    "seed",
+    "eval_index",
+    "training_steps",
+    "total_env_steps",
+    "return",
+    "wall_seconds",
+    "train_seconds",
+)
+PACKAGES = (
+    "torch",
+    "numpy",
+    "gymnasium",
+    "mujoco",
+    "tyro",
+    "tensorboard",
+    "ray",
+    "stable-baselines3",
+    "sb3-contrib",
+    "explorler-optim",
+)
+RESULT_FILE = "result.json"
+
+
+@dataclass(frozen=True)
+class Run:
+    env: str
+    algo: str
+    variant: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.env}__{self.algo}__{self.variant}__{self.seed}"
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+
+
+def split_flags(flags) -> list[tuple[str, ...]]:
+    """Group a flat flag list into ('--flag', value...) tuples."""
+    groups: list[list[str]] = []
+    for token in flags:
+        if token.startswith("--") or not groups:
+            groups.append([token])
+        else:
+            groups[-1].append(token)
+    return [tuple(g) for g in groups]
+
+
+def build_command(protocol: Protocol, run: Run, extra=(), python: str | None = None) -> list[str]:
+    """The command line of one run (absolute paths; run it from the run's folder)."""
+    python = python or sys.executable
+    base = [
+        "--env-id",
+        run.env,
+        "--seed",
+        str(run.seed),
+        "--exp-name",
+        f"{run.algo}__{run.variant}",
+    ]
+    if run.variant == "sb3":
+        kept = [t for g in split_flags(protocol.flags) if g[0] in SB3_FLAGS for t in g]
+        kept += [t for g in split_flags(extra) if g[0] in SB3_FLAGS for t in g]
+        return [python, str(SB3_RUNNER), "--algo", run.algo, *base, *kept]
+    flags = [*protocol.flags, *protocol.algo_flags.get(run.algo, ()), *VARIANTS[run.variant]]
+    return [python, str(SCRIPTS[run.algo]), *base, "--quiet", *flags, *extra]
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorBoard -> honest evaluation points
+
+
+def _scalars(acc, tag):
+    try:
+        return acc.Scalars(tag)
+    except KeyError:
+        return []
+
+
+def read_evaluations(tb_root: Path) -> list[dict]:
+    """Honest evaluations of one run from its TensorBoard events (under ``tb_root``).
+
+    ``eval/episodic_return`` is logged at global_step (training steps); its twin
+    ``eval/episodic_return_vs_total_steps`` at total env steps (falls back to
+    ``charts/total_env_steps``). ``wall_seconds`` counts from the writer's first event;
+    ``train_seconds`` = training steps / ``charts/SPS`` (the scripts' SPS excludes the time of
+    honest evaluation, so this is the training cost including any candidate search).
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    points = []
+    files = sorted(Path(tb_root).rglob("events.out.tfevents.*"))
+    for directory in sorted({f.parent for f in files}):
+        acc = EventAccumulator(str(directory), size_guidance={"scalars": 0})
+        acc.Reload()
+        evals = _scalars(acc, "eval/episodic_return")
+        if not evals:
+            continue
+        try:
+            t0 = acc.FirstEventTimestamp()
+        except ValueError:
+            t0 = evals[0].wall_time
+        totals = _scalars(acc, "eval/episodic_return_vs_total_steps")
+        charts_total = sorted((e.step, e.value) for e in _scalars(acc, "charts/total_env_steps"))
+        sps = {e.step: e.value for e in _scalars(acc, "charts/SPS")}
+        for i, e in enumerate(evals):
+            if len(totals) == len(evals):
+                total = totals[i].step
+            else:
+                before = [v for s, v in charts_total if s <= e.step]
+                total = int(before[-1]) if before else e.step
+            rate = sps.get(e.step)
+            points.append(
+                {
+                    "eval_index": i,
+                    "training_steps": int(e.step),
+                    "total_env_steps": int(total),
+                    "return": float(e.value),
+                    "wall_seconds": round(float(e.wall_time - t0), 3),
+                    "train_seconds": round(e.step / rate, 3) if rate else None,
+                }
+            )
+    return points
+
+
+# ---------------------------------------------------------------------------------------------
+# one run (runs in a thread locally, or inside a Ray task on any node)
+
+
+def machine_info() -> dict:
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+    }
+
+
+def interpreter_versions(python: str) -> dict:
+    """Package versions as seen by the interpreter that runs the command."""
+    if os.path.abspath(python) == os.path.abspath(sys.executable):  # venv: not realpath
+        return package_versions(PACKAGES)
+    code = (
+        "import importlib.metadata as m, json, platform\n"
+        f"names = {list(PACKAGES)!r}\n"
+        "v = {'python': platform.python_version()}\n"
+        "for n in names:\n"
+        "    try:\n"
+        "        v[n] = m.version(n)\n"
+        "    except m.PackageNotFoundError:\n"
+        "        pass\n"
+        "print(json.dumps(v))\n"
+    )
+    probe = subprocess.run([python, "-c", code], capture_output=True, text=True, check=False)
+    try:
+        return json.loads(probe.stdout)
+    except json.JSONDecodeError:
+        return {"error": probe.stderr[-500:]}
+
+
+def execute_run(name: str, command: list[str], run_dir: str, timeout: float | None = None) -> dict:
+    """Start one run's process in ``run_dir`` and return its record (not written here)."""
+    run_dir_path = Path(run_dir)
+    run_dir_path.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(run_dir_path / "runs", ignore_errors=True)  # a failed earlier attempt's logs
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    timed_out = False
+    with open(run_dir_path / "log.txt", "w") as log:
+        try:
+            proc = subprocess.run(
+                command,
+                cwd=run_dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                timeout=timeout,
+                check=False,
+            )
+            returncode = proc.returncode
+        except subprocess.TimeoutExpired:
+            returncode, timed_out = -9, True
+    wall = time.perf_counter() - t0
+    record = {
+        "name": name,
+        "command": shlex.join(command),
+        "cwd": str(run_dir),
+        "returncode": returncode,
+        "timed_out": timed_out,
+        "wall_seconds": round(wall, 2),
+        "started": started,
+        "git_commit": git_commit(),
+        "python": command[0],
+        "packages": interpreter_versions(command[0]),
+        "machine": machine_info(),
+    }
+    try:
+        record["evaluations"] = read_evaluations(run_dir_path / "runs")
+    except Exception as exc:  # a broken event file must not lose the record
+        record["evaluations"] = []
+        record["read_error"] = repr(exc)
+    if returncode != 0:
+        text = (run_dir_path / "log.txt").read_text(errors="replace")
+        record["log_tail"] = text[-3000:]
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# sweep
+
+
+def grid(protocol: Protocol, envs=None, algos=None, variants=None, seeds=None) -> list[Run]:
+    envs = envs or protocol.envs
+    algos = algos or protocol.algos
+    variants = variants or protocol.variants
+    seeds = seeds or protocol.seeds
+    # seed-major order: a sweep stopped half way has every cell with its first seeds done; within
+    # a seed the costliest variant (a search every iteration) starts first, so that the short runs
+    # fill the cores at the end
+    runs = [
+        Run(env, algo, variant, int(seed))
+        for seed in seeds
+        for env in envs
+        for algo in algos
+        for variant in variants
+    ]
+    position = {seed: i for i, seed in enumerate(seeds)}
+    return sorted(runs, key=lambda r: (position[r.seed], r.variant != "explorler-paper"))
+
+
+def load_result(run_dir: Path) -> dict | None:
+    path = run_dir / RESULT_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def done(run_dir: Path, command: list[str] | None = None) -> bool:
+    """The run succeeded (and, given ``command``, with the same arguments: script and flags)."""
+    record = load_result(run_dir)
+    ok = record is not None and record.get("returncode") == 0 and bool(record.get("evaluations"))
+    if ok and command is not None:
+        return shlex.split(record["command"])[1:] == command[1:]
+    return ok
+
+
+def sb3_available(python: str) -> bool:
+    if python == sys.executable:
+        return all(importlib.util.find_spec(m) for m in ("stable_baselines3", "sb3_contrib"))
+    probe = subprocess.run(
+        [python, "-c", "import stable_baselines3, sb3_contrib"], capture_output=True, check=False
+    )
+    return probe.returncode == 0
+
+
+def collect(out: Path) -> list[dict]:
+    """All evaluation rows of the finished runs under ``out/runs`` (CSV order)."""
+    rows = []
+    for run_dir in sorted((out / "runs").glob("*__*__*__*")):
+        record = load_result(run_dir)
+        if record is None or record.get("returncode") != 0:
+            continue
+        env, algo, variant, seed = run_dir.name.split("__")
+        for point in record.get("evaluations", []):
+            rows.append({"env": env, "algo": algo, "variant": variant, "seed": int(seed), **point})
+    rows.sort(key=lambda r: (r["env"], r["algo"], r["variant"], r["seed"], r["eval_index"]))
+    return rows
+
+
+def write_csv(out: Path, rows: list[dict]) -> Path:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_FIELDS})
+    path = out / "evaluations.csv"
+    atomic_write(path, buffer.getvalue())
+    return path
+
+
+def run_local(todo, jobs, timeout, on_done):
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {
+            pool.submit(execute_run, run.name, command, str(run_dir), timeout): (run, run_dir)
+            for run, command, run_dir in todo
+        }
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                run, run_dir = futures[future]
+                on_done(run, run_dir, future.result())
+        except KeyboardInterrupt:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def run_ray(todo, jobs, timeout, address, on_done):
+    try:
+        import ray
+    except ImportError as exc:
+        raise SystemExit("--ray needs Ray: pip install 'explorler-optim[ray]'") from exc
+    pythonpath = os.pathsep.join([str(HERE), str(REPO), os.environ.get("PYTHONPATH", "")])
+    runtime_env = {"env_vars": {"PYTHONPATH": pythonpath.rstrip(os.pathsep)}}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+    else:
+        ray.init(num_cpus=jobs, include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=1, max_retries=0)(_ray_execute_run)
+        pending = {
+            task.remote(run.name, command, str(run_dir), timeout): (run, run_dir)
+            for run, command, run_dir in todo
+        }
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                run, run_dir = pending.pop(ref)
+                on_done(run, run_dir, ray.get(ref))
+    finally:
+        ray.shutdown()
+
+
+def _ray_execute_run(name, command, run_dir, timeout):
+    # imported on the worker so that this task does not depend on how the driver imported us
+    import sweep as worker_sweep
+
+    return worker_sweep.execute_run(name, command, run_dir, timeout)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--protocol", required=True, choices=sorted(PROTOCOLS))
+    p.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/<protocol>")
+    p.add_argument("--envs", nargs="+", help="subset/override of the protocol's envs")
+    p.add_argument("--algos", nargs="+", choices=sorted(SCRIPTS))
+    p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS))
+    p.add_argument("--seeds", nargs="+", type=int)
+    p.add_argument(
+        "--extra",
+        default="",
+        help="extra flags for every run (last, so they win), e.g. --extra='--racing'",
+    )
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel runs")
+    p.add_argument("--ray", action="store_true", help="run as tasks of a local Ray instance")
+    p.add_argument("--ray-address", default=None, help="run on an existing Ray cluster")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per run (default none)")
+    p.add_argument("--sb3-python", default=sys.executable, help="interpreter for sb3 runs")
+    p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    p.add_argument("--collect-only", action="store_true", help="only rebuild the CSV")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    protocol = PROTOCOLS[args.protocol]
+    out = (args.out or RESULTS / protocol.name).resolve()
+    extra = shlex.split(args.extra)
+    runs = grid(protocol, args.envs, args.algos, args.variants, args.seeds)
+
+    missing = sorted({r.algo for r in runs if r.variant != "sb3" and not SCRIPTS[r.algo].exists()})
+    for algo in missing:
+        print(f"skipping {algo}: {SCRIPTS[algo]} does not exist", file=sys.stderr)
+    runs = [r for r in runs if r.variant == "sb3" or r.algo not in missing]
+    if any(r.variant == "sb3" for r in runs) and not sb3_available(args.sb3_python):
+        print(
+            f"skipping sb3 runs: stable-baselines3 and sb3-contrib are not importable by "
+            f"{args.sb3_python} (install them in the benchmark environment, or --sb3-python)",
+            file=sys.stderr,
+        )
+        runs = [r for r in runs if r.variant != "sb3"]
+
+    todo, skipped = [], 0
+    for run in runs:
+        run_dir = out / "runs" / run.name
+        python = args.sb3_python if run.variant == "sb3" else sys.executable
+        command = build_command(protocol, run, extra, python)
+        if args.dry_run:
+            print(shlex.join(command))
+            continue
+        if args.collect_only or done(run_dir, command):
+            skipped += 1
+            continue
+        if done(run_dir):
+            print(f"{run.name}: flags changed since its result; running it again", file=sys.stderr)
+        todo.append((run, command, run_dir))
+    if args.dry_run:
+        return 0
+
+    if protocol.ray and not (args.ray or args.ray_address) and todo:
+        print(f"note: protocol {protocol.name!r} is meant for a Ray cluster", file=sys.stderr)
+    failed: list[str] = []
+    if todo:
+        from tqdm import tqdm
+
+        mode = f"ray {args.ray_address}" if args.ray_address else "ray" if args.ray else "local"
+        print(
+            f"{protocol.name}: {len(todo)} runs to do, {skipped} done already; "
+            f"{args.jobs} jobs ({mode}); output {out}",
+            file=sys.stderr,
+        )
+        bar = tqdm(total=len(todo), unit="run", dynamic_ncols=True, desc=protocol.name)
+
+        def on_done(run, run_dir, record):
+            atomic_write(run_dir / RESULT_FILE, json.dumps(record, indent=2) + "\n")
+            if record["returncode"] != 0 or not record["evaluations"]:
+                failed.append(run.name)
+                bar.write(f"FAILED {run.name} (rc={record['returncode']}); see {run_dir}/log.txt")
+            bar.set_postfix(failed=len(failed), last=run.name, refresh=False)
+            bar.update(1)
+
+        try:
+            if args.ray or args.ray_address:
+                run_ray(todo, args.jobs, args.timeout, args.ray_address, on_done)
+            else:
+                run_local(todo, args.jobs, args.timeout, on_done)
+        finally:
+            bar.close()
+
+    rows = collect(out)
+    path = write_csv(out, rows)
+    summary = {
+        "protocol": protocol.name,
+        "grid": {
+            "envs": sorted({r.env for r in runs}),
+            "algos": sorted({r.algo for r in runs}),
+            "variants": sorted({r.variant for r in runs}),
+            "seeds": sorted({r.seed for r in runs}),
+        },
+        "flags": list(protocol.flags),
+        "extra": extra,
+        "runs": {r.name: ("done" if done(out / "runs" / r.name) else "failed") for r in runs},
+        "provenance": provenance(),
+    }
+    atomic_write(out / "sweep.json", json.dumps(summary, indent=2) + "\n")
+    print(
+        f"{len(rows)} evaluation rows from {sum(v == 'done' for v in summary['runs'].values())}"
+        f"/{len(runs)} runs -> {path}" + (f"; {len(failed)} failed" if failed else ""),
+        file=sys.stderr,
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

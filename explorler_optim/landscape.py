@@ -1,0 +1,187 @@
+"""Draw the return landscape around a saved policy: ``python -m explorler_optim.landscape CHECKPOINT``.
+
+Loads a checkpoint written by ``single_file_baselines/ppo_continuous_action.py`` or
+``trpo_continuous_action.py`` (``--save-model``), takes the anchors it holds (those of the cycle in
+progress, or those of the last search when the checkpoint was written right after one), lays a
+``grid x grid`` lattice over the anchors' 2-D principal plane, scores every lattice point in the
+environment with :class:`~explorler_optim.rl.PolicyEvaluator` (deterministic actions, the
+checkpoint's frozen observation statistics, the same reset seeds for every point), and writes a PNG:
+the paper's Figure 1 for your own policy.
+
+Example::
+
+    python -m explorler_optim.landscape runs/Hopper-v5__ppo__1__1700000000/ppo.explorler_model \\
+        --grid 15 --episodes 3 --out landscape.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .subspace import AnchorSubspace
+from .viz import landscape_figure, principal_plane, save_figure
+
+
+def actor_from_state_dict(agent_state: dict[str, torch.Tensor], prefix: str = "actor_mean.") -> nn.Sequential:
+    """Rebuild the scripts' deterministic actor (Linear layers with Tanh between) from a state dict."""
+    indices = sorted(
+        {
+            int(m.group(1))
+            for key in agent_state
+            if (m := re.fullmatch(re.escape(prefix) + r"(\d+)\.weight", key))
+        }
+    )
+    if not indices:
+        raise ValueError(
+            f"the checkpoint's agent has no '{prefix}<i>.weight' entries; is it from our scripts?"
+        )
+    layers: list[nn.Module] = []
+    for position, index in enumerate(indices):
+        weight = agent_state[f"{prefix}{index}.weight"]
+        linear = nn.Linear(weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            linear.weight.copy_(weight)
+            linear.bias.copy_(agent_state[f"{prefix}{index}.bias"])
+        layers.append(linear)
+        if position < len(indices) - 1:
+            layers.append(nn.Tanh())
+    return nn.Sequential(*layers)
+
+
+def anchors_from_checkpoint(checkpoint: dict) -> torch.Tensor:
+    """The ``(n, P)`` anchors a checkpoint holds (current cycle first, else the last search's)."""
+    explorer = checkpoint.get("optimizer", {}).get("explorler")
+    if explorer is not None and explorer.get("deltas") is not None and explorer["deltas"].shape[0] >= 2:
+        return explorer["origin"].double() + explorer["deltas"].double()
+    last = checkpoint.get("last_cycle_anchors")
+    if last is not None and last.shape[0] >= 2:
+        return last.double()
+    raise ValueError(
+        "the checkpoint holds fewer than 2 anchors: it was saved without ExploRLer (--no-explorler) or "
+        "before any cycle; train with ExploRLer and --save-model for at least one iteration"
+    )
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(
+        prog="python -m explorler_optim.landscape",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("checkpoint", help="a checkpoint written by a script's --save-model")
+    parser.add_argument("--env-id", default=None, help="environment (default: the checkpoint's)")
+    parser.add_argument("--grid", type=int, default=15, help="lattice points per side")
+    parser.add_argument("--episodes", type=int, default=3, help="deterministic episodes per point")
+    parser.add_argument(
+        "--margin", type=float, default=0.25, help="padding around the anchors, as a fraction"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="reset seed of episode 0 (episode k uses seed + k)"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="processes for the rollouts")
+    parser.add_argument("--max-episode-steps", type=int, default=None, help="cap on episode length")
+    parser.add_argument("--batch", type=int, default=32, help="lattice points scored per evaluator call")
+    parser.add_argument("--out", default=None, help="PNG path (default: next to the checkpoint)")
+    args = parser.parse_args(argv)
+    if args.grid < 2:
+        parser.error("--grid must be at least 2")
+
+    import gymnasium as gym
+    from tqdm.auto import tqdm
+
+    from .rl import ObsNormalizer, PolicyEvaluator
+
+    checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    saved_args = checkpoint.get("args", {})
+    env_id = args.env_id or saved_args.get("env_id")
+    if env_id is None:
+        parser.error("the checkpoint does not name its environment; pass --env-id")
+    max_episode_steps = args.max_episode_steps or saved_args.get("max_episode_steps")
+    actor = actor_from_state_dict(checkpoint["agent"])
+    anchors = anchors_from_checkpoint(checkpoint)
+    shapes = [tuple(shape) for shape in checkpoint["optimizer"]["explorler"]["shapes"]]
+    actor_params = list(actor.parameters())
+    actor_shapes = [tuple(p.shape) for p in actor_params]
+    if actor_shapes != shapes[: len(actor_params)]:
+        raise ValueError(f"the explored parameters {shapes} do not start with the actor's {actor_shapes}")
+    obs_stats = checkpoint["obs_rms"][0]
+    normalizer = ObsNormalizer(obs_stats["mean"].numpy(), obs_stats["var"].numpy())
+
+    subspace = AnchorSubspace(anchors)
+    center, basis = principal_plane(subspace.coords.numpy())
+    anchors_2d = (subspace.coords.numpy() - center) @ basis
+    current = torch.cat([p.detach().reshape(-1).double() for p in actor_params])
+    rest = anchors[-1, current.numel() :]
+    log_std = checkpoint["agent"].get("actor_logstd")
+    if log_std is not None and log_std.numel() == rest.numel():
+        rest = log_std.reshape(-1).double()
+    incumbent_coords, _ = subspace.project(torch.cat([current, rest]))
+    incumbent_2d = (incumbent_coords.numpy() - center) @ basis
+    extent = np.vstack([anchors_2d, incumbent_2d])
+    low, high = extent.min(0), extent.max(0)
+    span = np.maximum(high - low, 1e-3 * max(float(np.abs(extent).max()), 1e-6))
+    low, high = low - args.margin * span, high + args.margin * span
+    xs, ys = np.linspace(low[0], high[0], args.grid), np.linspace(low[1], high[1], args.grid)
+    plane_points = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+    lattice = torch.from_numpy(center + plane_points @ basis.T)
+    points = torch.cat([lattice, subspace.coords, incumbent_coords[None]])
+
+    def make_env():
+        env = gym.make(env_id, max_episode_steps=max_episode_steps) if max_episode_steps else gym.make(env_id)
+        return gym.wrappers.FlattenObservation(env)
+
+    evaluator = PolicyEvaluator(
+        actor,
+        make_env,
+        episodes=args.episodes,
+        obs_normalizer=normalizer,
+        seed=args.seed,
+        workers=args.workers,
+    )
+    scores = []
+    try:
+        for start in tqdm(range(0, points.shape[0], args.batch), desc="scoring the lattice", unit="batch"):
+            flat = subspace.lift(points[start : start + args.batch], dtype=torch.float32)
+            pieces, offset = [], 0
+            for p in actor_params:
+                pieces.append(flat[:, offset : offset + p.numel()].reshape(-1, *p.shape))
+                offset += p.numel()
+            scores.append(torch.as_tensor(evaluator.evaluate_many(actor_params, pieces), dtype=torch.float64))
+        env_steps = evaluator.total_env_steps
+    finally:
+        evaluator.close()
+    scores = torch.cat(scores).numpy()
+    grid_values = scores[: args.grid**2].reshape(args.grid, args.grid)
+    anchor_scores = scores[args.grid**2 : args.grid**2 + anchors.shape[0]]
+    incumbent_score = float(scores[-1])
+    figure = landscape_figure(
+        subspace.coords,
+        subspace.coords,
+        anchor_scores,
+        incumbent_coords=incumbent_coords,
+        incumbent_score=incumbent_score,
+        grid=(xs, ys, grid_values),
+        candidate_label="anchors' scores",
+        title=f"{env_id}: return on the anchors' plane ({args.grid}x{args.grid}, "
+        f"{args.episodes} episode{'s' if args.episodes != 1 else ''} per point)",
+    )
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".landscape.png")
+    save_figure(figure, str(out))
+    best = np.unravel_index(np.nanargmax(grid_values), grid_values.shape)
+    print(
+        f"wrote {out}: {args.grid**2} lattice points + {anchors.shape[0]} anchors + the policy, "
+        f"{env_steps:,} env steps; policy {incumbent_score:.1f}, best anchor {anchor_scores.max():.1f}, "
+        f"best lattice point {grid_values[best]:.1f}"
+    )
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,753 @@
+"""PPO for continuous actions, CleanRL style, with ExploRLer between iterations.
+
+One file, top to bottom. `python ppo_continuous_action.py` runs ExploRLer-PPO on Hopper-v5;
+`--no-explorler` runs the plain PPO baseline with the same code, seeds and honest evaluation.
+The ExploRLer part is small: the Adam optimizer is wrapped in `ExploRLerOptimizer`, an anchor is
+recorded after every epoch, and `optimizer.explore(evaluator)` runs between iterations.
+
+    python single_file_baselines/ppo_continuous_action.py                  # ExploRLer-PPO
+    python single_file_baselines/ppo_continuous_action.py --no-explorler   # plain PPO baseline
+    python single_file_baselines/ppo_continuous_action.py --save-model     # + checkpoint
+    python single_file_baselines/ppo_continuous_action.py --eval-checkpoint runs/<run>/<name>.pt
+    tensorboard --logdir runs
+
+Compare runs by `eval/episodic_return`: the current policy on `final_eval_episodes` held-out
+deterministic episodes, with the same seeds in both modes and never counted in the budget.
+"""
+
+import functools
+import json
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import tyro
+from torch import nn, optim
+from torch.distributions.normal import Normal
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+try:
+    from explorler_optim import (
+        CheckpointAverage,
+        EmptySpaceSearch,
+        ExploRLerOptimizer,
+        GaussianSearch,
+        RandomWalkSearch,
+    )
+    from explorler_optim.rl import ObsNormalizer, PolicyEvaluator
+except ImportError:  # running from a source checkout without `pip install -e .`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from explorler_optim import (
+        CheckpointAverage,
+        EmptySpaceSearch,
+        ExploRLerOptimizer,
+        GaussianSearch,
+        RandomWalkSearch,
+    )
+    from explorler_optim.rl import ObsNormalizer, PolicyEvaluator
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment (python, numpy, torch, env resets, action spaces, evaluation seeds)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, cuda will be enabled when available"""
+    torch_threads: int = 1
+    """torch CPU threads; 1 is fastest for these small MLPs (0 keeps torch's default)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "explorler"
+    """the wandb's project name"""
+    wandb_entity: str | None = None
+    """the entity (team) of wandb's project"""
+    quiet: bool = False
+    """if toggled, no console output (no progress bar, no messages)"""
+    save_model: bool = False
+    """if toggled, write a checkpoint (at every honest evaluation and at the end, same file)"""
+    checkpoint_path: str | None = None
+    """where `--save-model` writes the checkpoint (default runs/{run_name}/{exp_name}.pt)"""
+    resume: str | None = None
+    """path of a checkpoint to continue training from"""
+    eval_checkpoint: str | None = None
+    """path of a checkpoint to evaluate honestly (its saved seed and env); no training"""
+
+    # Algorithm specific arguments
+    env_id: str = "Hopper-v5"
+    """the id of the environment"""
+    max_episode_steps: int | None = None
+    """episode length cap for the training and evaluation envs (None: the env's default)"""
+    total_timesteps: int = 1000000
+    """total env steps of the experiment (see `count_eval_steps` for what counts)"""
+    learning_rate: float = 3e-4
+    """the learning rate of the optimizer"""
+    num_envs: int = 1
+    """the number of parallel game environments"""
+    num_steps: int = 2048
+    """the number of steps to run in each environment per policy rollout"""
+    anneal_lr: bool = True
+    """toggle learning rate annealing (linear in the counted steps, to 0 at the budget)"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda for the general advantage estimation"""
+    num_minibatches: int = 32
+    """the number of mini-batches"""
+    update_epochs: int = 10
+    """the K epochs to update the policy"""
+    norm_adv: bool = True
+    """toggles advantages normalization"""
+    clip_coef: float = 0.2
+    """the surrogate clipping coefficient"""
+    clip_vloss: bool = True
+    """toggles whether or not to use a clipped loss for the value function, as per the paper"""
+    ent_coef: float = 0.0
+    """coefficient of the entropy"""
+    vf_coef: float = 0.5
+    """coefficient of the value function"""
+    max_grad_norm: float = 0.5
+    """the maximum norm for the gradient clipping"""
+    target_kl: float | None = None
+    """the target KL divergence threshold"""
+
+    # ExploRLer arguments
+    explorler: bool = True
+    """if toggled, wrap Adam in ExploRLerOptimizer and explore between iterations"""
+    explore_every: int = 10
+    """iterations per explore cycle (1 is the paper's schedule)"""
+    explore_start: int = 0
+    """training steps (global_step) before which no search runs (1M: pretrain, then explore)"""
+    max_anchors: int = 10
+    """anchors kept: an anchor is recorded at every epoch end, the last max_anchors are searched"""
+    search: Literal["esa", "random-walk", "checkpoint-average", "gaussian"] = "esa"
+    """how candidates are generated from the anchors"""
+    esa_agents: int = 5
+    """ESA (and random walk): number of search agents"""
+    esa_steps: int = 60
+    """ESA (and random walk): steps per agent"""
+    esa_step_size: float = 1e-3
+    """ESA (and random walk): step size"""
+    esa_momentum: float = 0.3
+    """ESA: momentum gamma"""
+    esa_epsilon: float = 0.5
+    """ESA: Lennard-Jones epsilon"""
+    esa_neighbors: int = 6
+    """ESA: nearest anchors that act on an agent"""
+    esa_snapshot_every: int = 20
+    """ESA (and random walk): a candidate every this many steps, plus the final position"""
+    gaussian_candidates: int = 20
+    """gaussian search: number of candidates sampled"""
+    eval_episodes: int = 3
+    """deterministic episodes per candidate (same seeds for all candidates of a cycle)"""
+    include_incumbent: bool = True
+    """score the current policy too and commit a candidate only if it beats it"""
+    reset_optimizer_state: bool = True
+    """after a commit, clear Adam's moments of the explored parameters"""
+    count_eval_steps: bool = True
+    """count candidate-evaluation env steps toward total_timesteps (off: the paper's accounting)"""
+    racing: bool = False
+    """let the candidate evaluator drop hopeless candidates early (PolicyEvaluator racing)"""
+    eval_workers: int = 1
+    """worker processes of the candidate evaluator (1: evaluate in this process)"""
+    landscape_every: int = 0
+    """log the landscape view (anchors, candidates, scores) to TensorBoard every K cycles (0: off)"""
+
+    # Honest measurement (the same for baseline and ExploRLer; never counted in the budget)
+    eval_every: int = 10
+    """iterations between honest evaluations of the current policy (also one at the end)"""
+    final_eval_episodes: int = 10
+    """deterministic episodes per honest evaluation"""
+
+    # to be filled in runtime
+    batch_size: int = 0
+    """the batch size (computed in runtime)"""
+    minibatch_size: int = 0
+    """the mini-batch size (computed in runtime)"""
+    num_iterations: int = 0
+    """iterations if only training steps counted (computed in runtime; fewer with eval steps)"""
+
+
+def make_env(env_id, idx, gamma, max_episode_steps=None):
+    """Training env: CleanRL's wrappers, normalisation statistics live in the wrappers."""
+
+    def thunk():
+        env = gym.make(env_id, max_episode_steps=max_episode_steps)
+        env = gym.wrappers.FlattenObservation(env)
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        env = gym.wrappers.ClipAction(env)
+        env = gym.wrappers.NormalizeObservation(env)
+        env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10), env.observation_space)
+        env = gym.wrappers.NormalizeReward(env, gamma=gamma)
+        env = gym.wrappers.TransformReward(env, lambda reward: np.clip(reward, -10, 10))
+        return env
+
+    return thunk
+
+
+def build_eval_env(env_id, max_episode_steps=None):
+    """Evaluation env: raw observations and rewards; the evaluator applies frozen obs stats."""
+    env = gym.make(env_id, max_episode_steps=max_episode_steps)
+    return gym.wrappers.FlattenObservation(env)
+
+
+def make_eval_env(env_id, max_episode_steps=None):
+    """A picklable zero-arg env builder (evaluator worker processes need one)."""
+    return functools.partial(build_eval_env, env_id, max_episode_steps)
+
+
+def find_wrapper(env, cls):
+    while env is not None:
+        if isinstance(env, cls):
+            return env
+        env = getattr(env, "env", None)
+    raise ValueError(f"no {cls.__name__} wrapper in {env}")
+
+
+SQRT2 = float(np.sqrt(2))
+
+
+def layer_init(layer, std=SQRT2, bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Agent(nn.Module):
+    def __init__(self, obs_dim, act_dim):
+        super().__init__()
+        self.critic = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 1), std=1.0),
+        )
+        self.actor_mean = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, act_dim), std=0.01),
+        )
+        self.actor_logstd = nn.Parameter(torch.zeros(1, act_dim))
+
+    def get_value(self, x):
+        return self.critic(x)
+
+    def get_action_and_value(self, x, action=None):
+        action_mean = self.actor_mean(x)
+        action_std = torch.exp(self.actor_logstd.expand_as(action_mean))
+        probs = Normal(action_mean, action_std, validate_args=False)
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action).sum(1), probs.entropy().sum(1), self.critic(x)
+
+
+def compute_gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda):
+    """GAE(lambda) over a (num_steps, num_envs) rollout; returns (advantages, returns).
+
+    `dones[t]` says the obs at step t starts a new episode (the previous step ended one): with
+    same-step autoreset that obs is already the reset obs, so neither the value nor the lambda
+    trace crosses the boundary. As in CleanRL, done = terminated | truncated (no bootstrap on
+    truncation either).
+    """
+    num_steps = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = 0
+    for t in reversed(range(num_steps)):
+        if t == num_steps - 1:
+            nextnonterminal = 1.0 - next_done
+            nextvalues = next_value
+        else:
+            nextnonterminal = 1.0 - dones[t + 1]
+            nextvalues = values[t + 1]
+        delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
+        advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+    return advantages, advantages + values
+
+
+def make_search(args):
+    if args.search == "esa":
+        return EmptySpaceSearch(
+            agents=args.esa_agents,
+            steps=args.esa_steps,
+            step_size=args.esa_step_size,
+            momentum=args.esa_momentum,
+            epsilon=args.esa_epsilon,
+            neighbors=args.esa_neighbors,
+            snapshot_every=args.esa_snapshot_every,
+        )
+    if args.search == "random-walk":
+        return RandomWalkSearch(
+            agents=args.esa_agents,
+            steps=args.esa_steps,
+            step_size=args.esa_step_size,
+            neighbors=args.esa_neighbors,
+            snapshot_every=args.esa_snapshot_every,
+        )
+    if args.search == "checkpoint-average":
+        return CheckpointAverage()
+    return GaussianSearch(num=args.gaussian_candidates)
+
+
+def candidate_seed(args, cycle):
+    """Reset seed of episode 0 for every candidate of explore cycle `cycle` (episode k: +k)."""
+    return (args.seed * 1_000_003 + cycle * args.eval_episodes) % 999_000_000
+
+
+def honest_seed(args):
+    """Reset seed of honest episode 0; disjoint from candidate seeds, the same in both modes."""
+    return 1_000_000_000 + (args.seed % 1_000_000) * 1000
+
+
+def rms_state(rms):
+    return {
+        "mean": torch.as_tensor(np.asarray(rms.mean, dtype=np.float64)).clone(),
+        "var": torch.as_tensor(np.asarray(rms.var, dtype=np.float64)).clone(),
+        "count": float(rms.count),
+    }
+
+
+def load_rms_state(rms, state):
+    rms.mean = state["mean"].numpy().astype(np.float64).copy()
+    rms.var = state["var"].numpy().astype(np.float64).copy()
+    rms.count = float(state["count"])
+
+
+def normalizer_states(envs):
+    obs = [rms_state(find_wrapper(e, gym.wrappers.NormalizeObservation).obs_rms) for e in envs.envs]
+    ret = [rms_state(find_wrapper(e, gym.wrappers.NormalizeReward).return_rms) for e in envs.envs]
+    return obs, ret
+
+
+def load_normalizer_states(envs, obs_states, ret_states):
+    for i, e in enumerate(envs.envs):
+        j = min(i, len(obs_states) - 1)
+        load_rms_state(find_wrapper(e, gym.wrappers.NormalizeObservation).obs_rms, obs_states[j])
+        load_rms_state(find_wrapper(e, gym.wrappers.NormalizeReward).return_rms, ret_states[j])
+
+
+def save_checkpoint(path, payload):
+    """Atomic write: a crash mid-save never leaves a truncated checkpoint behind."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def evaluate_checkpoint(args):
+    """Honest evaluation of a saved checkpoint with its saved statistics and seeds."""
+    ckpt = torch.load(args.eval_checkpoint, map_location="cpu", weights_only=True)
+    saved = Args(**{k: v for k, v in ckpt["args"].items() if k in Args.__dataclass_fields__})
+    # the env rebuilt with the training wrappers, holding the saved statistics: the normaliser is
+    # read from it exactly as during training
+    stats_env = make_env(saved.env_id, 0, saved.gamma, saved.max_episode_steps)()
+    load_rms_state(find_wrapper(stats_env, gym.wrappers.NormalizeObservation).obs_rms, ckpt["obs_rms"][0])
+    obs_dim = int(np.prod(stats_env.observation_space.shape))
+    act_dim = int(np.prod(stats_env.action_space.shape))
+    agent = Agent(obs_dim, act_dim)
+    agent.load_state_dict(ckpt["agent"])
+    agent.eval()
+    episodes = args.final_eval_episodes
+    evaluator = PolicyEvaluator(
+        agent.actor_mean,
+        make_eval_env(saved.env_id, saved.max_episode_steps),
+        episodes=episodes,
+        obs_normalizer=ObsNormalizer.from_env(stats_env),
+        seed=honest_seed(saved),
+    )
+    score = float(evaluator())
+    evaluator.close()
+    stats_env.close()
+    result = {
+        "checkpoint": args.eval_checkpoint,
+        "env_id": saved.env_id,
+        "episodes": episodes,
+        "eval_episodic_return": score,
+        "saved_eval_episodic_return": ckpt.get("eval_return"),
+        "global_step": ckpt["global_step"],
+        "total_env_steps": ckpt["total_env_steps"],
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
+    if args.quiet:
+        warnings.filterwarnings("ignore")
+    if args.eval_checkpoint is not None:
+        evaluate_checkpoint(args)
+        sys.exit(0)
+
+    args.batch_size = int(args.num_envs * args.num_steps)
+    args.minibatch_size = int(args.batch_size // args.num_minibatches)
+    args.num_iterations = math.ceil(args.total_timesteps / args.batch_size)
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    checkpoint_path = args.checkpoint_path or os.path.join("runs", run_name, f"{args.exp_name}.pt")
+    say = (lambda msg: None) if args.quiet else tqdm.write
+
+    if args.track:
+        import wandb
+
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_name,
+            save_code=True,
+        )
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()),
+    )
+
+    # seeding: python, numpy, torch here; env resets and action spaces below
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # env setup: same-step autoreset, so that the obs after a done is already the reset obs and
+    # `final_info` reports the finished episode (gymnasium 1.x)
+    envs = gym.vector.SyncVectorEnv(
+        [make_env(args.env_id, i, args.gamma, args.max_episode_steps) for i in range(args.num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    assert isinstance(envs.single_action_space, gym.spaces.Box), "only continuous action space"
+    envs.action_space.seed(args.seed)
+    envs.single_action_space.seed(args.seed)
+
+    obs_dim = int(np.prod(envs.single_observation_space.shape))
+    act_dim = int(np.prod(envs.single_action_space.shape))
+    agent = Agent(obs_dim, act_dim).to(device)
+    adam = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    if args.explorler:
+        # the one-line change: explored = the actor (mean network + log-std); the critic is kept
+        optimizer = ExploRLerOptimizer(
+            adam,
+            explore_params=[*agent.actor_mean.parameters(), agent.actor_logstd],
+            max_anchors=args.max_anchors,
+            search=make_search(args),
+            include_incumbent=args.include_incumbent,
+            reset_state=args.reset_optimizer_state,
+            seed=args.seed,
+            on_invalid="skip",
+        )
+    else:
+        optimizer = adam
+
+    # evaluators on their own envs: deterministic actions, frozen copies of the obs statistics
+    eval_env_fn = make_eval_env(args.env_id, args.max_episode_steps)
+    candidate_evaluator = None
+    if args.explorler:
+        candidate_evaluator = PolicyEvaluator(
+            agent.actor_mean,
+            eval_env_fn,
+            episodes=args.eval_episodes,
+            obs_normalizer=ObsNormalizer.from_env(envs.envs[0]),
+            seed=candidate_seed(args, 0),
+            workers=args.eval_workers,
+            racing=args.racing,
+        )
+    honest_evaluator = PolicyEvaluator(
+        agent.actor_mean,
+        eval_env_fn,
+        episodes=args.final_eval_episodes,
+        obs_normalizer=ObsNormalizer.from_env(envs.envs[0]),
+        seed=honest_seed(args),
+    )
+
+    global_step = 0  # training env steps
+    total_env_steps = 0  # training + candidate-evaluation env steps
+    eval_env_steps = 0  # candidate-evaluation env steps
+    iteration = 0
+    cycle = 0
+    last_eval_return = None
+    last_cycle_anchors = None  # the anchors of the last search, saved for the landscape command
+    reset_seed = args.seed
+    if args.resume is not None:
+        ckpt = torch.load(args.resume, map_location=device, weights_only=True)
+        if ckpt["explorler"] and not args.explorler:
+            raise SystemExit("checkpoint was written with ExploRLer on; resume without --no-explorler")
+        agent.load_state_dict(ckpt["agent"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        load_normalizer_states(envs, ckpt["obs_rms"], ckpt["return_rms"])
+        global_step = ckpt["global_step"]
+        total_env_steps = ckpt["total_env_steps"]
+        eval_env_steps = ckpt["eval_env_steps"]
+        iteration = ckpt["iteration"]
+        cycle = ckpt["cycle"]
+        last_eval_return = ckpt.get("eval_return")
+        last_cycle_anchors = ckpt.get("last_cycle_anchors")
+        reset_seed = args.seed + 10_007 * iteration
+        torch.manual_seed(reset_seed)
+        envs.action_space.seed(reset_seed)
+        say(f"resumed from {args.resume} at global_step={global_step} iteration={iteration}")
+
+    def counted_steps():
+        return total_env_steps if args.count_eval_steps else global_step
+
+    def honest_eval():
+        honest_evaluator.obs_normalizer = ObsNormalizer.from_env(envs.envs[0])
+        honest_evaluator.seed = honest_seed(args)
+        score = float(honest_evaluator())
+        writer.add_scalar("eval/episodic_return", score, global_step)
+        writer.add_scalar("eval/episodic_return_vs_total_steps", score, total_env_steps)
+        say(f"global_step={global_step}, total_env_steps={total_env_steps}, eval_return={score:.1f}")
+        return score
+
+    def checkpoint():
+        obs_states, ret_states = normalizer_states(envs)
+        save_checkpoint(
+            checkpoint_path,
+            {
+                "format": "explorler-ppo-continuous/1",
+                "agent": agent.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "explorler": bool(args.explorler),
+                "obs_rms": obs_states,
+                "return_rms": ret_states,
+                "args": dict(vars(args)),
+                "global_step": int(global_step),
+                "total_env_steps": int(total_env_steps),
+                "eval_env_steps": int(eval_env_steps),
+                "iteration": int(iteration),
+                "cycle": int(cycle),
+                "eval_return": last_eval_return,
+                "last_cycle_anchors": last_cycle_anchors,
+            },
+        )
+
+    # rollout storage
+    horizon = (args.num_steps, args.num_envs)
+    obs = torch.zeros(horizon + envs.single_observation_space.shape, device=device)
+    actions = torch.zeros(horizon + envs.single_action_space.shape, device=device)
+    logprobs = torch.zeros(horizon, device=device)
+    rewards = torch.zeros(horizon, device=device)
+    dones = torch.zeros(horizon, device=device)
+    values = torch.zeros(horizon, device=device)
+
+    # start the game
+    start_time = time.time()
+    start_step = global_step
+    excluded_seconds = 0.0  # honest evaluation time (measurement, not training cost)
+    next_obs, _ = envs.reset(seed=reset_seed)
+    next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
+    next_done = torch.zeros(args.num_envs, device=device)
+    last_return = float("nan")
+    last_gain = None
+    pbar = tqdm(
+        total=args.total_timesteps,
+        initial=min(counted_steps(), args.total_timesteps),
+        disable=args.quiet,
+        unit="step",
+        dynamic_ncols=True,
+    )
+
+    while counted_steps() < args.total_timesteps:
+        counted_before = counted_steps()
+        iteration += 1
+        # Annealing the rate: linear in the counted steps, so it reaches ~0 at the budget either way
+        if args.anneal_lr:
+            frac = max(1.0 - counted_before / args.total_timesteps, 0.0)
+            optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+
+        for step in range(args.num_steps):
+            global_step += args.num_envs
+            total_env_steps += args.num_envs
+            obs[step] = next_obs
+            dones[step] = next_done
+
+            # act with the stochastic policy
+            with torch.no_grad():
+                action, logprob, _, value = agent.get_action_and_value(next_obs)
+                values[step] = value.flatten()
+            actions[step] = action
+            logprobs[step] = logprob
+
+            # step the envs; log every finished episode (gymnasium 1.x `final_info` layout)
+            next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
+            # done = terminated | truncated, as in CleanRL: the value after a done is not
+            # bootstrapped, and with same-step autoreset next_obs is already the new episode's
+            next_done_np = np.logical_or(terminations, truncations)
+            rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
+            next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device)
+            next_done = torch.as_tensor(next_done_np, dtype=torch.float32, device=device)
+
+            if "final_info" in infos and "episode" in infos["final_info"]:
+                final = infos["final_info"]
+                mask = final["_episode"]
+                for r, length in zip(final["episode"]["r"][mask], final["episode"]["l"][mask], strict=True):
+                    last_return = float(r)
+                    writer.add_scalar("charts/episodic_return", float(r), global_step)
+                    writer.add_scalar("charts/episodic_length", int(length), global_step)
+
+        # bootstrap value if not done
+        with torch.no_grad():
+            next_value = agent.get_value(next_obs).reshape(1, -1)
+            advantages, returns = compute_gae(
+                rewards, values, dones, next_value, next_done, args.gamma, args.gae_lambda
+            )
+
+        # flatten the batch
+        b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
+        b_logprobs = logprobs.reshape(-1)
+        b_actions = actions.reshape((-1,) + envs.single_action_space.shape)
+        b_advantages = advantages.reshape(-1)
+        b_returns = returns.reshape(-1)
+        b_values = values.reshape(-1)
+
+        # Optimizing the policy and value network
+        b_inds = np.arange(args.batch_size)
+        clipfracs = []
+        for _epoch in range(args.update_epochs):
+            np.random.shuffle(b_inds)
+            for start in range(0, args.batch_size, args.minibatch_size):
+                end = start + args.minibatch_size
+                mb_inds = b_inds[start:end]
+
+                _, newlogprob, entropy, newvalue = agent.get_action_and_value(
+                    b_obs[mb_inds], b_actions[mb_inds]
+                )
+                logratio = newlogprob - b_logprobs[mb_inds]
+                ratio = logratio.exp()
+
+                with torch.no_grad():
+                    # calculate approx_kl http://joschu.net/blog/kl-approx.html
+                    old_approx_kl = (-logratio).mean()
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clipfracs += [((ratio - 1.0).abs() > args.clip_coef).float().mean().item()]
+
+                mb_advantages = b_advantages[mb_inds]
+                if args.norm_adv:
+                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+
+                # Policy loss
+                pg_loss1 = -mb_advantages * ratio
+                pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+                # Value loss
+                newvalue = newvalue.view(-1)
+                if args.clip_vloss:
+                    v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
+                    v_clipped = b_values[mb_inds] + torch.clamp(
+                        newvalue - b_values[mb_inds], -args.clip_coef, args.clip_coef
+                    )
+                    v_loss_clipped = (v_clipped - b_returns[mb_inds]) ** 2
+                    v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+                else:
+                    v_loss = 0.5 * ((newvalue - b_returns[mb_inds]) ** 2).mean()
+
+                entropy_loss = entropy.mean()
+                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                optimizer.step()
+
+            if args.explorler:
+                optimizer.record()  # an anchor at the end of every epoch
+
+            if args.target_kl is not None and approx_kl > args.target_kl:
+                break
+
+        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+
+        # CleanRL's scalars
+        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
+        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
+        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
+        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+        writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
+        writer.add_scalar("losses/explained_variance", explained_var, global_step)
+
+        # ExploRLer: search the anchors' empty space between iterations, never inside one
+        if (
+            args.explorler
+            and global_step >= args.explore_start
+            and iteration % args.explore_every == 0
+            and optimizer.num_anchors >= 2
+        ):
+            candidate_evaluator.obs_normalizer = ObsNormalizer.from_env(envs.envs[0])
+            candidate_evaluator.seed = candidate_seed(args, cycle)
+            steps_before = candidate_evaluator.total_env_steps
+            last_cycle_anchors = optimizer.anchors().cpu()  # kept for the landscape command
+            result = optimizer.explore(candidate_evaluator)
+            used = int(candidate_evaluator.total_env_steps - steps_before)
+            cycle += 1
+            eval_env_steps += used
+            total_env_steps += used  # what counts toward the budget is `counted_steps()`
+            last_gain = result.gain
+            writer.add_scalar("explorler/best_score", result.best_score, global_step)
+            if result.incumbent_score is not None:
+                writer.add_scalar("explorler/incumbent_score", result.incumbent_score, global_step)
+            if result.gain is not None:
+                writer.add_scalar("explorler/gain", result.gain, global_step)
+            writer.add_scalar("explorler/committed", float(result.committed), global_step)
+            writer.add_scalar("explorler/num_candidates", result.num_candidates, global_step)
+            writer.add_scalar("explorler/distance", result.distance, global_step)
+            writer.add_scalar("explorler/eval_env_steps", eval_env_steps, global_step)
+            writer.add_scalar("explorler/seconds", result.seconds, global_step)
+            writer.add_scalar("explorler/search_seconds", result.search_seconds, global_step)
+            scores = torch.as_tensor(result.scores, dtype=torch.float64).flatten()
+            scores = scores[torch.isfinite(scores)]
+            if scores.numel() > 0:
+                writer.add_histogram("explorler/candidate_scores", scores.numpy(), global_step)
+            if args.landscape_every > 0 and cycle % args.landscape_every == 0:
+                from explorler_optim.viz import log_landscape  # needs matplotlib
+
+                log_landscape(writer, result, global_step)
+        writer.add_scalar("charts/total_env_steps", total_env_steps, global_step)
+
+        finished = counted_steps() >= args.total_timesteps
+        if iteration % args.eval_every == 0 or finished:
+            t0 = time.time()
+            last_eval_return = honest_eval()
+            if args.save_model:
+                checkpoint()
+            excluded_seconds += time.time() - t0
+
+        sps = int((global_step - start_step) / max(time.time() - start_time - excluded_seconds, 1e-9))
+        writer.add_scalar("charts/SPS", sps, global_step)
+        postfix = {"step": global_step, "SPS": sps}
+        if not math.isnan(last_return):
+            postfix["ret"] = f"{last_return:.1f}"
+        if last_gain is not None:
+            postfix["gain"] = f"{last_gain:.1f}"
+        pbar.set_postfix(postfix, refresh=False)
+        pbar.update(min(counted_steps(), args.total_timesteps) - min(counted_before, args.total_timesteps))
+
+    pbar.close()
+    if args.save_model:
+        say(f"model saved to {checkpoint_path}")
+    honest_evaluator.close()
+    if candidate_evaluator is not None:
+        candidate_evaluator.close()
+    envs.close()
+    writer.close()

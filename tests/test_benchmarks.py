@@ -1,0 +1,281 @@
+"""Tests of the benchmark machinery (issue 6): sweep (local, resumable, Ray), report statistics."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+import protocols  # noqa: E402
+import report  # noqa: E402
+import sweep  # noqa: E402
+
+SCRIPT_ALGOS = [a for a in ("ppo", "trpo") if protocols.SCRIPTS[a].exists()]
+HAS_MPL = importlib.util.find_spec("matplotlib") is not None
+
+
+def run_cli(script, *args, timeout=120):
+    return subprocess.run(
+        [sys.executable, str(BENCH / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
+def read_csv(path):
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+# ---------------------------------------------------------------------------------------------
+# sweep
+
+
+def test_commands_put_variant_flags_last_and_sb3_gets_budget_flags_only():
+    proto = protocols.PROTOCOLS["small"]
+    cmd = sweep.build_command(proto, sweep.Run("Hopper-v5", "ppo", "explorler-paper", 2))
+    assert cmd[1] == str(protocols.SCRIPTS["ppo"])
+    assert cmd[-3:] == ["--explore-every", "1", "--no-count-eval-steps"]
+    assert cmd[cmd.index("--seed") + 1] == "2" and "--quiet" in cmd
+    base = sweep.build_command(proto, sweep.Run("Hopper-v5", "trpo", "baseline", 1))
+    assert base[1] == str(protocols.SCRIPTS["trpo"]) and base[-1] == "--no-explorler"
+    paper = protocols.PROTOCOLS["paper"]
+    sb3 = sweep.build_command(paper, sweep.Run("Ant-v5", "trpo", "sb3", 1))
+    assert sb3[1] == str(protocols.SB3_RUNNER) and sb3[sb3.index("--algo") + 1] == "trpo"
+    assert "--total-timesteps" in sb3 and "--explore-start" not in sb3
+    assert "--explore-start" in sweep.build_command(paper, sweep.Run("Ant-v5", "ppo", "explorler", 1))
+
+
+def test_protocol_grids():
+    small = protocols.PROTOCOLS["small"]
+    assert set(small.envs) == {"Hopper-v5", "Walker2d-v5", "HalfCheetah-v5"}
+    assert set(small.variants) == {"baseline", "explorler", "explorler-paper"}
+    assert len(small.seeds) >= 3 and protocols.SMALL_STEPS >= 200_000
+    assert len(sweep.grid(small)) == 3 * 2 * 3 * len(small.seeds)
+    paper = protocols.PROTOCOLS["paper"]
+    assert len(paper.envs) == 5 and len(paper.seeds) >= 5
+    for proto in protocols.PROTOCOLS.values():
+        assert set(proto.variants) <= set(protocols.VARIANTS)
+
+
+@pytest.mark.skipif(not SCRIPT_ALGOS, reason="no single-file script exists yet")
+def test_smoke_sweep_local_resumable_and_report(tmp_path):
+    out = tmp_path / "smoke"
+    args = ["--protocol", "smoke", "--out", out, "--jobs", 2, "--seeds", 1, "--algos"]
+    args += SCRIPT_ALGOS
+    proc = run_cli("sweep.py", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = [f"Hopper-v5__{a}__{v}__1" for a in SCRIPT_ALGOS for v in ("baseline", "explorler")]
+    for name in names:
+        record = json.loads((out / "runs" / name / "result.json").read_text())
+        assert record["returncode"] == 0
+        assert record["command"].split()[1].endswith("_continuous_action.py")
+        assert record["git_commit"] and record["packages"]["torch"]
+        assert record["machine"]["cores"] >= 1 and record["machine"]["cpu"]
+        assert record["wall_seconds"] > 0 and record["evaluations"]
+        assert list((out / "runs" / name / "runs").rglob("events.out.tfevents.*"))
+    rows = read_csv(out / "evaluations.csv")
+    assert set(rows[0]) == set(sweep.CSV_FIELDS)
+    assert {(r["algo"], r["variant"]) for r in rows} == {
+        (a, v) for a in SCRIPT_ALGOS for v in ("baseline", "explorler")
+    }
+    for r in rows:
+        assert int(r["total_env_steps"]) >= int(r["training_steps"]) > 0
+        assert float(r["wall_seconds"]) >= 0 and np.isfinite(float(r["return"]))
+        if r["variant"] == "baseline":
+            assert r["total_env_steps"] == r["training_steps"]
+    explorler = [r for r in rows if r["variant"] == "explorler"]
+    assert int(explorler[-1]["total_env_steps"]) > int(explorler[-1]["training_steps"])
+    assert json.loads((out / "sweep.json").read_text())["provenance"]["git_commit"]
+
+    # resumable: the second invocation finds every run done and starts none
+    stamps = {n: (out / "runs" / n / "result.json").stat().st_mtime_ns for n in names}
+    again = run_cli("sweep.py", *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "runs to do" not in again.stderr
+    assert f"from {len(names)}/{len(names)} runs" in again.stderr
+    assert stamps == {n: (out / "runs" / n / "result.json").stat().st_mtime_ns for n in names}
+    assert read_csv(out / "evaluations.csv") == rows
+    changed = run_cli("sweep.py", *args, "--extra=--eval-every 2", "--dry-run")
+    assert changed.returncode == 0 and "--eval-every 2" in changed.stdout
+    probe = sweep.build_command(
+        protocols.PROTOCOLS["smoke"], sweep.Run("Hopper-v5", SCRIPT_ALGOS[0], "baseline", 1)
+    )
+    assert sweep.done(out / "runs" / names[0], probe)
+    assert not sweep.done(out / "runs" / names[0], [*probe, "--eval-every", "2"])
+
+    # the report runs on the sweep's CSV
+    rep = run_cli("report.py", "--csv", out / "evaluations.csv", "--bootstrap", 200)
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    text = (out / "results.md").read_text()
+    for algo in SCRIPT_ALGOS:
+        assert f"Hopper-v5 / {algo.upper()}" in text
+    assert "IQM" in text and "Commit:" in text
+    data = json.loads((out / "results.json").read_text())
+    assert {a["variant"] for a in data["aggregate"]} == {"baseline", "explorler"}
+    if HAS_MPL:
+        for name in (
+            "return_vs_training_steps",
+            "return_vs_total_env_steps",
+            "wall_clock_per_step",
+        ):
+            assert (out / f"{name}.png").stat().st_size > 1000
+
+
+@pytest.mark.skipif("ppo" not in SCRIPT_ALGOS, reason="ppo_continuous_action.py does not exist yet")
+def test_smoke_run_through_local_ray(tmp_path):
+    pytest.importorskip("ray", reason="Ray is optional (pip install 'explorler-optim[ray]')")
+    out = tmp_path / "ray"
+    proc = run_cli(
+        "sweep.py", "--protocol", "smoke", "--out", out, "--ray", "--jobs", 2,
+        "--algos", "ppo", "--variants", "baseline", "--seeds", 3,
+        timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(ray)" in proc.stderr
+    record = json.loads((out / "runs" / "Hopper-v5__ppo__baseline__3" / "result.json").read_text())
+    assert record["returncode"] == 0 and record["evaluations"]
+    rows = read_csv(out / "evaluations.csv")
+    assert rows and {r["seed"] for r in rows} == {"3"}
+
+
+def test_sb3_rows_are_skipped_clearly_without_sb3(tmp_path):
+    if importlib.util.find_spec("stable_baselines3") and importlib.util.find_spec("sb3_contrib"):
+        pytest.skip("sb3 is installed here; the skip path is not reachable")
+    proc = run_cli("sweep.py", "--protocol", "smoke", "--out", tmp_path, "--variants", "sb3", "--seeds", 1)
+    assert proc.returncode == 0, proc.stderr
+    assert "skipping sb3 runs" in proc.stderr
+    runner = run_cli("sb3_runner.py", "--algo", "ppo")
+    assert runner.returncode == 3 and "not installed" in runner.stderr
+
+
+def test_failed_run_is_recorded_and_retried(tmp_path):
+    run_dir = tmp_path / "runs" / "Hopper-v5__ppo__baseline__1"
+    record = sweep.execute_run("x", [sys.executable, "-c", "import sys; sys.exit(4)"], str(run_dir))
+    assert record["returncode"] == 4 and record["evaluations"] == [] and "log_tail" in record
+    (run_dir / "result.json").write_text(json.dumps(record))
+    assert not sweep.done(run_dir)  # failed runs are not skipped on the next invocation
+
+
+# ---------------------------------------------------------------------------------------------
+# report statistics on synthetic data with known answers
+
+
+def test_iqm_known_values():
+    assert report.iqm(np.arange(8)) == pytest.approx(3.5)  # mean of 2, 3, 4, 5
+    assert report.iqm([1, 2, 3, 4, 100]) == pytest.approx(3.0)  # 1 and 100 trimmed
+    assert report.iqm([[0, 1, 2, 3], [4, 5, 6, 7]]) == pytest.approx(3.5)  # pooled
+    np.testing.assert_allclose(report.iqm([[0, 1, 2, 9], [4, 5, 6, 7]], axis=1), [1.5, 5.5])
+    x = np.random.default_rng(0).normal(size=101)
+    if importlib.util.find_spec("scipy"):
+        from scipy.stats import trim_mean
+
+        assert report.iqm(x) == pytest.approx(trim_mean(x, 0.25))
+
+
+def test_stratified_bootstrap_keeps_strata():
+    tasks = [np.zeros(4), np.ones(6)]  # every replicate has 4 zeros and 6 ones
+    reps = report.stratified_bootstrap(tasks, lambda x: x.mean(axis=1), reps=50, rng=1)
+    np.testing.assert_allclose(reps, 0.6)
+
+
+def test_bootstrap_ci_covers_the_truth_in_most_repetitions():
+    rng = np.random.default_rng(123)
+    truth = 1.0  # IQM of a symmetric distribution centred on 1
+    covered = 0
+    repetitions = 200
+    for _ in range(repetitions):
+        tasks = [rng.normal(truth, 0.3, size=10) for _ in range(3)]
+        _, low, high = report.iqm_ci(tasks, reps=400, rng=rng.integers(1 << 31))
+        covered += low <= truth <= high
+    assert 0.85 <= covered / repetitions <= 1.0
+
+
+def test_normalisation_by_baseline():
+    np.testing.assert_allclose(report.normalise([2.0, 4.0], [1.0, 3.0]), [1.0, 2.0])
+    # with a random-policy anchor: random -> 0, baseline mean -> 1
+    np.testing.assert_allclose(report.normalise([-20.0, 80.0, 180.0], [80.0], low=-20.0), [0, 1, 2])
+    assert np.isnan(report.normalise([1.0], [0.0])).all()  # baseline no better than random
+
+
+def test_probability_of_improvement_known_cases():
+    assert report.prob_improvement([5, 6, 7], [1, 2, 3]) == 1.0
+    assert report.prob_improvement([1, 2, 3], [1, 2, 3]) == 0.5
+    assert report.prob_improvement([1, 2, 3], [5, 6, 7]) == 0.0
+    p, low, high = report.prob_improvement_ci([[1, 2, 3], [4, 5]], [[1, 2, 3], [4, 5]], reps=300)
+    assert p == 0.5 and low <= 0.5 <= high
+    p, low, high = report.prob_improvement_ci([[5, 6], [9, 9]], [[1, 2], [3, 4]], reps=300)
+    assert p == low == high == 1.0
+
+
+def synthetic_rows(scale, variant, env="Hopper-v5", algo="ppo", seeds=(1, 2, 3), seconds=1.0):
+    rows = []
+    for seed in seeds:
+        for i in range(6):  # returns 10 * seed * (i + 1) * scale; the last 3 average to 50*seed
+            rows.append(
+                {
+                    "env": env, "algo": algo, "variant": variant, "seed": seed, "eval_index": i,
+                    "training_steps": 1000 * (i + 1), "total_env_steps": 1500 * (i + 1),
+                    "return": 10.0 * seed * (i + 1) * scale, "wall_seconds": seconds * (i + 1),
+                    "train_seconds": seconds * (i + 1),
+                }
+            )  # fmt: skip
+    return rows
+
+
+def test_summary_of_synthetic_sweep():
+    rows = synthetic_rows(1.0, "baseline") + synthetic_rows(2.0, "explorler", seconds=3.0)
+    rows += synthetic_rows(1.0, "baseline", env="Walker2d-v5")
+    rows += synthetic_rows(2.0, "explorler", env="Walker2d-v5", seconds=3.0)
+    summary = report.summarise(rows, last_k=3, reps=500, anchor=False)
+    table = {(r["env"], r["variant"]): r for r in summary["table"]}
+    base = table[("Hopper-v5", "baseline")]
+    assert base["final_mean"] == pytest.approx(100.0)  # seeds 1..3 -> 50, 100, 150
+    assert base["final_std"] == pytest.approx(50.0)
+    assert base["ratio_to_baseline"] == pytest.approx(1.0)
+    expl = table[("Hopper-v5", "explorler")]
+    assert expl["ratio_to_baseline"] == pytest.approx(2.0)
+    assert expl["wall_ratio_to_baseline"] == pytest.approx(3.0)
+    assert expl["total_env_steps"] == 9000 and expl["training_steps"] == 6000
+    agg = {a["variant"]: a for a in summary["aggregate"]}
+    # normalised scores: baseline 0.5, 1, 1.5 per task; explorler twice that
+    assert agg["baseline"]["iqm"] == pytest.approx(1.0)
+    assert agg["explorler"]["iqm"] == pytest.approx(2.0)
+    assert agg["explorler"]["iqm_ci"][0] <= 2.0 <= agg["explorler"]["iqm_ci"][1]
+    assert agg["explorler"]["wall_ratio_iqm"] == pytest.approx(3.0)
+    # P(explorler > baseline) per task: (100, 200, 300) vs (50, 100, 150): 7 of 9 pairs greater,
+    # one tie (100 = 100) counts a half
+    assert agg["explorler"]["prob_improvement"] == pytest.approx(7.5 / 9)
+    md = report.markdown(summary, "synthetic")
+    assert "## Hopper-v5 / PPO" in md and "| explorler | 3 |" in md
+
+
+def test_report_cli_on_synthetic_csv(tmp_path):
+    rows = synthetic_rows(1.0, "baseline") + synthetic_rows(1.5, "explorler-paper")
+    path = tmp_path / "evaluations.csv"
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=sweep.CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    proc = run_cli("report.py", "--csv", path, "--bootstrap", 300, "--no-random-anchor")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "results.json").read_text())
+    agg = {a["variant"]: a for a in data["aggregate"]}
+    assert agg["explorler-paper"]["iqm"] == pytest.approx(1.5)
+    assert "provenance" in data
+    if HAS_MPL:
+        assert (tmp_path / "return_vs_total_env_steps.png").exists()
+        assert (tmp_path / "aggregate.png").exists()
