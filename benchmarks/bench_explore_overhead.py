@@ -41,8 +41,9 @@ def explore_once(num_params: int, seed: int) -> float:
             param.add_(drift + torch.randn(num_params, generator=generator) * 1e-2)
         opt.record()
     anchors = opt.anchors().double().numpy()
+    cpu = time.process_time()
     result = opt.explore(lambda: 0.0)
-    return result.search_seconds, anchors
+    return result.search_seconds, time.process_time() - cpu, anchors
 
 
 def main() -> None:
@@ -58,38 +59,50 @@ def main() -> None:
 
     rows = []
     for size in args.sizes:
-        explore_times = []
+        explore_times, explore_cpu = [], []
         for repeat in range(args.repeats):
-            seconds, anchors = explore_once(size, seed=repeat)
+            seconds, cpu_seconds, anchors = explore_once(size, seed=repeat)
             explore_times.append(seconds)
-        raw_times = []
+            explore_cpu.append(cpu_seconds)
+        raw_times, raw_cpu = [], []
         for _ in range(args.raw_repeats):
-            tick = time.perf_counter()
+            tick, cpu = time.perf_counter(), time.process_time()
             raw_space_esa(anchors)
             raw_times.append(time.perf_counter() - tick)
+            raw_cpu.append(time.process_time() - cpu)
         explore_s, raw_s = float(np.median(explore_times)), float(np.median(raw_times))
+        explore_c, raw_c = float(np.median(explore_cpu)), float(np.median(raw_cpu))
         rows.append(
-            {"params": size, "explore_seconds": explore_s, "raw_seconds": raw_s, "ratio": raw_s / explore_s}
+            {
+                "params": size,
+                "explore_seconds": explore_s,
+                "raw_seconds": raw_s,
+                "ratio": raw_s / explore_s,
+                "explore_cpu_seconds": explore_c,
+                "raw_cpu_seconds": raw_c,
+            }
         )
         print(
             f"P={size:>9,}  explore() outside evaluate {explore_s:8.4f} s   raw-space ESA {raw_s:8.3f} s   "
-            f"raw / explore {raw_s / explore_s:7.1f}x",
+            f"raw / explore {raw_s / explore_s:7.1f}x   (CPU s: {explore_c:.4f} vs {raw_c:.3f})",
             flush=True,
         )
 
     table = [
         "# explore() overhead vs raw-space ESA (10 anchors, 20 candidates, 1 torch thread, CPU)",
         "",
-        "| P | explore() outside evaluate (s) | raw-space ESA (s) | ratio |",
-        "|---:|---:|---:|---:|",
+        "| P | explore() outside evaluate (s) | raw-space ESA (s) | ratio | explore() CPU s | raw CPU s |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         table.append(
             f"| {row['params']:,} | {row['explore_seconds']:.4f} | {row['raw_seconds']:.3f} | "
-            f"{row['ratio']:.1f}x |"
+            f"{row['ratio']:.1f}x | {row['explore_cpu_seconds']:.4f} | {row['raw_cpu_seconds']:.3f} |"
         )
     table.append("")
     table.append(f"explore(): median of {args.repeats} runs; raw space: median of {args.raw_repeats}.")
+    load = os.getloadavg()
+    table.append(f"Load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (2 cores).")
     write_results(args.out, {"rows": rows, "repeats": args.repeats}, "\n".join(table))
     print(f"wrote {args.out}/results.md")
 

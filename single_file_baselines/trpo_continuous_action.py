@@ -1,0 +1,906 @@
+"""TRPO for continuous actions, CleanRL style, with ExploRLer between iterations.
+
+One file, top to bottom. `python trpo_continuous_action.py` runs ExploRLer-TRPO on Hopper-v5;
+`--no-explorler` runs the plain TRPO baseline with the same code, seeds and honest evaluation.
+The actor takes one full-batch natural-gradient step per iteration (conjugate gradient on
+Fisher-vector products, step scaled to the KL bound, backtracking line search), written as a small
+`torch.optim.Optimizer`; the critic is trained by Adam. The ExploRLer part is the PPO script's:
+the actor's optimizer is wrapped in `ExploRLerOptimizer`, an anchor is recorded after every
+iteration, and `optimizer.explore(evaluator)` runs every `explore_every` iterations.
+"""
+
+import functools
+import json
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import tyro
+from torch import nn, optim
+from torch.distributions.kl import kl_divergence
+from torch.distributions.normal import Normal
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+try:
+    from explorler_optim import (
+        CheckpointAverage,
+        EmptySpaceSearch,
+        ExploRLerOptimizer,
+        GaussianSearch,
+        RandomWalkSearch,
+    )
+    from explorler_optim.rl import ObsNormalizer, PolicyEvaluator
+except ImportError:  # running from a source checkout without `pip install -e .`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from explorler_optim import (
+        CheckpointAverage,
+        EmptySpaceSearch,
+        ExploRLerOptimizer,
+        GaussianSearch,
+        RandomWalkSearch,
+    )
+    from explorler_optim.rl import ObsNormalizer, PolicyEvaluator
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment (python, numpy, torch, env resets, action spaces, evaluation seeds)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, cuda will be enabled when available"""
+    torch_threads: int = 1
+    """torch CPU threads; 1 is fastest for these small MLPs (0 keeps torch's default)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "explorler"
+    """the wandb's project name"""
+    wandb_entity: str | None = None
+    """the entity (team) of wandb's project"""
+    quiet: bool = False
+    """if toggled, no console output (no progress bar, no messages)"""
+    save_model: bool = False
+    """if toggled, write a checkpoint (at every honest evaluation and at the end, same file)"""
+    checkpoint_path: str | None = None
+    """where `--save-model` writes the checkpoint (default runs/{run_name}/{exp_name}.pt)"""
+    resume: str | None = None
+    """path of a checkpoint to continue training from"""
+    eval_checkpoint: str | None = None
+    """path of a checkpoint to evaluate honestly (its saved seed and env); no training"""
+
+    # Algorithm specific arguments (defaults: sb3-contrib's TRPO)
+    env_id: str = "Hopper-v5"
+    """the id of the environment"""
+    max_episode_steps: int | None = None
+    """episode length cap for the training and evaluation envs (None: the env's default)"""
+    total_timesteps: int = 1000000
+    """total env steps of the experiment (see `count_eval_steps` for what counts)"""
+    learning_rate: float = 1e-3
+    """the learning rate of the critic's Adam optimizer (the actor's step is set by `max_kl`)"""
+    num_envs: int = 1
+    """the number of parallel game environments"""
+    num_steps: int = 2048
+    """the number of steps to run in each environment per policy rollout"""
+    anneal_lr: bool = False
+    """toggle learning rate annealing (linear in the counted steps, to 0 at the budget)"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda for the general advantage estimation"""
+    norm_adv: bool = True
+    """toggles advantages normalization (over the full batch; the line search uses the same)"""
+    max_kl: float = 0.01
+    """the trust region: bound on the mean KL(old || new) of one policy step"""
+    kl_reduction: Literal["sum", "mean"] = "mean"
+    """KL over action dims: mean (sb3-contrib's, the paper's setup) or sum (the policy's true KL)"""
+    cg_iters: int = 15
+    """conjugate-gradient iterations for the natural-gradient direction"""
+    cg_damping: float = 0.1
+    """damping added to the Fisher-vector products (F + damping * I)"""
+    line_search_shrink: float = 0.8
+    """backtracking line search: step shrink factor per try"""
+    line_search_max_iter: int = 10
+    """backtracking line search: tries before the step is rejected (parameters kept)"""
+    critic_minibatch_size: int = 128
+    """the mini-batch size of the critic's updates"""
+    n_critic_updates: int = 10
+    """epochs of critic updates over the rollout per iteration"""
+    bootstrap_truncation: bool = False
+    """on a time-limit truncation add gamma * V(final obs) to the reward (sb3); off: CleanRL's way"""
+
+    # ExploRLer arguments
+    explorler: bool = True
+    """if toggled, wrap the actor optimizer in ExploRLerOptimizer and explore between iterations"""
+    explore_every: int = 10
+    """iterations per explore cycle (10 is the paper's TRPO schedule: one anchor per iteration)"""
+    explore_start: int = 0
+    """training steps (global_step) before which no search runs (1M: pretrain, then explore)"""
+    max_anchors: int = 10
+    """anchors kept: an anchor is recorded at every iteration end, the last max_anchors searched"""
+    search: Literal["esa", "random-walk", "checkpoint-average", "gaussian"] = "esa"
+    """how candidates are generated from the anchors"""
+    esa_agents: int = 5
+    """ESA (and random walk): number of search agents"""
+    esa_steps: int = 60
+    """ESA (and random walk): steps per agent"""
+    esa_step_size: float = 1e-3
+    """ESA (and random walk): step size"""
+    esa_momentum: float = 0.3
+    """ESA: momentum gamma"""
+    esa_epsilon: float = 0.5
+    """ESA: Lennard-Jones epsilon"""
+    esa_neighbors: int = 6
+    """ESA: nearest anchors that act on an agent"""
+    esa_snapshot_every: int = 20
+    """ESA (and random walk): a candidate every this many steps, plus the final position"""
+    gaussian_candidates: int = 20
+    """gaussian search: number of candidates sampled"""
+    eval_episodes: int = 3
+    """deterministic episodes per candidate (same seeds for all candidates of a cycle)"""
+    include_incumbent: bool = True
+    """score the current policy too and commit a candidate only if it beats it"""
+    reset_optimizer_state: bool = True
+    """after a commit, clear the actor optimizer's state (kept for symmetry: TRPO's is stateless)"""
+    count_eval_steps: bool = True
+    """count candidate-evaluation env steps toward total_timesteps (off: the paper's accounting)"""
+    racing: bool = False
+    """let the candidate evaluator drop hopeless candidates early (PolicyEvaluator racing)"""
+    eval_workers: int = 1
+    """worker processes of the candidate evaluator (1: evaluate in this process)"""
+    landscape_every: int = 0
+    """log the landscape view (anchors, candidates, scores) to TensorBoard every K cycles (0: off)"""
+
+    # Honest measurement (the same for baseline and ExploRLer; never counted in the budget)
+    eval_every: int = 10
+    """iterations between honest evaluations of the current policy (also one at the end)"""
+    final_eval_episodes: int = 10
+    """deterministic episodes per honest evaluation"""
+
+    # to be filled in runtime
+    batch_size: int = 0
+    """the batch size (computed in runtime)"""
+    num_iterations: int = 0
+    """iterations if only training steps counted (computed in runtime; fewer with eval steps)"""
+
+
+def make_env(env_id, idx, gamma, max_episode_steps=None):
+    """Training env: CleanRL's wrappers, normalisation statistics live in the wrappers."""
+
+    def thunk():
+        env = gym.make(env_id, max_episode_steps=max_episode_steps)
+        env = gym.wrappers.FlattenObservation(env)
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        env = gym.wrappers.ClipAction(env)
+        env = gym.wrappers.NormalizeObservation(env)
+        env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10), env.observation_space)
+        env = gym.wrappers.NormalizeReward(env, gamma=gamma)
+        env = gym.wrappers.TransformReward(env, lambda reward: np.clip(reward, -10, 10))
+        return env
+
+    return thunk
+
+
+def build_eval_env(env_id, max_episode_steps=None):
+    """Evaluation env: raw observations and rewards; the evaluator applies frozen obs stats."""
+    env = gym.make(env_id, max_episode_steps=max_episode_steps)
+    return gym.wrappers.FlattenObservation(env)
+
+
+def make_eval_env(env_id, max_episode_steps=None):
+    """A picklable zero-arg env builder (evaluator worker processes need one)."""
+    return functools.partial(build_eval_env, env_id, max_episode_steps)
+
+
+def find_wrapper(env, cls):
+    while env is not None:
+        if isinstance(env, cls):
+            return env
+        env = getattr(env, "env", None)
+    raise ValueError(f"no {cls.__name__} wrapper in {env}")
+
+
+SQRT2 = float(np.sqrt(2))
+
+
+def layer_init(layer, std=SQRT2, bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Agent(nn.Module):
+    def __init__(self, obs_dim, act_dim):
+        super().__init__()
+        self.critic = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 1), std=1.0),
+        )
+        self.actor_mean = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, act_dim), std=0.01),
+        )
+        self.actor_logstd = nn.Parameter(torch.zeros(1, act_dim))
+
+    def get_value(self, x):
+        return self.critic(x)
+
+    def get_distribution(self, x):
+        action_mean = self.actor_mean(x)
+        action_std = torch.exp(self.actor_logstd.expand_as(action_mean))
+        return Normal(action_mean, action_std, validate_args=False)
+
+    def get_action_and_value(self, x, action=None):
+        probs = self.get_distribution(x)
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action).sum(1), probs.entropy().sum(1), self.critic(x)
+
+
+def compute_gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda):
+    """GAE(lambda) over a (num_steps, num_envs) rollout; returns (advantages, returns).
+
+    `dones[t]` says the obs at step t starts a new episode (the previous step ended one): with
+    same-step autoreset that obs is already the reset obs, so neither the value nor the lambda
+    trace crosses the boundary. As in CleanRL, done = terminated | truncated (no bootstrap on
+    truncation either).
+    """
+    num_steps = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = 0
+    for t in reversed(range(num_steps)):
+        if t == num_steps - 1:
+            nextnonterminal = 1.0 - next_done
+            nextvalues = next_value
+        else:
+            nextnonterminal = 1.0 - dones[t + 1]
+            nextvalues = values[t + 1]
+        delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
+        advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+    return advantages, advantages + values
+
+
+def conjugate_gradient(matvec, b, iters=15, residual_tol=1e-10):
+    """Approximately solve `A x = b` for a symmetric positive-definite A given as `matvec(v) = A v`.
+
+    Starts from x = 0 and stops after `iters` iterations or once the squared residual norm drops
+    below `residual_tol`.
+    """
+    x = torch.zeros_like(b)
+    r = b.clone()  # residual b - A x
+    p = r.clone()
+    rr = torch.dot(r, r)
+    for _ in range(iters):
+        if rr < residual_tol:
+            break
+        ap = matvec(p)
+        alpha = rr / torch.dot(p, ap)
+        x += alpha * p
+        r -= alpha * ap
+        rr_new = torch.dot(r, r)
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+def flat_grad(output, params, retain_graph=False, create_graph=False):
+    grads = torch.autograd.grad(output, params, retain_graph=retain_graph, create_graph=create_graph)
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+class NaturalGradientOptimizer(optim.Optimizer):
+    """TRPO's policy step as a torch optimizer: natural gradient, trust region, line search.
+
+    `step(closure)` takes a closure that computes, at the parameters as they are when it is
+    called, the pair `(surrogate, kl)`: the surrogate objective to MAXIMISE (e.g. the mean of
+    advantage * probability ratio) and the mean KL(old || new) from the rollout policy, both
+    differentiable scalars. The step
+    1. takes g = d surrogate / d params;
+    2. solves F s = g by conjugate gradient, where F v = d(d kl / d params . v) / d params
+       + damping * v (Fisher-vector products by double backprop of the KL);
+    3. scales the step to the trust region: full step = sqrt(2 max_kl / s.F s) * s;
+    4. backtracks (step *= backtrack_coef, up to backtrack_iters tries) until the closure,
+       called without grad, reports kl <= max_kl and a surrogate above the starting one;
+       if no try passes, the parameters are restored.
+    It returns (and keeps in `last_stats`) a dict: policy_objective (the surrogate after the step),
+    improvement (its gain), kl (of the accepted step; 0 when rejected), line_search_success,
+    backtracks (tries before acceptance) and step_size (the full step's scale).
+    The optimizer keeps no state between steps. All parameter groups share the first group's
+    settings.
+    """
+
+    def __init__(
+        self,
+        params,
+        max_kl=0.01,
+        damping=0.1,
+        cg_iters=15,
+        cg_residual_tol=1e-10,
+        backtrack_coef=0.8,
+        backtrack_iters=10,
+    ):
+        if max_kl <= 0 or damping < 0 or cg_iters < 1 or backtrack_iters < 1:
+            raise ValueError("need max_kl > 0, damping >= 0, cg_iters >= 1, backtrack_iters >= 1")
+        if not 0 < backtrack_coef < 1:
+            raise ValueError("backtrack_coef must be in (0, 1)")
+        defaults = dict(
+            max_kl=max_kl,
+            damping=damping,
+            cg_iters=cg_iters,
+            cg_residual_tol=cg_residual_tol,
+            backtrack_coef=backtrack_coef,
+            backtrack_iters=backtrack_iters,
+        )
+        super().__init__(params, defaults)
+        self.last_stats = {}
+
+    def _params(self):
+        return [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+
+    def fisher_vector_product(self, kl, params=None, damping=None):
+        """`v -> F v + damping * v`, F the Hessian of `kl` (the Fisher matrix at kl's minimum)."""
+        params = self._params() if params is None else params
+        damping = self.param_groups[0]["damping"] if damping is None else damping
+        grad_kl = flat_grad(kl, params, retain_graph=True, create_graph=True)
+
+        def fvp(v):
+            return flat_grad(torch.dot(grad_kl, v), params, retain_graph=True) + damping * v
+
+        return fvp
+
+    @torch.no_grad()
+    def _set_flat(self, params, flat):
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.copy_(flat[offset : offset + n].view_as(p))
+            offset += n
+
+    def step(self, closure=None):
+        if closure is None:
+            raise ValueError("NaturalGradientOptimizer.step needs a closure returning (surrogate, kl)")
+        group = self.param_groups[0]
+        max_kl = group["max_kl"]
+        params = self._params()
+        with torch.enable_grad():
+            surrogate, kl = closure()
+            g = flat_grad(surrogate, params, retain_graph=True)
+            fvp = self.fisher_vector_product(kl, params, group["damping"])
+            direction = conjugate_gradient(
+                fvp, g, iters=group["cg_iters"], residual_tol=group["cg_residual_tol"]
+            )
+            shs = torch.dot(direction, fvp(direction)).item()
+        surrogate_before = surrogate.item()
+        stats = {
+            "policy_objective": surrogate_before,
+            "improvement": 0.0,
+            "kl": 0.0,
+            "line_search_success": False,
+            "backtracks": group["backtrack_iters"],
+            "step_size": 0.0,
+        }
+        if not (math.isfinite(shs) and shs > 0):  # no usable direction (e.g. a zero gradient)
+            self.last_stats = stats
+            return stats
+        step_size = math.sqrt(2.0 * max_kl / shs)
+        stats["step_size"] = step_size
+        with torch.no_grad():
+            old = torch.cat([p.detach().reshape(-1) for p in params])
+            coef = 1.0
+            for tries in range(group["backtrack_iters"]):
+                self._set_flat(params, old + coef * step_size * direction)
+                new_surrogate, new_kl = closure()
+                new_surrogate, new_kl = float(new_surrogate), float(new_kl)
+                if new_kl <= max_kl and new_surrogate > surrogate_before:  # NaN never passes
+                    stats.update(
+                        policy_objective=new_surrogate,
+                        improvement=new_surrogate - surrogate_before,
+                        kl=new_kl,
+                        line_search_success=True,
+                        backtracks=tries,
+                    )
+                    break
+                coef *= group["backtrack_coef"]
+            else:
+                self._set_flat(params, old)  # every try failed: keep the old policy
+        self.last_stats = stats
+        return stats
+
+
+def surrogate_and_kl(agent, obs, actions, old_logprobs, advantages, old_dist, kl_reduction="sum"):
+    """TRPO's closure: (surrogate to maximise, mean KL(old || new)) at the actor's parameters.
+
+    The KL of the diagonal Gaussian policy is the sum of the per-dimension KLs; "mean" averages
+    them instead, as sb3-contrib's TRPO does (its KL bound then allows act_dim times the KL).
+    """
+    new_dist = agent.get_distribution(obs)
+    ratio = torch.exp(new_dist.log_prob(actions).sum(1) - old_logprobs)
+    surrogate = (advantages * ratio).mean()
+    kl = kl_divergence(old_dist, new_dist)
+    kl = kl.sum(1).mean() if kl_reduction == "sum" else kl.mean()
+    return surrogate, kl
+
+
+def make_search(args):
+    if args.search == "esa":
+        return EmptySpaceSearch(
+            agents=args.esa_agents,
+            steps=args.esa_steps,
+            step_size=args.esa_step_size,
+            momentum=args.esa_momentum,
+            epsilon=args.esa_epsilon,
+            neighbors=args.esa_neighbors,
+            snapshot_every=args.esa_snapshot_every,
+        )
+    if args.search == "random-walk":
+        return RandomWalkSearch(
+            agents=args.esa_agents,
+            steps=args.esa_steps,
+            step_size=args.esa_step_size,
+            neighbors=args.esa_neighbors,
+            snapshot_every=args.esa_snapshot_every,
+        )
+    if args.search == "checkpoint-average":
+        return CheckpointAverage()
+    return GaussianSearch(num=args.gaussian_candidates)
+
+
+def candidate_seed(args, cycle):
+    """Reset seed of episode 0 for every candidate of explore cycle `cycle` (episode k: +k)."""
+    return (args.seed * 1_000_003 + cycle * args.eval_episodes) % 999_000_000
+
+
+def honest_seed(args):
+    """Reset seed of honest episode 0; disjoint from candidate seeds, the same in both modes."""
+    return 1_000_000_000 + (args.seed % 1_000_000) * 1000
+
+
+def rms_state(rms):
+    return {
+        "mean": torch.as_tensor(np.asarray(rms.mean, dtype=np.float64)).clone(),
+        "var": torch.as_tensor(np.asarray(rms.var, dtype=np.float64)).clone(),
+        "count": float(rms.count),
+    }
+
+
+def load_rms_state(rms, state):
+    rms.mean = state["mean"].numpy().astype(np.float64).copy()
+    rms.var = state["var"].numpy().astype(np.float64).copy()
+    rms.count = float(state["count"])
+
+
+def normalizer_states(envs):
+    obs = [rms_state(find_wrapper(e, gym.wrappers.NormalizeObservation).obs_rms) for e in envs.envs]
+    ret = [rms_state(find_wrapper(e, gym.wrappers.NormalizeReward).return_rms) for e in envs.envs]
+    return obs, ret
+
+
+def load_normalizer_states(envs, obs_states, ret_states):
+    for i, e in enumerate(envs.envs):
+        j = min(i, len(obs_states) - 1)
+        load_rms_state(find_wrapper(e, gym.wrappers.NormalizeObservation).obs_rms, obs_states[j])
+        load_rms_state(find_wrapper(e, gym.wrappers.NormalizeReward).return_rms, ret_states[j])
+
+
+def save_checkpoint(path, payload):
+    """Atomic write: a crash mid-save never leaves a truncated checkpoint behind."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def evaluate_checkpoint(args):
+    """Honest evaluation of a saved checkpoint with its saved statistics and seeds."""
+    ckpt = torch.load(args.eval_checkpoint, map_location="cpu", weights_only=True)
+    saved = Args(**{k: v for k, v in ckpt["args"].items() if k in Args.__dataclass_fields__})
+    # the env rebuilt with the training wrappers, holding the saved statistics: the normaliser is
+    # read from it exactly as during training
+    stats_env = make_env(saved.env_id, 0, saved.gamma, saved.max_episode_steps)()
+    load_rms_state(find_wrapper(stats_env, gym.wrappers.NormalizeObservation).obs_rms, ckpt["obs_rms"][0])
+    obs_dim = int(np.prod(stats_env.observation_space.shape))
+    act_dim = int(np.prod(stats_env.action_space.shape))
+    agent = Agent(obs_dim, act_dim)
+    agent.load_state_dict(ckpt["agent"])
+    agent.eval()
+    episodes = args.final_eval_episodes
+    evaluator = PolicyEvaluator(
+        agent.actor_mean,
+        make_eval_env(saved.env_id, saved.max_episode_steps),
+        episodes=episodes,
+        obs_normalizer=ObsNormalizer.from_env(stats_env),
+        seed=honest_seed(saved),
+    )
+    score = float(evaluator())
+    evaluator.close()
+    stats_env.close()
+    result = {
+        "checkpoint": args.eval_checkpoint,
+        "env_id": saved.env_id,
+        "episodes": episodes,
+        "eval_episodic_return": score,
+        "saved_eval_episodic_return": ckpt.get("eval_return"),
+        "global_step": ckpt["global_step"],
+        "total_env_steps": ckpt["total_env_steps"],
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
+    if args.quiet:
+        warnings.filterwarnings("ignore")
+    if args.eval_checkpoint is not None:
+        evaluate_checkpoint(args)
+        sys.exit(0)
+
+    args.batch_size = int(args.num_envs * args.num_steps)
+    args.num_iterations = math.ceil(args.total_timesteps / args.batch_size)
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    checkpoint_path = args.checkpoint_path or os.path.join("runs", run_name, f"{args.exp_name}.pt")
+    say = (lambda msg: None) if args.quiet else tqdm.write
+
+    if args.track:
+        import wandb
+
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_name,
+            save_code=True,
+        )
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()),
+    )
+
+    # seeding: python, numpy, torch here; env resets and action spaces below
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # env setup: same-step autoreset, so that the obs after a done is already the reset obs and
+    # `final_info` reports the finished episode (gymnasium 1.x)
+    envs = gym.vector.SyncVectorEnv(
+        [make_env(args.env_id, i, args.gamma, args.max_episode_steps) for i in range(args.num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    assert isinstance(envs.single_action_space, gym.spaces.Box), "only continuous action space"
+    envs.action_space.seed(args.seed)
+    envs.single_action_space.seed(args.seed)
+
+    obs_dim = int(np.prod(envs.single_observation_space.shape))
+    act_dim = int(np.prod(envs.single_action_space.shape))
+    agent = Agent(obs_dim, act_dim).to(device)
+    actor_params = [*agent.actor_mean.parameters(), agent.actor_logstd]
+    natural_gradient = NaturalGradientOptimizer(
+        actor_params,
+        max_kl=args.max_kl,
+        damping=args.cg_damping,
+        cg_iters=args.cg_iters,
+        backtrack_coef=args.line_search_shrink,
+        backtrack_iters=args.line_search_max_iter,
+    )
+    critic_optimizer = optim.Adam(agent.critic.parameters(), lr=args.learning_rate, eps=1e-5)
+    if args.explorler:
+        # the one-line change: explored = the actor (mean network + log-std); the critic is kept
+        optimizer = ExploRLerOptimizer(
+            natural_gradient,
+            explore_params=actor_params,
+            max_anchors=args.max_anchors,
+            search=make_search(args),
+            include_incumbent=args.include_incumbent,
+            reset_state=args.reset_optimizer_state,
+            seed=args.seed,
+            on_invalid="skip",
+        )
+    else:
+        optimizer = natural_gradient
+
+    # evaluators on their own envs: deterministic actions, frozen copies of the obs statistics
+    eval_env_fn = make_eval_env(args.env_id, args.max_episode_steps)
+    candidate_evaluator = None
+    if args.explorler:
+        candidate_evaluator = PolicyEvaluator(
+            agent.actor_mean,
+            eval_env_fn,
+            episodes=args.eval_episodes,
+            obs_normalizer=ObsNormalizer.from_env(envs.envs[0]),
+            seed=candidate_seed(args, 0),
+            workers=args.eval_workers,
+            racing=args.racing,
+        )
+    honest_evaluator = PolicyEvaluator(
+        agent.actor_mean,
+        eval_env_fn,
+        episodes=args.final_eval_episodes,
+        obs_normalizer=ObsNormalizer.from_env(envs.envs[0]),
+        seed=honest_seed(args),
+    )
+
+    global_step = 0  # training env steps
+    total_env_steps = 0  # training + candidate-evaluation env steps
+    eval_env_steps = 0  # candidate-evaluation env steps
+    iteration = 0
+    cycle = 0
+    last_eval_return = None
+    last_cycle_anchors = None  # the anchors of the last search, saved for the landscape command
+    reset_seed = args.seed
+    if args.resume is not None:
+        ckpt = torch.load(args.resume, map_location=device, weights_only=True)
+        if ckpt["explorler"] and not args.explorler:
+            raise SystemExit("checkpoint was written with ExploRLer on; resume without --no-explorler")
+        agent.load_state_dict(ckpt["agent"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        critic_optimizer.load_state_dict(ckpt["critic_optimizer"])
+        load_normalizer_states(envs, ckpt["obs_rms"], ckpt["return_rms"])
+        global_step = ckpt["global_step"]
+        total_env_steps = ckpt["total_env_steps"]
+        eval_env_steps = ckpt["eval_env_steps"]
+        iteration = ckpt["iteration"]
+        cycle = ckpt["cycle"]
+        last_eval_return = ckpt.get("eval_return")
+        last_cycle_anchors = ckpt.get("last_cycle_anchors")
+        reset_seed = args.seed + 10_007 * iteration
+        torch.manual_seed(reset_seed)
+        envs.action_space.seed(reset_seed)
+        say(f"resumed from {args.resume} at global_step={global_step} iteration={iteration}")
+
+    def counted_steps():
+        return total_env_steps if args.count_eval_steps else global_step
+
+    def honest_eval():
+        honest_evaluator.obs_normalizer = ObsNormalizer.from_env(envs.envs[0])
+        honest_evaluator.seed = honest_seed(args)
+        score = float(honest_evaluator())
+        writer.add_scalar("eval/episodic_return", score, global_step)
+        writer.add_scalar("eval/episodic_return_vs_total_steps", score, total_env_steps)
+        say(f"global_step={global_step}, total_env_steps={total_env_steps}, eval_return={score:.1f}")
+        return score
+
+    def checkpoint():
+        obs_states, ret_states = normalizer_states(envs)
+        save_checkpoint(
+            checkpoint_path,
+            {
+                "format": "explorler-trpo-continuous/1",
+                "agent": agent.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "critic_optimizer": critic_optimizer.state_dict(),
+                "explorler": bool(args.explorler),
+                "obs_rms": obs_states,
+                "return_rms": ret_states,
+                "args": dict(vars(args)),
+                "global_step": int(global_step),
+                "total_env_steps": int(total_env_steps),
+                "eval_env_steps": int(eval_env_steps),
+                "iteration": int(iteration),
+                "cycle": int(cycle),
+                "eval_return": last_eval_return,
+                "last_cycle_anchors": last_cycle_anchors,
+            },
+        )
+
+    # rollout storage
+    horizon = (args.num_steps, args.num_envs)
+    obs = torch.zeros(horizon + envs.single_observation_space.shape, device=device)
+    actions = torch.zeros(horizon + envs.single_action_space.shape, device=device)
+    logprobs = torch.zeros(horizon, device=device)
+    rewards = torch.zeros(horizon, device=device)
+    dones = torch.zeros(horizon, device=device)
+    values = torch.zeros(horizon, device=device)
+
+    # start the game
+    start_time = time.time()
+    start_step = global_step
+    excluded_seconds = 0.0  # honest evaluation time (measurement, not training cost)
+    next_obs, _ = envs.reset(seed=reset_seed)
+    next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
+    next_done = torch.zeros(args.num_envs, device=device)
+    last_return = float("nan")
+    last_gain = None
+    pbar = tqdm(
+        total=args.total_timesteps,
+        initial=min(counted_steps(), args.total_timesteps),
+        disable=args.quiet,
+        unit="step",
+        dynamic_ncols=True,
+    )
+
+    while counted_steps() < args.total_timesteps:
+        counted_before = counted_steps()
+        iteration += 1
+        # Annealing the rate: linear in the counted steps, so it reaches ~0 at the budget either way
+        if args.anneal_lr:
+            frac = max(1.0 - counted_before / args.total_timesteps, 0.0)
+            critic_optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+
+        for step in range(args.num_steps):
+            global_step += args.num_envs
+            total_env_steps += args.num_envs
+            obs[step] = next_obs
+            dones[step] = next_done
+
+            # act with the stochastic policy
+            with torch.no_grad():
+                action, logprob, _, value = agent.get_action_and_value(next_obs)
+                values[step] = value.flatten()
+            actions[step] = action
+            logprobs[step] = logprob
+
+            # step the envs; log every finished episode (gymnasium 1.x `final_info` layout)
+            next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
+            # done = terminated | truncated, as in CleanRL: the value after a done is not
+            # bootstrapped, and with same-step autoreset next_obs is already the new episode's
+            next_done_np = np.logical_or(terminations, truncations)
+            rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
+            if args.bootstrap_truncation and "final_obs" in infos:
+                # a time limit cut the episode short: bootstrap the value it would have had
+                cut = np.flatnonzero(truncations & ~terminations & infos["_final_obs"])
+                if len(cut) > 0:
+                    final_obs = torch.as_tensor(np.stack(infos["final_obs"][cut]), device=device)
+                    with torch.no_grad():
+                        final_value = agent.get_value(final_obs.float()).flatten()
+                    rewards[step, cut] += args.gamma * final_value
+            next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device)
+            next_done = torch.as_tensor(next_done_np, dtype=torch.float32, device=device)
+
+            if "final_info" in infos and "episode" in infos["final_info"]:
+                final = infos["final_info"]
+                mask = final["_episode"]
+                for r, length in zip(final["episode"]["r"][mask], final["episode"]["l"][mask], strict=True):
+                    last_return = float(r)
+                    writer.add_scalar("charts/episodic_return", float(r), global_step)
+                    writer.add_scalar("charts/episodic_length", int(length), global_step)
+
+        # bootstrap value if not done
+        with torch.no_grad():
+            next_value = agent.get_value(next_obs).reshape(1, -1)
+            advantages, returns = compute_gae(
+                rewards, values, dones, next_value, next_done, args.gamma, args.gae_lambda
+            )
+
+        # flatten the batch
+        b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
+        b_logprobs = logprobs.reshape(-1)
+        b_actions = actions.reshape((-1,) + envs.single_action_space.shape)
+        b_advantages = advantages.reshape(-1)
+        b_returns = returns.reshape(-1)
+        b_values = values.reshape(-1)
+
+        # Optimizing the policy: one full-batch natural-gradient step in the trust region. The
+        # advantages are normalised once and the same tensor serves the gradient and every
+        # line-search try (CleanRL PR #435 re-evaluated the line search on raw advantages).
+        if args.norm_adv:
+            b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
+        with torch.no_grad():
+            old_dist = agent.get_distribution(b_obs)
+        policy_closure = functools.partial(
+            surrogate_and_kl, agent, b_obs, b_actions, b_logprobs, b_advantages, old_dist, args.kl_reduction
+        )
+        stats = optimizer.step(policy_closure)
+        if args.explorler:
+            optimizer.record()  # an anchor at the end of every iteration
+
+        # Optimizing the value network: Adam over minibatches, n_critic_updates epochs
+        b_inds = np.arange(args.batch_size)
+        for _epoch in range(args.n_critic_updates):
+            np.random.shuffle(b_inds)
+            for start in range(0, args.batch_size, args.critic_minibatch_size):
+                end = start + args.critic_minibatch_size
+                mb_inds = b_inds[start:end]
+
+                newvalue = agent.get_value(b_obs[mb_inds]).view(-1)
+                v_loss = ((newvalue - b_returns[mb_inds]) ** 2).mean()
+
+                critic_optimizer.zero_grad()
+                v_loss.backward()
+                critic_optimizer.step()
+
+        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+
+        # TRPO's scalars (CleanRL's names where they exist)
+        lr = critic_optimizer.param_groups[0]["lr"]
+        writer.add_scalar("charts/learning_rate", lr, global_step)
+        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+        writer.add_scalar("losses/policy_objective", stats["policy_objective"], global_step)
+        writer.add_scalar("losses/policy_improvement", stats["improvement"], global_step)
+        writer.add_scalar("losses/kl", stats["kl"], global_step)
+        writer.add_scalar("losses/entropy", old_dist.entropy().sum(1).mean().item(), global_step)
+        writer.add_scalar("charts/line_search_success", float(stats["line_search_success"]), global_step)
+        writer.add_scalar("charts/line_search_backtracks", stats["backtracks"], global_step)
+        writer.add_scalar("charts/step_size", stats["step_size"], global_step)
+        writer.add_scalar("losses/explained_variance", explained_var, global_step)
+
+        # ExploRLer: search the anchors' empty space between iterations, never inside one
+        if (
+            args.explorler
+            and global_step >= args.explore_start
+            and iteration % args.explore_every == 0
+            and optimizer.num_anchors >= 2
+        ):
+            candidate_evaluator.obs_normalizer = ObsNormalizer.from_env(envs.envs[0])
+            candidate_evaluator.seed = candidate_seed(args, cycle)
+            steps_before = candidate_evaluator.total_env_steps
+            last_cycle_anchors = optimizer.anchors().cpu()  # kept for the landscape command
+            result = optimizer.explore(candidate_evaluator)
+            used = int(candidate_evaluator.total_env_steps - steps_before)
+            cycle += 1
+            eval_env_steps += used
+            total_env_steps += used  # what counts toward the budget is `counted_steps()`
+            last_gain = result.gain
+            writer.add_scalar("explorler/best_score", result.best_score, global_step)
+            if result.incumbent_score is not None:
+                writer.add_scalar("explorler/incumbent_score", result.incumbent_score, global_step)
+            if result.gain is not None:
+                writer.add_scalar("explorler/gain", result.gain, global_step)
+            writer.add_scalar("explorler/committed", float(result.committed), global_step)
+            writer.add_scalar("explorler/num_candidates", result.num_candidates, global_step)
+            writer.add_scalar("explorler/distance", result.distance, global_step)
+            writer.add_scalar("explorler/eval_env_steps", eval_env_steps, global_step)
+            writer.add_scalar("explorler/seconds", result.seconds, global_step)
+            writer.add_scalar("explorler/search_seconds", result.search_seconds, global_step)
+            scores = torch.as_tensor(result.scores, dtype=torch.float64).flatten()
+            scores = scores[torch.isfinite(scores)]
+            if scores.numel() > 0:
+                writer.add_histogram("explorler/candidate_scores", scores.numpy(), global_step)
+            if args.landscape_every > 0 and cycle % args.landscape_every == 0:
+                from explorler_optim.viz import log_landscape  # needs matplotlib
+
+                log_landscape(writer, result, global_step)
+        writer.add_scalar("charts/total_env_steps", total_env_steps, global_step)
+
+        finished = counted_steps() >= args.total_timesteps
+        if iteration % args.eval_every == 0 or finished:
+            t0 = time.time()
+            last_eval_return = honest_eval()
+            if args.save_model:
+                checkpoint()
+            excluded_seconds += time.time() - t0
+
+        sps = int((global_step - start_step) / max(time.time() - start_time - excluded_seconds, 1e-9))
+        writer.add_scalar("charts/SPS", sps, global_step)
+        postfix = {"step": global_step, "SPS": sps}
+        if not math.isnan(last_return):
+            postfix["ret"] = f"{last_return:.1f}"
+        if last_gain is not None:
+            postfix["gain"] = f"{last_gain:.1f}"
+        pbar.set_postfix(postfix, refresh=False)
+        pbar.update(min(counted_steps(), args.total_timesteps) - min(counted_before, args.total_timesteps))
+
+    pbar.close()
+    if args.save_model:
+        say(f"model saved to {checkpoint_path}")
+    honest_evaluator.close()
+    if candidate_evaluator is not None:
+        candidate_evaluator.close()
+    envs.close()
+    writer.close()
