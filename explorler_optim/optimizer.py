@@ -403,12 +403,14 @@ class ExploRLerOptimizer(Optimizer):
 
         evaluate_seconds = 0.0
         labels = [f"candidate {i} of {num_candidates}" for i in range(num_candidates)]
+        if self.include_incumbent:
+            labels = ["the incumbent"] + labels
+        current = f"{len(labels)} candidates"
         try:
             if batch:
                 candidates = self._split(rows)
                 if self.include_incumbent:
                     candidates = [torch.cat([b.unsqueeze(0), c]) for b, c in zip(backup, candidates)]
-                    labels = ["the incumbent"] + labels
                 tick = time.perf_counter()
                 with torch.no_grad():
                     raw = evaluate.evaluate_many(list(self.explore_params), candidates)
@@ -422,35 +424,32 @@ class ExploRLerOptimizer(Optimizer):
                 all_scores = [self._validate(value, label) for value, label in zip(raw, labels)]
             else:
                 all_scores = []
-                if self.include_incumbent:
-                    labels = ["the incumbent"] + labels
-                    tick = time.perf_counter()
-                    with torch.no_grad():
-                        value = evaluate()
-                    all_scores.append(self._validate(value, labels[0]))
-                    evaluate_seconds += time.perf_counter() - tick
-                for index in range(num_candidates):
-                    label = labels[len(all_scores)]
-                    self._load([piece[0] for piece in self._split(rows[index : index + 1])])
+                rows_to_load = ([None] if self.include_incumbent else []) + list(range(num_candidates))
+                for current, index in zip(labels, rows_to_load):
+                    if index is not None:
+                        self._load([piece[0] for piece in self._split(rows[index : index + 1])])
                     tick = time.perf_counter()
                     try:
                         with torch.no_grad():
                             value = evaluate()
                     except Exception as error:
                         raise RuntimeError(
-                            f"evaluate raised while scoring {label}; parameters and anchors were "
+                            f"evaluate raised while scoring {current}; parameters and anchors were "
                             f"restored: {type(error).__name__}: {error}"
                         ) from error
                     finally:
                         evaluate_seconds += time.perf_counter() - tick
-                    all_scores.append(self._validate(value, label))
+                    all_scores.append(self._validate(value, current))
         except _InvalidScore as error:
             self._load(backup)
             raise ValueError(f"{error}; parameters and anchors were restored") from None
         except BaseException as error:
             self._load(backup)
             if hasattr(error, "add_note") and not isinstance(error, Exception):
-                error.add_note("ExploRLerOptimizer.explore() restored the parameters and kept the anchors")
+                error.add_note(
+                    f"raised while ExploRLerOptimizer.explore() was scoring {current}; "
+                    "the parameters were restored and the anchors kept"
+                )
             if batch and isinstance(error, Exception):
                 raise RuntimeError(
                     f"evaluate_many raised while scoring {len(labels)} candidates; parameters and "

