@@ -125,9 +125,11 @@ def main(argv: list[str] | None = None) -> Path:
     incumbent_coords, _ = subspace.project(torch.cat([current, rest]))
     incumbent_2d = (incumbent_coords.numpy() - center) @ basis
     extent = np.vstack([anchors_2d, incumbent_2d])
-    low, high = extent.min(0), extent.max(0)
-    span = np.maximum(high - low, 1e-3 * max(float(np.abs(extent).max()), 1e-6))
-    low, high = low - args.margin * span, high + args.margin * span
+    # A square window: the landscape off the anchors' main direction matters as much as along it,
+    # and equal scales keep distances honest.
+    middle = (extent.min(0) + extent.max(0)) / 2
+    half = (1 + 2 * args.margin) * max(float((extent.max(0) - extent.min(0)).max()), 1e-8) / 2
+    low, high = middle - half, middle + half
     xs, ys = np.linspace(low[0], high[0], args.grid), np.linspace(low[1], high[1], args.grid)
     plane_points = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
     lattice = torch.from_numpy(center + plane_points @ basis.T)
@@ -169,7 +171,8 @@ def main(argv: list[str] | None = None) -> Path:
         incumbent_score=incumbent_score,
         grid=(xs, ys, grid_values),
         candidate_label="anchors' scores",
-        title=f"{env_id}: return on the anchors' plane ({args.grid}x{args.grid}, "
+        incumbent_label="checkpoint's policy",
+        title=f"{env_id}: returns on the anchors' plane\n({args.grid}x{args.grid} grid, "
         f"{args.episodes} episode{'s' if args.episodes != 1 else ''} per point)",
     )
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".landscape.png")

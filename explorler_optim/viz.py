@@ -78,6 +78,7 @@ def landscape_figure(
     grid: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     title: str | None = None,
     candidate_label: str = "candidates",
+    incumbent_label: str = "incumbent",
 ) -> Figure:
     """Draw one cycle on the anchors' principal plane.
 
@@ -96,6 +97,7 @@ def landscape_figure(
             (``values[i, j]`` at ``(xs[j], ys[i])``), drawn as the contour instead of interpolating.
         title: figure title.
         candidate_label: legend label of the scored points.
+        incumbent_label: legend label of the incumbent.
 
     Returns:
         A matplotlib ``Figure``.
@@ -159,7 +161,7 @@ def landscape_figure(
         axes.annotate(str(number), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, zorder=6)
     if incumbent_coords is not None:
         incumbent_2d = (np.asarray(incumbent_coords, dtype=np.float64) - center) @ basis
-        label = "incumbent" if incumbent_score is None else f"incumbent ({incumbent_score:.4g})"
+        label = incumbent_label if incumbent_score is None else f"{incumbent_label} ({incumbent_score:.4g})"
         axes.scatter(
             *incumbent_2d,
             marker="s",
@@ -188,7 +190,7 @@ def landscape_figure(
     axes.set_xlabel("principal direction 1 of the anchors")
     axes.set_ylabel("principal direction 2")
     axes.legend(loc="best", fontsize=8, framealpha=0.8)
-    axes.set_title(title or "ExploRLer landscape")
+    axes.set_title(title or "ExploRLer landscape", fontsize=10)
     figure.tight_layout()
     return figure
 
