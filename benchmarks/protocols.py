@@ -42,6 +42,19 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "sb3": (),  # not a flag set: runs benchmarks/sb3_runner.py (see sweep.build_command)
 }
 
+# Where an algorithm's own schedule differs, its flags replace the variant's. The paper searches
+# after every PPO iteration (10 epoch anchors each) but only every 10 TRPO iterations (one anchor per
+# iteration); `--explore-every 1` would give TRPO searches over 2 anchors.
+VARIANT_ALGO_FLAGS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("explorler-paper", "trpo"): ("--explore-every", "10", "--no-count-eval-steps"),
+}
+
+
+def variant_flags(variant: str, algo: str) -> tuple[str, ...]:
+    """The flags that make ``variant`` for ``algo``."""
+    return VARIANT_ALGO_FLAGS.get((variant, algo), VARIANTS[variant])
+
+
 # Flags the sb3 runner understands (the subset of the scripts' flags that defines the budget and
 # the honest evaluation); everything else in a protocol's flags is ExploRLer-specific.
 SB3_FLAGS = (

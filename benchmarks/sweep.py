@@ -45,7 +45,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from common import atomic_write, cpu_model, git_commit, package_versions, provenance  # noqa: E402
-from protocols import PROTOCOLS, SB3_FLAGS, SB3_RUNNER, SCRIPTS, VARIANTS, Protocol  # noqa: E402
+from protocols import PROTOCOLS, SB3_FLAGS, SB3_RUNNER, SCRIPTS, VARIANTS, Protocol, variant_flags  # noqa: E402
 
 REPO = HERE.parent
 RESULTS = HERE / "results"
@@ -118,7 +118,7 @@ def build_command(protocol: Protocol, run: Run, extra=(), python: str | None = N
         kept = [t for g in split_flags(protocol.flags) if g[0] in SB3_FLAGS for t in g]
         kept += [t for g in split_flags(extra) if g[0] in SB3_FLAGS for t in g]
         return [python, str(SB3_RUNNER), "--algo", run.algo, *base, *kept]
-    flags = [*protocol.flags, *protocol.algo_flags.get(run.algo, ()), *VARIANTS[run.variant]]
+    flags = [*protocol.flags, *protocol.algo_flags.get(run.algo, ()), *variant_flags(run.variant, run.algo)]
     return [python, str(SCRIPTS[run.algo]), *base, "--quiet", *flags, *extra]
 
 

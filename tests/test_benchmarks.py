@@ -57,6 +57,8 @@ def test_commands_put_variant_flags_last_and_sb3_gets_budget_flags_only():
     assert sb3[1] == str(protocols.SB3_RUNNER) and sb3[sb3.index("--algo") + 1] == "trpo"
     assert "--total-timesteps" in sb3 and "--explore-start" not in sb3
     assert "--explore-start" in sweep.build_command(paper, sweep.Run("Ant-v5", "ppo", "explorler", 1))
+    trpo_paper = sweep.build_command(proto, sweep.Run("Hopper-v5", "trpo", "explorler-paper", 1))
+    assert trpo_paper[-3:] == ["--explore-every", "10", "--no-count-eval-steps"]  # the paper's TRPO schedule
 
 
 def test_protocol_grids():
