@@ -176,9 +176,7 @@ def test_batched_matches_sequential_loop_and_call():
     np.testing.assert_allclose(fast, seq, rtol=1e-4, atol=1e-3)
     assert ev.last_env_steps == 5 * 2 * 20
     ev_vmap = PolicyEvaluator(pol, PENDULUM, episodes=2, seed=3, fast_path=False)
-    np.testing.assert_allclose(
-        ev_vmap.evaluate_many(params, cands).numpy(), seq, rtol=1e-4, atol=1e-3
-    )
+    np.testing.assert_allclose(ev_vmap.evaluate_many(params, cands).numpy(), seq, rtol=1e-4, atol=1e-3)
     # parameters are untouched by evaluate_many
     for p, b in zip(params, before, strict=True):
         assert torch.equal(p, b)
@@ -237,9 +235,7 @@ def test_errors_name_the_fix():
         ev.evaluate_many(list(pol.parameters()), [torch.zeros(2, 1, 2), torch.zeros(3, 1)])
     with pytest.raises(TypeError):
         PolicyEvaluator(lambda x: x, count_env)
-    assert ev.evaluate_many(
-        list(pol.parameters()), [torch.zeros(0, 1, 2), torch.zeros(0, 1)]
-    ).shape == (0,)
+    assert ev.evaluate_many(list(pol.parameters()), [torch.zeros(0, 1, 2), torch.zeros(0, 1)]).shape == (0,)
     ev.close()
     ev.close()  # idempotent
 
@@ -320,9 +316,7 @@ def test_workers_count_env_steps_exactly_and_race():
     pol = bias_policy()
     params = list(pol.parameters())
     n = 12
-    biases = torch.linspace(-0.9, 0.9, n)[
-        torch.randperm(n, generator=torch.Generator().manual_seed(0))
-    ]
+    biases = torch.linspace(-0.9, 0.9, n)[torch.randperm(n, generator=torch.Generator().manual_seed(0))]
     cands = [torch.zeros(n, 1, 2), biases[:, None]]
     make = functools.partial(count_env, 0.05)
     ev1 = PolicyEvaluator(pol, make, episodes=3, seed=2, racing=True)
@@ -351,9 +345,7 @@ def test_workers_count_env_steps_exactly_and_race():
 def test_racing_schedule_budget():
     sched = racing_schedule(21, 3)
     assert sched[0] == (21, 1) and sched[-1][1] == 3
-    cost = sched[0][0] + sum(
-        s * (e - pe) for (s, e), (_, pe) in zip(sched[1:], sched[:-1], strict=True)
-    )
+    cost = sched[0][0] + sum(s * (e - pe) for (s, e), (_, pe) in zip(sched[1:], sched[:-1], strict=True))
     assert cost <= 0.5 * 21 * 3
     for n, e in [(21, 3), (21, 10), (11, 3), (5, 3), (40, 5)]:
         sched = racing_schedule(n, e, eta=2.0)
@@ -414,9 +406,7 @@ def test_racing_winner_always_played_most_episodes():
     # a single survivor ends the race early (more episodes would not change the pick)
     assert racing_schedule(9, 3, eta=2)[-1][0] == 1
     scores = ev.evaluate_many(params, [torch.zeros(9, 1, 2), biases[:9, None]])
-    assert (
-        int(ev.last_episode_counts.max()) == 2 == int(ev.last_episode_counts[int(scores.argmax())])
-    )
+    assert int(ev.last_episode_counts.max()) == 2 == int(ev.last_episode_counts[int(scores.argmax())])
     ev.close()
 
 
