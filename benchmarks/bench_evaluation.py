@@ -73,9 +73,7 @@ def make_train_env(env_id: str, gamma: float):
     env = gym.wrappers.RecordEpisodeStatistics(env)
     env = gym.wrappers.ClipAction(env)
     env = gym.wrappers.NormalizeObservation(env)
-    env = gym.wrappers.TransformObservation(
-        env, lambda o: np.clip(o, -10, 10), env.observation_space
-    )
+    env = gym.wrappers.TransformObservation(env, lambda o: np.clip(o, -10, 10), env.observation_space)
     env = gym.wrappers.NormalizeReward(env, gamma=gamma)
     env = gym.wrappers.TransformReward(env, lambda r: float(np.clip(r, -10, 10)))
     return env
@@ -173,9 +171,7 @@ class Comparer:
                 within_noise=bool(d.mean() <= 2 * se),
             )
         self.cycles.append(rec)
-        self.saved.append(
-            ([p for p in params], [c.detach().clone() for c in candidates], self.norm, seed)
-        )
+        self.saved.append(([p for p in params], [c.detach().clone() for c in candidates], self.norm, seed))
         self.cycle += 1
         return s_full
 
@@ -361,9 +357,7 @@ def timing(agent, comparer, args, log):
             for name in order:
                 t0, c0 = time.perf_counter(), time.process_time()
                 if name == "sequential":
-                    s, st = sequential_loop(
-                        policy, make_env, params, cands, args.episodes, seed, norm
-                    )
+                    s, st = sequential_loop(policy, make_env, params, cands, args.episodes, seed, norm)
                 else:
                     ev = evs[{"batched_w1": 1, "batched_w2": 2, "racing_w1": "race"}[name]]
                     ev.obs_normalizer, ev.seed = norm, seed
@@ -389,12 +383,8 @@ def timing(agent, comparer, args, log):
             agree.append(
                 {
                     "set": si,
-                    "max_abs_diff_w1_vs_seq": float(
-                        np.abs(res["batched_w1"] - res["sequential"]).max()
-                    ),
-                    "max_abs_diff_w2_vs_w1": float(
-                        np.abs(res["batched_w2"] - res["batched_w1"]).max()
-                    ),
+                    "max_abs_diff_w1_vs_seq": float(np.abs(res["batched_w1"] - res["sequential"]).max()),
+                    "max_abs_diff_w2_vs_w1": float(np.abs(res["batched_w2"] - res["batched_w1"]).max()),
                     "same_argmax_w1_seq": int(np.argmax(res["batched_w1"]))
                     == int(np.argmax(res["sequential"])),
                     "score_range": float(res["sequential"].max() - res["sequential"].min()),
@@ -527,8 +517,7 @@ def write_markdown(path: Path, out: dict):
         f"{t['candidate_sets']} candidate sets from the last PPO cycles, median of "
         f"{t['repeats']} interleaved repeats (sum over sets)",
         "",
-        "| method | wall s | env steps | steps/s | wall speedup | critical-path CPU s "
-        "| CPU speedup |",
+        "| method | wall s | env steps | steps/s | wall speedup | critical-path CPU s | CPU speedup |",
         "|---|---|---|---|---|---|---|",
     ]
     for k in ("sequential", "batched_w1", "batched_w2", "racing_w1"):
@@ -650,12 +639,8 @@ def main(argv=None):
     for k, v in t["seconds_median_total"].items():
         print(f"{k:12s} {v:7.2f}s  {t['env_steps_total'][k]} env steps")
     cs = t["cpu_speedup_vs_sequential"]
-    print(
-        f"speedup batched w1 vs sequential: {sp['batched_w1']:.2f}x (CPU {cs['batched_w1']:.2f}x)"
-    )
-    print(
-        f"speedup batched w2 vs sequential: {sp['batched_w2']:.2f}x (CPU {cs['batched_w2']:.2f}x)"
-    )
+    print(f"speedup batched w1 vs sequential: {sp['batched_w1']:.2f}x (CPU {cs['batched_w1']:.2f}x)")
+    print(f"speedup batched w2 vs sequential: {sp['batched_w2']:.2f}x (CPU {cs['batched_w2']:.2f}x)")
     print(f"racing w1 vs sequential: {sp['racing_w1']:.2f}x (CPU {cs['racing_w1']:.2f}x)")
     print(f"loadavg start {out['loadavg_start']} end {out['loadavg_end']}")
     print("=== racing vs exhaustive ===")

@@ -60,9 +60,7 @@ class ObsNormalizer:
         self.mean = _float_array(mean)
         self.var = _float_array(var)
         if self.mean.shape != self.var.shape:
-            raise ValueError(
-                f"ObsNormalizer: mean shape {self.mean.shape} != var shape {self.var.shape}"
-            )
+            raise ValueError(f"ObsNormalizer: mean shape {self.mean.shape} != var shape {self.var.shape}")
         self.clip = None if clip is None else float(clip)
         self.epsilon = float(epsilon)
         self._std = np.sqrt(self.var + self.epsilon)
@@ -161,9 +159,7 @@ def _sequential_plan(policy: nn.Module):
     plan = []
     for name, mod in policy.named_children():
         if type(mod) is nn.Linear:
-            plan.append(
-                ("linear", f"{name}.weight", f"{name}.bias" if mod.bias is not None else None)
-            )
+            plan.append(("linear", f"{name}.weight", f"{name}.bias" if mod.bias is not None else None))
         elif type(mod) in _ELEMENTWISE:
             plan.append(("act", mod))
         else:
@@ -293,9 +289,7 @@ class _Rollout:
         if isinstance(space, spaces.Discrete):
             if out.shape[-1] == space.n:
                 return out.argmax(-1) + space.start
-            return np.clip(np.rint(out[..., 0]), space.start, space.start + space.n - 1).astype(
-                np.int64
-            )
+            return np.clip(np.rint(out[..., 0]), space.start, space.start + space.n - 1).astype(np.int64)
         return out
 
     def run(self, job: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -312,10 +306,7 @@ class _Rollout:
             return {"returns": returns, "lengths": lengths}
         # run the forward pass where the policy lives (CPU in workers; CUDA is fine locally)
         dev = next(iter(self.policy.parameters()), torch.empty(0)).device
-        stacked = {
-            k: torch.as_tensor(v, dtype=torch.float32, device=dev)
-            for k, v in job["stacked"].items()
-        }
+        stacked = {k: torch.as_tensor(v, dtype=torch.float32, device=dev) for k, v in job["stacked"].items()}
         fixed = job.get("fixed")
         if fixed:
             with torch.no_grad():
@@ -375,9 +366,7 @@ class _Rollout:
                         sub = {k: v.index_select(0, t) for k, v in stacked.items()}
                         rows = np.full(ncand, -1, dtype=np.int64)
                         rows[live_c] = np.arange(len(live_c))
-                        buf = torch.zeros(
-                            (len(live_c), nslots) + obs_shape, dtype=torch.float32, device=dev
-                        )
+                        buf = torch.zeros((len(live_c), nslots) + obs_shape, dtype=torch.float32, device=dev)
                 x = obs_raw[idx]
                 x = normalizer(x) if normalizer is not None else x.astype(np.float32)
                 r_idx = cand[idx] if rows is None else rows[cand[idx]]
@@ -524,15 +513,11 @@ class _ProcessPool:
 
 
 class _RayPool:
-    def __init__(
-        self, n: int, policy, make_env, fast, peel, address: str | None, init_kwargs: dict | None
-    ):
+    def __init__(self, n: int, policy, make_env, fast, peel, address: str | None, init_kwargs: dict | None):
         try:
             import ray
         except ImportError as exc:
-            raise ImportError(
-                "PolicyEvaluator(backend='ray') needs Ray: `pip install ray`"
-            ) from exc
+            raise ImportError("PolicyEvaluator(backend='ray') needs Ray: `pip install ray`") from exc
         self.ray = ray
         if not ray.is_initialized():
             kw = dict(init_kwargs or {})
@@ -777,9 +762,7 @@ class PolicyEvaluator:
 
     # ---------------------------------------------------------------- internals
 
-    def _account(
-        self, lengths: np.ndarray, t0: float, counts: torch.Tensor, table: np.ndarray
-    ) -> None:
+    def _account(self, lengths: np.ndarray, t0: float, counts: torch.Tensor, table: np.ndarray) -> None:
         steps = int(np.asarray(lengths).sum())
         self.last_env_steps = steps
         self.total_env_steps += steps
