@@ -21,7 +21,7 @@ import protocols  # noqa: E402
 import report  # noqa: E402
 import sweep  # noqa: E402
 
-SCRIPT_ALGOS = [a for a in ("ppo", "trpo") if protocols.SCRIPTS[a].exists()]
+SCRIPT_ALGOS = ["ppo", "trpo"]
 HAS_MPL = importlib.util.find_spec("matplotlib") is not None
 
 
@@ -73,7 +73,6 @@ def test_protocol_grids():
         assert set(proto.variants) <= set(protocols.VARIANTS)
 
 
-@pytest.mark.skipif(not SCRIPT_ALGOS, reason="no single-file script exists yet")
 def test_smoke_sweep_local_resumable_and_report(tmp_path):
     out = tmp_path / "smoke"
     args = ["--protocol", "smoke", "--out", out, "--jobs", 2, "--seeds", 1, "--algos"]
@@ -137,7 +136,6 @@ def test_smoke_sweep_local_resumable_and_report(tmp_path):
             assert (out / f"{name}.png").stat().st_size > 1000
 
 
-@pytest.mark.skipif("ppo" not in SCRIPT_ALGOS, reason="ppo_continuous_action.py does not exist yet")
 def test_smoke_run_through_local_ray(tmp_path):
     pytest.importorskip("ray", reason="Ray is optional (pip install 'explorler-optim[ray]')")
     out = tmp_path / "ray"
