@@ -31,14 +31,23 @@ SCRIPTS = {
 }
 SB3_RUNNER = REPO / "benchmarks" / "sb3_runner.py"
 
+# The paper's candidate search and scoring: 5 ESA agents x 4 snapshots = 20 candidates, each scored
+# by 3 deterministic episodes, no racing.
+PAPER_SEARCH = ("--eval-episodes", "3", "--esa-snapshot-every", "20", "--no-racing")
+
 VARIANTS: dict[str, tuple[str, ...]] = {
     "baseline": ("--no-explorler",),
     "explorler": (),
-    "explorler-paper": ("--explore-every", "1", "--no-count-eval-steps"),
+    # the paper's settings are spelled out, so that this variant does not move with the defaults
+    "explorler-paper": ("--explore-every", "1", "--no-count-eval-steps", *PAPER_SEARCH),
     "random-walk": ("--search", "random-walk"),
     "checkpoint-average": ("--search", "checkpoint-average"),
     "gaussian": ("--search", "gaussian"),
     "no-incumbent": ("--no-include-incumbent",),
+    # `tune` protocol: cheaper candidate scoring, all at equal total env steps (count_eval_steps)
+    "racing": ("--racing",),
+    "one-episode": ("--eval-episodes", "1"),
+    "lean": ("--eval-episodes", "1", "--esa-snapshot-every", "60", "--explore-every", "20"),
     "sb3": (),  # not a flag set: runs benchmarks/sb3_runner.py (see sweep.build_command)
 }
 
@@ -46,7 +55,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 # after every PPO iteration (10 epoch anchors each) but only every 10 TRPO iterations (one anchor per
 # iteration); `--explore-every 1` would give TRPO searches over 2 anchors.
 VARIANT_ALGO_FLAGS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("explorler-paper", "trpo"): ("--explore-every", "10", "--no-count-eval-steps"),
+    ("explorler-paper", "trpo"): ("--explore-every", "10", "--no-count-eval-steps", *PAPER_SEARCH),
 }
 
 
@@ -151,6 +160,22 @@ SMALL = Protocol(
     budget_minutes=90,
 )
 
+# `tune`: picks the scripts' ExploRLer defaults. The first `small` run (2026-11-28) showed ExploRLer with
+# the paper's scoring (20 candidates x 3 episodes every 10 iterations) losing at equal total env steps
+# mainly because scoring ate the budget: on HalfCheetah 3 cycles of 63 full-length episodes used 189k
+# of 250k counted steps. The variants here make scoring cheaper in three ways (racing; one episode per
+# candidate; one episode, 10 candidates and a search every 20 iterations), all at equal total env
+# steps, on the short-episode and the long-episode extreme of `small` with PPO and small's budget.
+TUNE = Protocol(
+    name="tune",
+    description="Hopper/HalfCheetah v5 PPO, 2 seeds: cheaper candidate scoring at equal env steps",
+    envs=("Hopper-v5", "HalfCheetah-v5"),
+    algos=("ppo",),
+    variants=("baseline", "racing", "one-episode", "lean"),
+    seeds=(1, 2),
+    flags=SMALL.flags,
+)
+
 # `paper`: the paper's protocol. 1M steps of plain training, then 2M more with or without
 # ExploRLer: total 3M with `--explore-start 1000000` (no search before global step 1M; the
 # baseline ignores it). Honest evaluation every 25 iterations (~51k training steps): ~58 points.
@@ -178,4 +203,4 @@ ABLATIONS = Protocol(
     flags=SMALL.flags,
 )
 
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (SMOKE, SMALL, PAPER, ABLATIONS)}
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (SMOKE, SMALL, TUNE, PAPER, ABLATIONS)}
