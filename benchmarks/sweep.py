@@ -283,7 +283,7 @@ def grid(protocol: Protocol, envs=None, algos=None, variants=None, seeds=None) -
         for variant in variants
     ]
     position = {seed: i for i, seed in enumerate(seeds)}
-    return sorted(runs, key=lambda r: (position[r.seed], r.variant != "explorler-paper"))
+    return sorted(runs, key=lambda r: (position[r.seed], not r.variant.startswith("explorler-paper")))
 
 
 def load_result(run_dir: Path) -> dict | None:

@@ -59,6 +59,14 @@ def test_commands_put_variant_flags_last_and_sb3_gets_budget_flags_only():
     assert "--explore-start" in sweep.build_command(paper, sweep.Run("Ant-v5", "ppo", "explorler", 1))
     trpo_paper = sweep.build_command(proto, sweep.Run("Hopper-v5", "trpo", "explorler-paper", 1))
     assert trpo_paper[-3:] == ["--explore-every", "10", "--no-count-eval-steps"]  # the paper's TRPO schedule
+    # the full paper variant spells out the authors' scoring, so it does not move with the defaults
+    full = sweep.build_command(paper, sweep.Run("Hopper-v5", "ppo", "explorler-paper-full", 1))
+    tail = full[full.index("--explore-every") :]
+    for flag, value in [("--explore-every", "1"), ("--eval-episodes", "3"), ("--esa-snapshot-every", "20")]:
+        assert tail[tail.index(flag) + 1] == value
+    assert "--no-include-incumbent" in tail and "--no-count-eval-steps" in tail
+    trpo_full = sweep.build_command(paper, sweep.Run("Hopper-v5", "trpo", "explorler-paper-full", 1))
+    assert trpo_full[trpo_full.index("--explore-every") + 1] == "10"
 
 
 def test_protocol_grids():
