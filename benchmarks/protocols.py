@@ -56,10 +56,19 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "checkpoint-average": ("--search", "checkpoint-average"),
     "gaussian": ("--search", "gaussian"),
     "no-incumbent": ("--no-include-incumbent",),
-    # `tune` protocol: cheaper candidate scoring, all at equal total env steps (count_eval_steps)
-    "racing": ("--racing",),
-    "one-episode": ("--eval-episodes", "1"),
-    "lean": ("--eval-episodes", "1", "--esa-snapshot-every", "60", "--explore-every", "20"),
+    # `tune` protocol: cheaper candidate scoring, all at equal total env steps (count_eval_steps);
+    # every scoring flag is spelled out, so that these stay what `tune` measured when defaults move
+    "racing": ("--racing", "--eval-episodes", "3", "--esa-snapshot-every", "20", "--explore-every", "10"),
+    "one-episode": (
+        "--no-racing",
+        "--eval-episodes",
+        "1",
+        "--esa-snapshot-every",
+        "20",
+        "--explore-every",
+        "10",
+    ),
+    "lean": ("--no-racing", "--eval-episodes", "1", "--esa-snapshot-every", "60", "--explore-every", "20"),
     "sb3": (),  # not a flag set: runs benchmarks/sb3_runner.py (see sweep.build_command)
 }
 
@@ -123,44 +132,28 @@ SMOKE = Protocol(
     },
 )
 
-# `small`: sized from the single-file scripts' measured cost on this machine (AMD EPYC, 2 cores,
-# 1 torch thread; 2026-11-28). The machine was shared while measuring, so costs are CPU seconds
-# (user+sys of the run's process), i.e. what one core does for a run when the sweep keeps both
-# cores busy with one job each; ~3 s of each is interpreter start-up.
+# `small`: sized from what its first run measured on this machine (AMD EPYC, 2 cores, one torch
+# thread per run, two runs side by side; commit 56f5531, 2026-11-28). Wall seconds per run, summed
+# over its 3 seeds x 3 envs (the sweep keeps both cores busy, so the protocol takes about half the
+# sum):
+#                       baseline   explorler (20 cand. x 3 ep.    explorler-paper (the same scoring
+#                                  every 10 it., counted)          every PPO it. / 10 TRPO it.)
+#   PPO                 1,983      1,221                          5,822
+#   TRPO                1,336        730                          1,582
+# 12,674 s in all: 106 min on two cores (it took 104). Nearly half was `explorler-paper` on PPO:
+# 63 candidate episodes after each of 98 iterations, up to 6.2M candidate env steps a run, and the
+# candidate env steps cost what MuJoCo costs (Hopper ~4k steps/s under load, mostly mj_step and
+# gymnasium's own step code), so no evaluator change can shrink them.
 #
-#   PPO  training (no ExploRLer), Hopper-v5, 61,440 steps: 62.3 CPU-s -> 0.965 ms/step (~1,040 SPS)
-#   TRPO training (no ExploRLer), Hopper-v5, 40,960 steps: 31.9 CPU-s -> 0.70 ms/step (~1,430 SPS)
-#   ExploRLer default (count_eval_steps, search every 10 it.), Hopper-v5, 61,440 counted steps:
-#        51.5 CPU-s (45,056 training + 16,634 candidate steps): cheaper than the baseline per
-#        counted step, because candidate episodes cost no gradient updates.
-#   One explore cycle (21 candidates x 3 episodes of length L): ~0.77 s + 63 L / 19,100 s
-#        (fitted to Hopper-v5 PPO --explore-every 1: 30 cycles, 234k candidate steps, 35.5 CPU-s,
-#        and HalfCheetah-v5: 3 cycles, 189k candidate steps, 12.2 CPU-s). HalfCheetah never
-#        terminates (L = 1000): 4.1 s per cycle, twice a PPO iteration (2048 x 0.965 ms = 2.0 s).
-#   Honest evaluation: 10 episodes, ~10-19k steps/s (HalfCheetah: ~0.7 s per evaluation).
-#
-# Per run at T = 200,704 training steps (98 iterations), eval_every = 3 (33 honest evaluations;
-# the worst case, HalfCheetah ExploRLer with count_eval_steps, trains only ~30 iterations because
-# its 3 cycles use 189k of its budget: still 10 evaluations). L averaged over training ~300 on
-# Hopper/Walker2d (a guess: episodes grow from ~20 to several hundred steps by 200k), 1000 on
-# HalfCheetah. CPU-s per run:
-#                    baseline           explorler (count)    explorler-paper (98 cycles)
-#   PPO  Hopper      3+194+8   = 205    ~120                 205 + 98 x 1.76 = 377
-#   PPO  Walker2d    205                ~120                 377
-#   PPO  HalfCheetah 3+194+23  = 220    ~85                  220 + 98 x 4.07 = 619
-#   TRPO Hopper      3+140+8   = 151    ~90                  151 + 172       = 323
-#   TRPO Walker2d    151                ~90                  323
-#   TRPO HalfCheetah 3+140+23  = 166    ~70                  166 + 399       = 565
-#   per seed: 1,098 + 575 + 2,584 = 4,257 CPU-s; 3 seeds: 12,771 CPU-s.
-# Two cores at ~95% use: 12,771 / 1.9 = 6,720 s = ~112 min (uncertainty +-25%: episode lengths).
-# The issue's two constraints conflict: 90 minutes (10,260 usable core-s) fit only T ~ 150k
-# (--extra "--total-timesteps 151552", 74 iterations: ~85 min), below the 200k floor. The
-# protocol keeps the floor, 200,704 = 98 x 2048 (the baseline's last iteration ends on it).
-# Nearly 60% of the time is `explorler-paper` (a 63-episode search after every iteration). The
-# sweep runs seed by seed (paper variant first within a seed), so after ~75 min seeds 1-2 of every
-# cell are done and a stopped sweep resumes where it stopped.
+# The `tune` protocol then made the scripts' default scoring ~6x cheaper (1 episode x 10 candidates
+# every 20 iterations, see the README); `explorler-paper` uses that scoring with the paper's schedule
+# and accounting. Estimated per seed: baseline ~1,100 s, explorler ~1,050, explorler-paper PPO ~870
+# (98 x 11 candidate episodes) and TRPO ~450; honest evaluations every 6 iterations instead of 3
+# (17 a run: the final score still averages the last 3) save ~500 s in all. ~10,000 s: ~83 min.
+# The authors' full scoring (`explorler-paper-full`) alone would take ~50 min of it, so it runs in
+# `paper`. The sweep runs seed by seed, costliest variant first, and resumes where it stopped.
 SMALL_STEPS = 200_704
-SMALL_EVAL_EVERY = 3  # iterations of 2048 steps between honest evaluations
+SMALL_EVAL_EVERY = 6  # iterations of 2048 steps between honest evaluations
 
 SMALL = Protocol(
     name="small",
@@ -186,7 +179,7 @@ TUNE = Protocol(
     algos=("ppo",),
     variants=("baseline", "racing", "one-episode", "lean"),
     seeds=(1, 2),
-    flags=SMALL.flags,
+    flags=_flags(f"--total-timesteps {SMALL_STEPS} --eval-every 3 --final-eval-episodes 10"),
 )
 
 # `paper`: the paper's protocol. 1M steps of plain training, then 2M more with or without
