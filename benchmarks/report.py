@@ -301,8 +301,49 @@ def _f(x, digits=1):
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
 
 
+def _with_ci(value, ci) -> str:
+    return f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def compact_table(summary) -> list[str]:
+    """One row per task, one column per variant: the table the README shows (no retyping)."""
+    variants = summary["variants"]
+    cells = {(r["env"], r["algo"], r["variant"]): r for r in summary["table"]}
+    lines = [
+        "| " + " | ".join(["task", *variants]) + " |",
+        "|---" + "|---:" * len(variants) + "|",
+    ]
+    for env, algo in summary["tasks"]:
+        base = cells.get((env, algo, "baseline"))
+        row = [f"{algo.upper()} {env}"]
+        for v in variants:
+            r = cells.get((env, algo, v))
+            if r is None:
+                row.append("-")
+                continue
+            text = f"{r['final_mean']:,.0f} +- {r['final_std']:,.0f}"
+            if v != "baseline":
+                text += f" ({r['ratio_to_baseline']:.2f}x)"
+            if base is not None and r["total_env_steps"] > 1.05 * base["total_env_steps"]:
+                text += f", {r['total_env_steps'] / base['total_env_steps']:.1f}x env steps"
+            row.append(text)
+        lines.append("| " + " | ".join(row) + " |")
+    agg = {a["variant"]: a for a in summary["aggregate"]}
+    if agg:
+        iqm_row, pi_row = ["IQM normalised [95% CI]"], ["P(better than baseline) [95% CI]"]
+        for v in variants:
+            a = agg.get(v, {})
+            iqm_row.append(_with_ci(a["iqm"], a["iqm_ci"]) if "iqm" in a else "-")
+            pi_row.append(
+                _with_ci(a["prob_improvement"], a["prob_improvement_ci"]) if "prob_improvement" in a else "-"
+            )
+        lines += ["| " + " | ".join(iqm_row) + " |", "| " + " | ".join(pi_row) + " |"]
+    return lines
+
+
 def markdown(summary, title) -> str:
     lines = [f"# {title}", ""]
+    lines += ["## Summary", "", *compact_table(summary), ""]
     lines += [
         f"Final score of a run: mean of its last {summary['last_k']} honest evaluations "
         "(deterministic policy, frozen observation statistics, held-out seeds). Mean +- std over "

@@ -269,6 +269,18 @@ def test_summary_of_synthetic_sweep():
     assert agg["explorler"]["prob_improvement"] == pytest.approx(7.5 / 9)
     md = report.markdown(summary, "synthetic")
     assert "## Hopper-v5 / PPO" in md and "| explorler | 3 |" in md
+    # the compact table the README shows: one row per task, ratios, and the aggregate rows
+    compact = report.compact_table(summary)
+    assert compact[0] == "| task | baseline | explorler |"
+    assert "| PPO Hopper-v5 | 100 +- 50 | 200 +- 100 (2.00x) |" in compact
+    assert compact[-2].startswith("| IQM normalised [95% CI] | 1.00 [") and "| 2.00 [" in compact[-2]
+    assert compact[-1].startswith("| P(better than baseline) [95% CI] | - | 0.83 [")
+    extra = report.summarise(rows + synthetic_rows(1.0, "explorler-paper"), reps=50, anchor=False)
+    extra["table"] = [
+        dict(r, total_env_steps=2 * r["total_env_steps"]) if r["variant"] == "explorler-paper" else r
+        for r in extra["table"]
+    ]
+    assert "(1.00x), 2.0x env steps |" in report.compact_table(extra)[2]
 
 
 def test_report_cli_on_synthetic_csv(tmp_path):
