@@ -148,8 +148,8 @@ class Args:
     """ESA: nearest anchors that act on an agent"""
     esa_snapshot_every: int = 60
     """ESA (and random walk): a candidate every this many steps, plus the final position (20: the paper's)"""
-    gaussian_candidates: int = 20
-    """gaussian search: number of candidates sampled"""
+    gaussian_candidates: int = 10
+    """gaussian search: number of candidates sampled (10: as many as ESA gives with the defaults)"""
     eval_episodes: int = 1
     """deterministic episodes per candidate, same seeds for all candidates of a cycle (3: the paper's)"""
     include_incumbent: bool = True
