@@ -299,3 +299,51 @@ def test_report_cli_on_synthetic_csv(tmp_path):
     if HAS_MPL:
         assert (tmp_path / "return_vs_total_env_steps.png").exists()
         assert (tmp_path / "aggregate.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# compare_runs
+
+
+def fake_sweep(root, runs):
+    for name, points in runs.items():
+        run_dir = root / "runs" / name
+        run_dir.mkdir(parents=True)
+        evaluations = [{"training_steps": t, "return": r} for t, r in points]
+        (run_dir / "result.json").write_text(json.dumps({"returncode": 0, "evaluations": evaluations}))
+    return root
+
+
+def test_compare_runs_matches_names_and_common_points(tmp_path):
+    old = fake_sweep(
+        tmp_path / "old",
+        {
+            "Hopper-v5__ppo__baseline__1": [(100, 1.0), (200, 2.0), (300, 3.0)],
+            "Hopper-v5__ppo__lean__1": [(100, 5.0), (300, 7.0)],
+            "Hopper-v5__ppo__gaussian__1": [(100, 5.0)],  # no counterpart
+        },
+    )
+    new = fake_sweep(
+        tmp_path / "new",
+        {
+            "Hopper-v5__ppo__baseline__1": [(200, 2.0), (300, 3.0), (400, 9.0)],  # other interval
+            "Hopper-v5__ppo__explorler__1": [(100, 5.0), (300, 7.5)],
+        },
+    )
+    compare_runs = importlib.import_module("compare_runs")
+    rows = {
+        r["run"]: r
+        for r in compare_runs.compare(compare_runs.load_runs(old), compare_runs.load_runs(new), {})
+    }
+    assert set(rows) == {"Hopper-v5__ppo__baseline__1"}
+    assert (
+        rows["Hopper-v5__ppo__baseline__1"]["points"] == 2
+        and rows["Hopper-v5__ppo__baseline__1"]["max_abs_diff"] == 0
+    )
+    mapped = compare_runs.compare(
+        compare_runs.load_runs(old), compare_runs.load_runs(new), {"lean": "explorler"}
+    )
+    assert {r["run"]: r["max_abs_diff"] for r in mapped}["Hopper-v5__ppo__explorler__1"] == pytest.approx(0.5)
+    proc = run_cli("compare_runs.py", old, new, "--map", "lean=explorler")
+    assert proc.returncode == 0 and "2 runs matched, 1 identical" in proc.stdout
+    assert run_cli("compare_runs.py", old, tmp_path / "new" / "runs").returncode == 1  # nothing to match

@@ -1,0 +1,80 @@
+"""Compare two sweeps run by run: did a re-run reproduce the committed one?
+
+Runs are matched by name (``ENV__ALGO__VARIANT__SEED``); ``--map old=new`` matches a variant under
+another name (e.g. ``--map lean=explorler`` when a tuned setting became the default). For every
+matched pair the honest returns are compared at the training steps both runs evaluated (the two
+sweeps may evaluate at different intervals). The single-file scripts are deterministic on the CPU
+for a given seed, so on the same machine type the differences should be 0; on other hardware or
+library versions expect seed-noise-sized differences instead.
+
+    python benchmarks/compare_runs.py benchmarks/results/small-2026-11-28 benchmarks/results/small
+    python benchmarks/compare_runs.py benchmarks/results/tune benchmarks/results/small --map lean=explorler
+
+Prints one line per matched run and a summary; exits 1 if nothing could be matched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def load_runs(sweep_dir: Path) -> dict[str, list[dict]]:
+    """Run name -> its honest evaluations, for every finished run under ``sweep_dir/runs``."""
+    runs = {}
+    for path in sorted((sweep_dir / "runs").glob("*/result.json")):
+        record = json.loads(path.read_text())
+        if record.get("returncode") == 0 and record.get("evaluations"):
+            runs[path.parent.name] = record["evaluations"]
+    return runs
+
+
+def rename(name: str, mapping: dict[str, str]) -> str:
+    env, algo, variant, seed = name.split("__")
+    return "__".join((env, algo, mapping.get(variant, variant), seed))
+
+
+def compare(old: dict[str, list[dict]], new: dict[str, list[dict]], mapping: dict[str, str]) -> list[dict]:
+    """For each run in both: the common evaluation points and the largest return difference."""
+    rows = []
+    for old_name, old_evals in old.items():
+        new_name = rename(old_name, mapping)
+        if new_name not in new:
+            continue
+        old_at = {e["training_steps"]: e["return"] for e in old_evals}
+        new_at = {e["training_steps"]: e["return"] for e in new[new_name]}
+        common = sorted(set(old_at) & set(new_at))
+        if not common:
+            continue
+        diffs = [abs(old_at[t] - new_at[t]) for t in common]
+        rows.append(
+            {"run": new_name, "points": len(common), "max_abs_diff": max(diffs), "last_step": common[-1]}
+        )
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("old", type=Path, help="a sweep folder (holding runs/)")
+    p.add_argument("new", type=Path, help="the sweep folder to compare with it")
+    p.add_argument("--map", nargs="*", default=[], metavar="OLD=NEW", help="variant renames")
+    args = p.parse_args(argv)
+    mapping = dict(item.split("=", 1) for item in args.map)
+    rows = compare(load_runs(args.old), load_runs(args.new), mapping)
+    if not rows:
+        print(f"no run of {args.old} has a finished counterpart with common evaluation points in {args.new}")
+        return 1
+    for r in rows:
+        print(f"{r['run']:<44} {r['points']:>3} common points  max |diff| {r['max_abs_diff']:.6g}")
+    identical = sum(r["max_abs_diff"] == 0 for r in rows)
+    worst = max(rows, key=lambda r: r["max_abs_diff"])
+    print(
+        f"{len(rows)} runs matched, {identical} identical at every common point; "
+        f"largest difference {worst['max_abs_diff']:.6g} ({worst['run']})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
