@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import csv
 import datetime
 import importlib.util
@@ -314,6 +315,19 @@ def sb3_available(python: str) -> bool:
     return probe.returncode == 0
 
 
+def wall_span(out: Path, names) -> float | None:
+    """Seconds from the first run's start to the last run's end (pauses of a resumed sweep count)."""
+    spans = []
+    for name in names:
+        record = load_result(out / "runs" / name)
+        if record and record.get("started") and record.get("wall_seconds") is not None:
+            start = datetime.datetime.fromisoformat(record["started"]).timestamp()
+            spans.append((start, start + float(record["wall_seconds"])))
+    if not spans:
+        return None
+    return max(end for _, end in spans) - min(start for start, _ in spans)
+
+
 def collect(out: Path) -> list[dict]:
     """All evaluation rows of the finished runs under ``out/runs`` (CSV order)."""
     rows = []
@@ -490,9 +504,23 @@ def main(argv=None) -> int:
         "flags": list(protocol.flags),
         "extra": extra,
         "runs": {r.name: ("done" if done(out / "runs" / r.name) else "failed") for r in runs},
+        "wall_span_seconds": wall_span(out, [r.name for r in runs]),
+        "budget_minutes": protocol.budget_minutes,
         "provenance": provenance(),
     }
+    previous = out / "sweep.json"
+    if args.collect_only and previous.exists():
+        # re-collecting does not make this the sweep's command: keep the one that ran the runs
+        with contextlib.suppress(json.JSONDecodeError, KeyError):
+            summary["collected_by"] = summary["provenance"]
+            summary["provenance"] = json.loads(previous.read_text())["provenance"]
     atomic_write(out / "sweep.json", json.dumps(summary, indent=2) + "\n")
+    span = summary["wall_span_seconds"]
+    if span is not None:
+        budget = (
+            f" (the protocol is sized to {protocol.budget_minutes:.0f})" if protocol.budget_minutes else ""
+        )
+        print(f"runs span {span / 60:.1f} minutes from first start to last end{budget}", file=sys.stderr)
     print(
         f"{len(rows)} evaluation rows from {sum(v == 'done' for v in summary['runs'].values())}"
         f"/{len(runs)} runs -> {path}" + (f"; {len(failed)} failed" if failed else ""),

@@ -108,7 +108,9 @@ def test_smoke_sweep_local_resumable_and_report(tmp_path):
             assert r["total_env_steps"] == r["training_steps"]
     explorler = [r for r in rows if r["variant"] == "explorler"]
     assert int(explorler[-1]["total_env_steps"]) > int(explorler[-1]["training_steps"])
-    assert json.loads((out / "sweep.json").read_text())["provenance"]["git_commit"]
+    first = json.loads((out / "sweep.json").read_text())
+    assert first["provenance"]["git_commit"] and 0 < first["wall_span_seconds"]
+    assert "runs span" in proc.stderr
 
     # resumable: the second invocation finds every run done and starts none
     stamps = {n: (out / "runs" / n / "result.json").stat().st_mtime_ns for n in names}
@@ -118,6 +120,13 @@ def test_smoke_sweep_local_resumable_and_report(tmp_path):
     assert f"from {len(names)}/{len(names)} runs" in again.stderr
     assert stamps == {n: (out / "runs" / n / "result.json").stat().st_mtime_ns for n in names}
     assert read_csv(out / "evaluations.csv") == rows
+    # re-collecting keeps the provenance of the invocation that ran the runs
+    collected = run_cli("sweep.py", *args, "--collect-only")
+    assert collected.returncode == 0, collected.stderr[-3000:]
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["wall_span_seconds"] == first["wall_span_seconds"]
+    assert "--collect-only" not in record["provenance"]["command"]
+    assert "--collect-only" in record["collected_by"]["command"]
     changed = run_cli("sweep.py", *args, "--extra=--eval-every 2", "--dry-run")
     assert changed.returncode == 0 and "--eval-every 2" in changed.stdout
     probe = sweep.build_command(
