@@ -152,6 +152,8 @@ SMOKE = Protocol(
 # (17 a run: the final score still averages the last 3) save ~500 s in all. ~10,000 s: ~83 min.
 # The authors' full scoring (`explorler-paper-full`) alone would take ~50 min of it, so it runs in
 # `paper`. The sweep runs seed by seed, costliest variant first, and resumes where it stopped.
+# Measured 2026-11-29: 120.3 minutes, over budget: the same runs took 1.1x-1.8x their 2026-11-28 time
+# on this VM (e.g. TRPO HalfCheetah baseline seed 2: 186 vs 105 training seconds, identical results).
 SMALL_STEPS = 200_704
 SMALL_EVAL_EVERY = 6  # iterations of 2048 steps between honest evaluations
 
