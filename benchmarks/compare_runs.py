@@ -16,17 +16,18 @@ Prints one line per matched run and a summary; exits 1 if nothing could be match
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from sweep import load_result
 
 
 def load_runs(sweep_dir: Path) -> dict[str, list[dict]]:
     """Run name -> its honest evaluations, for every finished run under ``sweep_dir/runs``."""
     runs = {}
-    for path in sorted((sweep_dir / "runs").glob("*/result.json")):
-        record = json.loads(path.read_text())
-        if record.get("returncode") == 0 and record.get("evaluations"):
-            runs[path.parent.name] = record["evaluations"]
+    for run_dir in sorted((sweep_dir / "runs").glob("*/")):
+        record = load_result(run_dir)
+        if record and record.get("returncode") == 0 and record.get("evaluations"):
+            runs[run_dir.name] = record["evaluations"]
     return runs
 
 
