@@ -348,7 +348,7 @@ class _Rollout:
         # a limit of 0 steps means an empty episode
         live &= limits != 0
 
-        with torch.no_grad():
+        with torch.inference_mode():
             buf = torch.zeros((ncand, nslots) + obs_shape, dtype=torch.float32, device=dev)
             active_key = None
             sub = stacked

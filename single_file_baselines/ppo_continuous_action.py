@@ -440,7 +440,9 @@ if __name__ == "__main__":
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     act_dim = int(np.prod(envs.single_action_space.shape))
     agent = Agent(obs_dim, act_dim).to(device)
-    adam = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    # foreach: one fused update for all tensors; torch enables it by default on CUDA only, and on the
+    # CPU it is faster for these small networks with the same results
+    adam = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, foreach=True)
     if args.explorler:
         # the one-line change: explored = the actor (mean network + log-std); the critic is kept
         optimizer = ExploRLerOptimizer(
@@ -578,8 +580,8 @@ if __name__ == "__main__":
             obs[step] = next_obs
             dones[step] = next_done
 
-            # act with the stochastic policy
-            with torch.no_grad():
+            # act with the stochastic policy (inference mode: the cheapest no-autograd forward)
+            with torch.inference_mode():
                 action, logprob, _, value = agent.get_action_and_value(next_obs)
                 values[step] = value.flatten()
             actions[step] = action
@@ -664,7 +666,7 @@ if __name__ == "__main__":
 
                 optimizer.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
                 optimizer.step()
 
             if args.explorler:

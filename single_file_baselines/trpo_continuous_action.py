@@ -607,7 +607,9 @@ if __name__ == "__main__":
         backtrack_coef=args.line_search_shrink,
         backtrack_iters=args.line_search_max_iter,
     )
-    critic_optimizer = optim.Adam(agent.critic.parameters(), lr=args.learning_rate, eps=1e-5)
+    # foreach: one fused update for all tensors; torch enables it by default on CUDA only, and on the
+    # CPU it is faster for these small networks with the same results
+    critic_optimizer = optim.Adam(agent.critic.parameters(), lr=args.learning_rate, eps=1e-5, foreach=True)
     if args.explorler:
         # the one-line change: explored = the actor (mean network + log-std); the critic is kept
         optimizer = ExploRLerOptimizer(
@@ -747,8 +749,8 @@ if __name__ == "__main__":
             obs[step] = next_obs
             dones[step] = next_done
 
-            # act with the stochastic policy
-            with torch.no_grad():
+            # act with the stochastic policy (inference mode: the cheapest no-autograd forward)
+            with torch.inference_mode():
                 action, logprob, _, value = agent.get_action_and_value(next_obs)
                 values[step] = value.flatten()
             actions[step] = action
