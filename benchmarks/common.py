@@ -10,6 +10,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,6 +58,34 @@ def provenance() -> dict:
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def machine_speed(env_id: str = "Hopper-v5", steps: int = 4000, seed: int = 0) -> dict | None:
+    """Raw steps per second of ``env_id`` (no wrappers, fixed random actions) in this process.
+
+    A yardstick for wall times: the same runs took up to 1.8x longer on this VM from one day to
+    the next, so a sweep records how fast the machine stepped MuJoCo when it started. None when
+    gymnasium or the env is not available.
+    """
+    try:
+        import gymnasium as gym
+        import numpy as np
+
+        env = gym.make(env_id)
+    except Exception:  # noqa: BLE001 - any missing piece (gymnasium, mujoco, the env) means no probe
+        return None
+    rng = np.random.default_rng(seed)
+    low, high = env.action_space.low, env.action_space.high
+    actions = rng.uniform(low, high, size=(steps, *env.action_space.shape)).astype(env.action_space.dtype)
+    env.reset(seed=seed)
+    start = time.perf_counter()
+    for action in actions:
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            env.reset()
+    seconds = time.perf_counter() - start
+    env.close()
+    return {"env_id": env_id, "steps": steps, "steps_per_second": round(steps / seconds, 1)}
 
 
 def atomic_write(path: Path, text: str) -> None:

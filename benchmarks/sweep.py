@@ -45,7 +45,14 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from common import atomic_write, cpu_model, git_commit, package_versions, provenance  # noqa: E402
+from common import (  # noqa: E402
+    atomic_write,
+    cpu_model,
+    git_commit,
+    machine_speed,
+    package_versions,
+    provenance,
+)
 from protocols import PROTOCOLS, SB3_FLAGS, SB3_RUNNER, SCRIPTS, VARIANTS, Protocol, variant_flags  # noqa: E402
 
 REPO = HERE.parent
@@ -464,6 +471,7 @@ def main(argv=None) -> int:
     if protocol.ray and not (args.ray or args.ray_address) and todo:
         print(f"note: protocol {protocol.name!r} is meant for a Ray cluster", file=sys.stderr)
     failed: list[str] = []
+    speed = None
     if todo:
         from tqdm import tqdm
 
@@ -473,6 +481,10 @@ def main(argv=None) -> int:
             f"{args.jobs} jobs ({mode}); output {out}",
             file=sys.stderr,
         )
+        speed = machine_speed()
+        if speed is not None:
+            rate = f"{speed['steps_per_second']:,.0f}"
+            print(f"machine speed: {speed['env_id']} raw at {rate} steps/s (one process)", file=sys.stderr)
         bar = tqdm(total=len(todo), unit="run", dynamic_ncols=True, desc=protocol.name)
 
         def on_done(run, run_dir, record):
@@ -506,14 +518,19 @@ def main(argv=None) -> int:
         "runs": {r.name: ("done" if done(out / "runs" / r.name) else "failed") for r in runs},
         "wall_span_seconds": wall_span(out, [r.name for r in runs]),
         "budget_minutes": protocol.budget_minutes,
+        "machine_speed": speed,
         "provenance": provenance(),
     }
     previous = out / "sweep.json"
-    if args.collect_only and previous.exists():
-        # re-collecting does not make this the sweep's command: keep the one that ran the runs
+    if previous.exists():
         with contextlib.suppress(json.JSONDecodeError, KeyError):
-            summary["collected_by"] = summary["provenance"]
-            summary["provenance"] = json.loads(previous.read_text())["provenance"]
+            before = json.loads(previous.read_text())
+            if speed is None:  # nothing ran now: the speed stays that of the invocation that ran runs
+                summary["machine_speed"] = before.get("machine_speed")
+            if args.collect_only:
+                # re-collecting does not make this the sweep's command: keep the one that ran the runs
+                summary["collected_by"] = summary["provenance"]
+                summary["provenance"] = before["provenance"]
     atomic_write(out / "sweep.json", json.dumps(summary, indent=2) + "\n")
     span = summary["wall_span_seconds"]
     if span is not None:

@@ -111,6 +111,7 @@ def test_smoke_sweep_local_resumable_and_report(tmp_path):
     first = json.loads((out / "sweep.json").read_text())
     assert first["provenance"]["git_commit"] and 0 < first["wall_span_seconds"]
     assert "runs span" in proc.stderr
+    assert first["machine_speed"]["env_id"] == "Hopper-v5" and first["machine_speed"]["steps_per_second"] > 0
 
     # resumable: the second invocation finds every run done and starts none
     stamps = {n: (out / "runs" / n / "result.json").stat().st_mtime_ns for n in names}
@@ -125,6 +126,7 @@ def test_smoke_sweep_local_resumable_and_report(tmp_path):
     assert collected.returncode == 0, collected.stderr[-3000:]
     record = json.loads((out / "sweep.json").read_text())
     assert record["wall_span_seconds"] == first["wall_span_seconds"]
+    assert record["machine_speed"] == first["machine_speed"]  # measured only by runs that ran
     assert "--collect-only" not in record["provenance"]["command"]
     assert "--collect-only" in record["collected_by"]["command"]
     changed = run_cli("sweep.py", *args, "--extra=--eval-every 2", "--dry-run")
