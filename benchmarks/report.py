@@ -27,7 +27,9 @@ evaluation, includes candidate search).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import json
 import math
 import sys
 from collections import defaultdict
@@ -341,9 +343,33 @@ def compact_table(summary) -> list[str]:
     return lines
 
 
-def markdown(summary, title) -> str:
+def sweep_lines(sweep: dict | None) -> list[str]:
+    """How long the sweep's runs took against the protocol's budget, and how fast the machine was."""
+    if not sweep:
+        return []
+    runs = sweep.get("runs", {})
+    text = f"Sweep: {sum(v == 'done' for v in runs.values())}/{len(runs)} runs done"
+    span = sweep.get("wall_span_seconds")
+    if span is not None:
+        text += f", {span / 60:.1f} minutes from the first start to the last end"
+        if sweep.get("budget_minutes"):
+            verdict = "within" if span <= 60 * sweep["budget_minutes"] else "over"
+            text += f" ({verdict} the protocol's {sweep['budget_minutes']:.0f}-minute budget)"
+    speed = sweep.get("machine_speed")
+    if speed:
+        text += f"; machine speed {speed['steps_per_second']:,.0f} raw {speed['env_id']} steps/s"
+    prov = sweep.get("provenance", {})
+    machine = prov.get("machine", {})
+    if machine:
+        text += f"; {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores"
+    if prov.get("date"):
+        text += f"; started by commit {prov.get('git_commit', '?')} on {prov['date'][:10]}"
+    return [text + ".", ""]
+
+
+def markdown(summary, title, sweep: dict | None = None) -> str:
     lines = [f"# {title}", ""]
-    lines += ["## Summary", "", *compact_table(summary), ""]
+    lines += ["## Summary", "", *compact_table(summary), "", *sweep_lines(sweep)]
     lines += [
         f"Final score of a run: mean of its last {summary['last_k']} honest evaluations "
         "(deterministic policy, frozen observation statistics, held-out seeds). Mean +- std over "
@@ -583,7 +609,10 @@ def main(argv=None) -> int:
     summary = summarise(rows, args.last_k, args.bootstrap, anchor=not args.no_random_anchor, rng=args.seed)
     plots = [] if args.no_plots else make_plots(rows, summary, out)
     title = f"Benchmark results: {args.protocol or path.parent.name}"
-    text = markdown(summary, title)
+    sweep = None
+    with contextlib.suppress(OSError, json.JSONDecodeError):
+        sweep = json.loads((path.parent / "sweep.json").read_text())
+    text = markdown(summary, title, sweep)
     if plots:
         text += "\n" + "\n".join(f"![{Path(f).stem}]({f})" for f in plots) + "\n"
     write_results(out, {**summary, "csv": str(path), "plots": plots}, text)

@@ -294,6 +294,32 @@ def test_summary_of_synthetic_sweep():
     assert "(1.00x), 2.0x env steps |" in report.compact_table(extra)[2]
 
 
+def test_sweep_lines_state_the_budget_verdict():
+    sweep = {
+        "runs": {"a": "done", "b": "done", "c": "failed"},
+        "wall_span_seconds": 5430.0,
+        "budget_minutes": 90,
+        "machine_speed": {"env_id": "Hopper-v5", "steps": 4000, "steps_per_second": 4178.2},
+        "provenance": {
+            "machine": {"cpu": "AMD EPYC", "cores": 2},
+            "git_commit": "abc1234",
+            "date": "2026-11-29T08:00:00+00:00",
+        },
+    }
+    line = report.sweep_lines(sweep)[0]
+    assert line.startswith("Sweep: 2/3 runs done, 90.5 minutes from the first start to the last end")
+    assert "(over the protocol's 90-minute budget)" in line
+    assert "machine speed 4,178 raw Hopper-v5 steps/s; AMD EPYC, 2 cores" in line
+    assert "commit abc1234 on 2026-11-29" in line
+    assert (
+        "(within the protocol's 90-minute budget)"
+        in report.sweep_lines(dict(sweep, wall_span_seconds=5400.0))[0]
+    )
+    assert report.sweep_lines(None) == []
+    bare = report.sweep_lines({"runs": {"a": "done"}})[0]
+    assert bare == "Sweep: 1/1 runs done."
+
+
 def test_report_cli_on_synthetic_csv(tmp_path):
     rows = synthetic_rows(1.0, "baseline") + synthetic_rows(1.5, "explorler-paper")
     path = tmp_path / "evaluations.csv"
