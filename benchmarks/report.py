@@ -363,7 +363,7 @@ def sweep_lines(sweep: dict | None) -> list[str]:
     if machine:
         text += f"; {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores"
     if prov.get("date"):
-        text += f"; started by commit {prov.get('git_commit', '?')} on {prov['date'][:10]}"
+        text += f"; run from commit {prov.get('git_commit', '?')} on {prov['date'][:10]}"
     return [text + ".", ""]
 
 
