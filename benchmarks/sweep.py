@@ -8,7 +8,10 @@ git commit, package versions, machine, wall time, return code and the run's hone
 read from its TensorBoard file. A run whose ``result.json`` says it succeeded is skipped next time
 (resumable); failed runs are retried. At the end ``<out>/evaluations.csv`` (one row per honest
 evaluation: env, algo, variant, seed, training_steps, total_env_steps, return, wall_seconds,
-train_seconds) and ``<out>/sweep.json`` are rebuilt from all result files.
+train_seconds) and ``<out>/sweep.json`` are rebuilt from all result files; ``sweep.json`` also
+records the span from the first run's start to the last run's end against the protocol's budget,
+and the machine's speed (raw Hopper-v5 steps per second, measured in this process just before the
+runs start; with Ray, on the driver's machine).
 
     python benchmarks/sweep.py --protocol small                 # local, one job per core
     python benchmarks/sweep.py --protocol smoke --jobs 2 --algos ppo --seeds 1

@@ -17,6 +17,7 @@ BENCH = ROOT / "benchmarks"
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
+import common  # noqa: E402
 import protocols  # noqa: E402
 import report  # noqa: E402
 import sweep  # noqa: E402
@@ -292,6 +293,12 @@ def test_summary_of_synthetic_sweep():
         for r in extra["table"]
     ]
     assert "(1.00x), 2.0x env steps |" in report.compact_table(extra)[2]
+
+
+def test_machine_speed_probe():
+    speed = common.machine_speed("Hopper-v5", steps=200)
+    assert speed["env_id"] == "Hopper-v5" and speed["steps"] == 200 and speed["steps_per_second"] > 0
+    assert common.machine_speed("NoSuchEnv-v0") is None  # no probe rather than a crashed sweep
 
 
 def test_sweep_lines_state_the_budget_verdict():
