@@ -295,6 +295,18 @@ def test_summary_of_synthetic_sweep():
     assert "(1.00x), 2.0x env steps |" in report.compact_table(extra)[2]
 
 
+def test_budget_applies_to_the_whole_protocol_only(tmp_path):
+    whole = run_cli("sweep.py", "--protocol", "small", "--out", tmp_path / "whole", "--collect-only")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert json.loads((tmp_path / "whole" / "sweep.json").read_text())["budget_minutes"] == 90
+    part = tmp_path / "part"
+    subset = run_cli(
+        "sweep.py", "--protocol", "small", "--out", part, "--variants", "baseline", "--collect-only"
+    )
+    assert subset.returncode == 0, subset.stderr[-3000:]
+    assert json.loads((part / "sweep.json").read_text())["budget_minutes"] is None
+
+
 def test_machine_speed_probe():
     speed = common.machine_speed("Hopper-v5", steps=200)
     assert speed["env_id"] == "Hopper-v5" and speed["steps"] == 200 and speed["steps_per_second"] > 0
