@@ -528,11 +528,11 @@ def main(argv=None) -> int:
     }
     previous = out / "sweep.json"
     if previous.exists():
-        with contextlib.suppress(json.JSONDecodeError, KeyError):
+        with contextlib.suppress(json.JSONDecodeError):
             before = json.loads(previous.read_text())
             if speed is None:  # nothing ran now: the speed stays that of the invocation that ran runs
                 summary["machine_speed"] = before.get("machine_speed")
-            if args.collect_only:
+            if args.collect_only and "provenance" in before:
                 # re-collecting does not make this the sweep's command: keep the one that ran the runs
                 summary["collected_by"] = summary["provenance"]
                 summary["provenance"] = before["provenance"]
