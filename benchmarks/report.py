@@ -355,6 +355,8 @@ def sweep_lines(sweep: dict | None) -> list[str]:
         if sweep.get("budget_minutes"):
             verdict = "within" if span <= 60 * sweep["budget_minutes"] else "over"
             text += f" ({verdict} the protocol's {sweep['budget_minutes']:.0f}-minute budget)"
+    if sweep.get("run_seconds_total") is not None:
+        text += f"; the runs add up to {sweep['run_seconds_total'] / 60:.1f} minutes of one core"
     speed = sweep.get("machine_speed")
     if speed:
         text += f"; machine speed {speed['steps_per_second']:,.0f} raw {speed['env_id']} steps/s"

@@ -10,7 +10,8 @@ read from its TensorBoard file. A run whose ``result.json`` says it succeeded is
 evaluation: env, algo, variant, seed, training_steps, total_env_steps, return, wall_seconds,
 train_seconds) and ``<out>/sweep.json`` are rebuilt from all result files; ``sweep.json`` also
 records the span from the first run's start to the last run's end against the protocol's budget,
-and the machine's speed (raw Hopper-v5 steps per second, measured in this process just before the
+the runs' wall times added up (the machine time the grid needs, one core per run), and the machine's
+speed (raw Hopper-v5 steps per second, measured in this process just before the
 runs start; with Ray, on the driver's machine).
 
     python benchmarks/sweep.py --protocol small                 # local, one job per core
@@ -325,17 +326,28 @@ def sb3_available(python: str) -> bool:
     return probe.returncode == 0
 
 
-def wall_span(out: Path, names) -> float | None:
-    """Seconds from the first run's start to the last run's end (pauses of a resumed sweep count)."""
+def _run_spans(out: Path, names) -> list[tuple[float, float]]:
     spans = []
     for name in names:
         record = load_result(out / "runs" / name)
         if record and record.get("started") and record.get("wall_seconds") is not None:
             start = datetime.datetime.fromisoformat(record["started"]).timestamp()
             spans.append((start, start + float(record["wall_seconds"])))
+    return spans
+
+
+def wall_span(out: Path, names) -> float | None:
+    """Seconds from the first run's start to the last run's end (pauses of a resumed sweep count)."""
+    spans = _run_spans(out, names)
     if not spans:
         return None
     return max(end for _, end in spans) - min(start for start, _ in spans)
+
+
+def run_seconds_total(out: Path, names) -> float | None:
+    """The runs' wall seconds added up: the machine time the grid needs, one core per run."""
+    spans = _run_spans(out, names)
+    return sum(end - start for start, end in spans) if spans else None
 
 
 def collect(out: Path) -> list[dict]:
@@ -521,6 +533,7 @@ def main(argv=None) -> int:
         "extra": extra,
         "runs": {r.name: ("done" if done(out / "runs" / r.name) else "failed") for r in runs},
         "wall_span_seconds": wall_span(out, [r.name for r in runs]),
+        "run_seconds_total": run_seconds_total(out, [r.name for r in runs]),
         # the budget is the whole protocol's: a subset of its grid is not held to it
         "budget_minutes": None if subset else protocol.budget_minutes,
         "machine_speed": speed,

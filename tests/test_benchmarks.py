@@ -111,6 +111,8 @@ def test_smoke_sweep_local_resumable_and_report(tmp_path):
     assert int(explorler[-1]["total_env_steps"]) > int(explorler[-1]["training_steps"])
     first = json.loads((out / "sweep.json").read_text())
     assert first["provenance"]["git_commit"] and 0 < first["wall_span_seconds"]
+    walls = [json.loads((out / "runs" / n / "result.json").read_text())["wall_seconds"] for n in names]
+    assert first["run_seconds_total"] == pytest.approx(sum(walls))
     assert "runs span" in proc.stderr
     assert first["machine_speed"]["env_id"] == "Hopper-v5" and first["machine_speed"]["steps_per_second"] > 0
 
@@ -318,6 +320,7 @@ def test_sweep_lines_state_the_budget_verdict():
         "runs": {"a": "done", "b": "done", "c": "failed"},
         "wall_span_seconds": 5430.0,
         "budget_minutes": 90,
+        "run_seconds_total": 14402.7,
         "machine_speed": {"env_id": "Hopper-v5", "steps": 4000, "steps_per_second": 4178.2},
         "provenance": {
             "machine": {"cpu": "AMD EPYC", "cores": 2},
@@ -327,7 +330,7 @@ def test_sweep_lines_state_the_budget_verdict():
     }
     line = report.sweep_lines(sweep)[0]
     assert line.startswith("Sweep: 2/3 runs done, 90.5 minutes from the first start to the last end")
-    assert "(over the protocol's 90-minute budget)" in line
+    assert "(over the protocol's 90-minute budget); the runs add up to 240.0 minutes of one core" in line
     assert "machine speed 4,178 raw Hopper-v5 steps/s; AMD EPYC, 2 cores" in line
     assert "commit abc1234 on 2026-11-29" in line
     assert (
