@@ -4,7 +4,8 @@ Wrap the optimizer you already have with :class:`ExploRLerOptimizer`, call ``rec
 anchor belongs and ``explore(evaluate)`` where a search belongs. See the README for a full example.
 """
 
-from .optimizer import BatchEvaluator, ExploreResult, ExploRLerOptimizer
+from .explorer import BatchEvaluator, Explorer, ExploreResult
+from .optimizer import ExploRLerOptimizer
 from .search import (
     CheckpointAverage,
     EmptySpaceSearch,
@@ -21,6 +22,7 @@ __all__ = [
     "BatchEvaluator",
     "CheckpointAverage",
     "EmptySpaceSearch",
+    "Explorer",
     "ExploRLerOptimizer",
     "ExploreResult",
     "GaussianSearch",

@@ -1,90 +1,36 @@
-"""``ExploRLerOptimizer``: wrap any torch optimizer, record anchors, search the space between them."""
+"""``ExploRLerOptimizer``: a torch optimizer plus an :class:`~explorler_optim.Explorer`."""
 
 from __future__ import annotations
 
-import math
-import numbers
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+from torch.utils.hooks import RemovableHandle
 
-from .search import EmptySpaceSearch, SearchOperator
-from .subspace import AnchorSubspace
+from .explorer import BatchEvaluator, Evaluate, Explorer, ExploreResult, searched_params
+from .search import SearchOperator
 
-__all__ = ["ExploRLerOptimizer", "ExploreResult", "BatchEvaluator"]
+__all__ = ["BatchEvaluator", "ExploRLerOptimizer", "ExploreResult"]
 
-_STATE_VERSION = 1
-_DTYPES = {
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float32": torch.float32,
-    "float64": torch.float64,
-}
+# inner optimizer -> the wrapper that holds it; a second wrapper around the same inner optimizer
+# would keep a second set of anchors and step the parameters twice per training step
+_WRAPPERS: weakref.WeakKeyDictionary[Optimizer, weakref.ref] = weakref.WeakKeyDictionary()
 
 
-@runtime_checkable
-class BatchEvaluator(Protocol):
-    """An evaluator that scores many candidates in one call (e.g. batched or parallel rollouts)."""
+def _forward_to_explorer(name: str) -> property:
+    """A property read from and written to ``self.explorer`` (settings that live in the explorer)."""
 
-    def evaluate_many(self, params: list[torch.nn.Parameter], candidates: list[Tensor]) -> Any:
-        """Score candidates: ``candidates[i]`` has shape ``(N, *params[i].shape)``; return N scores."""
+    def get(self):
+        return getattr(self.explorer, name)
 
+    def set(self, value):
+        setattr(self.explorer, name, value)
 
-Evaluate = Callable[[], float] | BatchEvaluator
-
-
-@dataclass
-class ExploreResult:
-    """What one :meth:`ExploRLerOptimizer.explore` call did.
-
-    Attributes:
-        scores: ``(num_candidates,)`` float64 scores of the candidates (the incumbent excluded).
-        incumbent_score: score of the parameters before the search, or ``None`` if not scored.
-        best_index: index into ``scores`` of the best candidate.
-        best_score: ``scores[best_index]``.
-        committed: whether the parameters were moved to the best candidate.
-        num_candidates: number of candidates scored (the incumbent excluded).
-        distance: L2 distance the parameters moved (0.0 if nothing was committed).
-        seconds: wall time of the whole call.
-        search_seconds: wall time outside ``evaluate`` (building and loading candidates).
-        num_anchors: anchors the search used.
-        anchor_coords: ``(num_anchors, r)`` anchor coordinates in the anchors' orthonormal subspace.
-        candidate_coords: ``(num_candidates, r)`` candidate coordinates in the same subspace.
-        incumbent_coords: ``(r,)`` coordinates of the incumbent's projection onto that subspace.
-        incumbent_offset: distance from the incumbent to that subspace.
-    """
-
-    scores: Tensor
-    incumbent_score: float | None
-    best_index: int
-    best_score: float
-    committed: bool
-    num_candidates: int
-    distance: float
-    seconds: float
-    search_seconds: float
-    num_anchors: int = 0
-    anchor_coords: Tensor = field(default_factory=lambda: torch.zeros(0, 0), repr=False)
-    candidate_coords: Tensor = field(default_factory=lambda: torch.zeros(0, 0), repr=False)
-    incumbent_coords: Tensor = field(default_factory=lambda: torch.zeros(0), repr=False)
-    incumbent_offset: float = 0.0
-
-    @property
-    def gain(self) -> float | None:
-        """``best_score - incumbent_score`` (``None`` when the incumbent was not scored)."""
-        if self.incumbent_score is None:
-            return None
-        return self.best_score - self.incumbent_score
-
-
-class _InvalidScore(ValueError):
-    pass
+    return property(get, set, doc=f"The explorer's ``{name}`` (see :class:`Explorer`).")
 
 
 class ExploRLerOptimizer(Optimizer):
@@ -93,15 +39,16 @@ class ExploRLerOptimizer(Optimizer):
     Training through the wrapper is exactly training with the wrapped optimizer: :meth:`step`,
     :meth:`zero_grad`, ``param_groups``, ``state`` and ``defaults`` are the inner optimizer's own,
     forwarded live, so LR schedulers, hooks and ``load_state_dict`` on either object are seen by
-    both. On top of that:
+    both. The cycle itself is an :class:`Explorer` (``self.explorer``):
 
     * :meth:`record` snapshots ``explore_params`` as an *anchor* (e.g. at the end of each PPO epoch);
     * :meth:`explore` runs ``search`` on the anchors, scores the candidates with ``evaluate`` (and the
       current parameters, the *incumbent*, when ``include_incumbent``), loads the best into the
       parameters if it beats the incumbent, and starts a new cycle.
 
-    The search runs in the anchors' own low-dimensional affine subspace, so its cost grows with the
-    number of parameters only through a few matrix products.
+    :meth:`state_dict` is the inner optimizer's own dict plus one key, ``"explorler"`` (anchors,
+    counters, RNG state), so a plain optimizer of the inner kind loads it, and the wrapper loads a
+    plain optimizer's dict. The wrapper pickles and deep-copies like any torch optimizer.
 
     Args:
         optimizer: the torch optimizer to wrap (e.g. ``torch.optim.Adam``).
@@ -154,86 +101,37 @@ class ExploRLerOptimizer(Optimizer):
         anchor_dtype: torch.dtype | None = None,
         anchor_device: torch.device | str | None = None,
     ) -> None:
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(
-                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}; "
-                "build it first, e.g. ExploRLerOptimizer(torch.optim.Adam(model.parameters()))"
-            )
-        if isinstance(optimizer, ExploRLerOptimizer):
-            raise TypeError("optimizer is already an ExploRLerOptimizer; wrap the inner optimizer once")
+        # torch.optim.Optimizer.__init__ is deliberately not called: param_groups, state and
+        # defaults are the inner optimizer's, forwarded live by the properties below
+        _check_inner(optimizer)
         owned = [p for group in optimizer.param_groups for p in group["params"]]
+        params = searched_params(owned if explore_params is None else explore_params, "explore_params")
         owned_ids = {id(p) for p in owned}
-        if explore_params is None:
-            params = owned
-        else:
-            if isinstance(explore_params, Tensor):
-                explore_params = [explore_params]
-            params = list(explore_params)
-        if not params:
-            raise ValueError(
-                "explore_params is empty; pass the parameters to search, e.g. actor.parameters()"
-            )
-        unique: list[torch.nn.Parameter] = []
         for index, p in enumerate(params):
-            if not isinstance(p, Tensor):
-                raise ValueError(f"explore_params[{index}] is a {type(p).__name__}, not a Parameter")
             if id(p) not in owned_ids:
                 raise ValueError(
                     f"explore_params[{index}] (shape {tuple(p.shape)}) is not optimised by the inner "
                     "optimizer; pass only parameters that are in its param_groups"
                 )
-            if not p.is_floating_point():
-                raise ValueError(
-                    f"explore_params[{index}] has dtype {p.dtype}; only float tensors can be searched"
-                )
-            if all(p is not q for q in unique):
-                unique.append(p)
-        if int(max_anchors) != max_anchors or max_anchors < 2:
-            raise ValueError(f"max_anchors must be an integer >= 2, got {max_anchors!r}")
         if record_every is not None and (int(record_every) != record_every or record_every < 1):
             raise ValueError(f"record_every must be a positive integer or None, got {record_every!r}")
-        if on_invalid not in ("raise", "skip"):
-            raise ValueError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
-        if search is None:
-            search = EmptySpaceSearch()
-        if not isinstance(search, SearchOperator):
-            raise TypeError(f"search must be a SearchOperator (e.g. EmptySpaceSearch()), got {search!r}")
-
-        # The hook dictionaries and step patching that torch.optim.Optimizer.__init__ would set up;
-        # the base __init__ itself is not called because param_groups/state/defaults are forwarded.
-        self._optimizer_step_pre_hooks: OrderedDict = OrderedDict()
-        self._optimizer_step_post_hooks: OrderedDict = OrderedDict()
-        self._optimizer_state_dict_pre_hooks: OrderedDict = OrderedDict()
-        self._optimizer_state_dict_post_hooks: OrderedDict = OrderedDict()
-        self._optimizer_load_state_dict_pre_hooks: OrderedDict = OrderedDict()
-        self._optimizer_load_state_dict_post_hooks: OrderedDict = OrderedDict()
-        self._patch_step_function()
-
+        explorer = Explorer(
+            params,
+            max_anchors=max_anchors,
+            search=search,
+            include_incumbent=include_incumbent,
+            reset_state=reset_state,
+            seed=seed,
+            on_invalid=on_invalid,
+            anchor_dtype=anchor_dtype,
+            anchor_device=anchor_device,
+            optimizer=optimizer,
+        )
         self.optimizer = optimizer
-        self.explore_params: list[torch.nn.Parameter] = unique
-        self.max_anchors = int(max_anchors)
+        self.explorer = explorer
         self.record_every = None if record_every is None else int(record_every)
-        self.search = search
-        self.include_incumbent = bool(include_incumbent)
-        self.reset_state = bool(reset_state)
-        self.on_invalid = on_invalid
-        work_dtype = torch.float64 if any(p.dtype == torch.float64 for p in unique) else torch.float32
-        self._work_dtype = work_dtype
-        self.anchor_dtype = anchor_dtype if anchor_dtype is not None else work_dtype
-        if not self.anchor_dtype.is_floating_point:
-            raise ValueError(f"anchor_dtype must be a float dtype, got {self.anchor_dtype}")
-        self.anchor_device = torch.device(anchor_device) if anchor_device is not None else unique[0].device
-        self._generator = torch.Generator()
-        if seed is None:
-            self._generator.seed()
-        else:
-            self._generator.manual_seed(int(seed))
-        self._shapes = [tuple(p.shape) for p in unique]
-        self._origin: Tensor | None = None
-        self._deltas: list[Tensor] = []
         self._steps = 0
-        self._cycles = 0
-        self.last_result: ExploreResult | None = None
+        _WRAPPERS[optimizer] = weakref.ref(self)
 
     # ----------------------------------------------------------------- forwarded optimizer API
     @property
@@ -276,292 +174,140 @@ class ExploRLerOptimizer(Optimizer):
             self.record()
         return loss
 
-    # ----------------------------------------------------------------- anchors
+    # Hooks are registered on the inner optimizer, which runs them; they receive this wrapper as
+    # their `optimizer` argument, as they would on a plain optimizer.
+    def register_step_pre_hook(self, hook: Callable) -> RemovableHandle:
+        """Run ``hook(optimizer, args, kwargs)`` before every step (see ``torch.optim.Optimizer``)."""
+        return self.optimizer.register_step_pre_hook(lambda _, args, kwargs: hook(self, args, kwargs))
+
+    def register_step_post_hook(self, hook: Callable) -> RemovableHandle:
+        """Run ``hook(optimizer, args, kwargs)`` after every step (see ``torch.optim.Optimizer``)."""
+        return self.optimizer.register_step_post_hook(lambda _, args, kwargs: hook(self, args, kwargs))
+
+    def register_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """Run ``hook(optimizer)`` before the inner optimizer's ``state_dict``."""
+        return self.optimizer.register_state_dict_pre_hook(lambda _: hook(self), prepend=prepend)
+
+    def register_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """Run ``hook(optimizer, state_dict)`` on the inner optimizer's part of :meth:`state_dict`."""
+        return self.optimizer.register_state_dict_post_hook(lambda _, sd: hook(self, sd), prepend=prepend)
+
+    def register_load_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """Run ``hook(optimizer, state_dict)`` before the inner optimizer loads its part."""
+        return self.optimizer.register_load_state_dict_pre_hook(lambda _, sd: hook(self, sd), prepend=prepend)
+
+    def register_load_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """Run ``hook(optimizer)`` after the inner optimizer loaded its part."""
+        return self.optimizer.register_load_state_dict_post_hook(lambda _: hook(self), prepend=prepend)
+
+    # ----------------------------------------------------------------- the explorer
+    explore_params = property(lambda self: self.explorer.params, doc="The parameters searched.")
+    max_anchors = _forward_to_explorer("max_anchors")
+    search = _forward_to_explorer("search")
+    include_incumbent = _forward_to_explorer("include_incumbent")
+    reset_state = _forward_to_explorer("reset_state")
+    on_invalid = _forward_to_explorer("on_invalid")
+    anchor_dtype = _forward_to_explorer("anchor_dtype")
+    anchor_device = _forward_to_explorer("anchor_device")
+
+    @property
+    def last_result(self) -> ExploreResult | None:
+        """The last :meth:`explore` call's result (``None`` before the first)."""
+        return self.explorer.last_result
+
     @property
     def num_anchors(self) -> int:
         """Anchors held now."""
-        return len(self._deltas)
+        return self.explorer.num_anchors
 
     @property
     def num_params(self) -> int:
         """Number of scalar parameters searched (``P``)."""
-        return sum(math.prod(shape) for shape in self._shapes)
+        return self.explorer.num_params
 
-    def _check_shapes(self) -> None:
-        for index, (p, shape) in enumerate(zip(self.explore_params, self._shapes)):
-            if tuple(p.shape) != shape:
-                raise ValueError(
-                    f"explore_params[{index}] changed shape from {shape} to {tuple(p.shape)} since it was "
-                    "registered; build a new ExploRLerOptimizer for the new architecture"
-                )
-
-    def _flatten(self) -> Tensor:
-        return torch.cat(
-            [p.detach().reshape(-1).to(self.anchor_device, self._work_dtype) for p in self.explore_params]
-        )
-
-    @torch.no_grad()
     def record(self) -> None:
         """Snapshot ``explore_params`` as an anchor (oldest dropped beyond ``max_anchors``)."""
-        self._check_shapes()
-        flat = self._flatten()
-        if self._origin is None:
-            self._origin = flat
-        self._deltas.append((flat - self._origin).to(self.anchor_dtype))
-        if len(self._deltas) > self.max_anchors:
-            self._deltas.pop(0)
+        self.explorer.record()
 
     def clear_anchors(self) -> None:
         """Drop all anchors and start a new cycle."""
-        self._origin = None
-        self._deltas = []
+        self.explorer.clear_anchors()
 
     def anchors(self) -> Tensor:
-        """The anchors as a ``(num_anchors, P)`` tensor (reconstructed from the stored deltas)."""
-        if self._origin is None:
-            return torch.zeros(0, self.num_params, dtype=self._work_dtype, device=self.anchor_device)
-        return self._origin + torch.stack(self._deltas).to(self._work_dtype)
-
-    # ----------------------------------------------------------------- explore
-    def _split(self, flat_rows: Tensor) -> list[Tensor]:
-        """Split ``(N, P)`` rows into per-parameter ``(N, *shape)`` tensors on each parameter's device."""
-        pieces, start = [], 0
-        for p, shape in zip(self.explore_params, self._shapes):
-            size = math.prod(shape)
-            piece = flat_rows[:, start : start + size].reshape(flat_rows.shape[0], *shape)
-            pieces.append(piece.to(device=p.device, dtype=p.dtype))
-            start += size
-        return pieces
-
-    def _validate(self, value: Any, label: str) -> float:
-        try:
-            if isinstance(value, Tensor):
-                if value.numel() != 1:
-                    raise TypeError(f"a tensor with {value.numel()} elements")
-                value = value.item()
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise TypeError(f"a {type(value).__name__}")
-            score = float(value)
-        except (TypeError, ValueError) as error:
-            if self.on_invalid == "skip":
-                return -math.inf
-            raise _InvalidScore(f"evaluate returned a non-numeric score for {label}: {error}") from None
-        if not math.isfinite(score):
-            if self.on_invalid == "skip":
-                return -math.inf
-            raise _InvalidScore(
-                f"evaluate returned a non-finite score ({score}) for {label}; "
-                "pass on_invalid='skip' to score such candidates as -inf"
-            )
-        return score
-
-    @torch.no_grad()
-    def _load(self, values: Sequence[Tensor]) -> None:
-        for p, value in zip(self.explore_params, values):
-            p.copy_(value)
+        """The anchors as a ``(num_anchors, P)`` tensor."""
+        return self.explorer.anchors()
 
     def explore(self, evaluate: Evaluate) -> ExploreResult:
-        """Search the space between the anchors, score candidates, commit the best; new cycle.
-
-        Args:
-            evaluate: either a zero-argument callable returning a score (higher is better), called
-                once per candidate with that candidate loaded into ``explore_params`` in place, or
-                an object with ``evaluate_many(params, candidates)`` that scores all candidates in one
-                call (``candidates[i]`` has shape ``(N, *params[i].shape)``; with
-                ``include_incumbent``, row 0 is the incumbent) and returns N scores. Both run under
-                ``torch.no_grad()``.
-
-        Returns:
-            An :class:`ExploreResult`.
-
-        Raises:
-            ValueError: fewer than 2 anchors, or an invalid score with ``on_invalid="raise"``.
-            RuntimeError: ``evaluate`` raised; the parameters and anchors are left as they were.
-        """
-        started = time.perf_counter()
-        if self.num_anchors < 2:
-            raise ValueError(
-                f"explore() needs at least 2 anchors, but {self.num_anchors} were recorded this cycle; "
-                "call opt.record() at each checkpoint (e.g. the end of every epoch) before explore()"
-            )
-        batch = hasattr(evaluate, "evaluate_many")
-        if not batch and not callable(evaluate):
-            raise TypeError(
-                "evaluate must be a zero-argument callable returning a score, or an object with "
-                f"evaluate_many(params, candidates); got {type(evaluate).__name__}"
-            )
-        self._check_shapes()
-        backup = [p.detach().clone() for p in self.explore_params]
-        num_anchors = self.num_anchors
-        subspace = AnchorSubspace(torch.stack(self._deltas), origin=self._origin)
-        coords = self.search.search(subspace.coords, self._generator)
-        rows = subspace.lift(coords, dtype=self._work_dtype)
-        num_candidates = rows.shape[0]
-        incumbent_coords, incumbent_offset = subspace.project(self._flatten())
-        anchor_coords = subspace.coords
-        del subspace
-
-        evaluate_seconds = 0.0
-        labels = [f"candidate {i} of {num_candidates}" for i in range(num_candidates)]
-        if self.include_incumbent:
-            labels = ["the incumbent"] + labels
-        current = f"{len(labels)} candidates"
-        try:
-            if batch:
-                candidates = self._split(rows)
-                if self.include_incumbent:
-                    candidates = [torch.cat([b.unsqueeze(0), c]) for b, c in zip(backup, candidates)]
-                tick = time.perf_counter()
-                with torch.no_grad():
-                    raw = evaluate.evaluate_many(list(self.explore_params), candidates)
-                evaluate_seconds += time.perf_counter() - tick
-                del candidates
-                if isinstance(raw, Tensor):
-                    raw = raw.detach().cpu().reshape(-1).tolist()
-                raw = list(raw)
-                if len(raw) != len(labels):
-                    raise ValueError(f"evaluate_many returned {len(raw)} scores for {len(labels)} candidates")
-                all_scores = [self._validate(value, label) for value, label in zip(raw, labels)]
-            else:
-                all_scores = []
-                rows_to_load = ([None] if self.include_incumbent else []) + list(range(num_candidates))
-                for current, index in zip(labels, rows_to_load):
-                    if index is not None:
-                        self._load([piece[0] for piece in self._split(rows[index : index + 1])])
-                    tick = time.perf_counter()
-                    try:
-                        with torch.no_grad():
-                            value = evaluate()
-                    except Exception as error:
-                        raise RuntimeError(
-                            f"evaluate raised while scoring {current}; parameters and anchors were "
-                            f"restored: {type(error).__name__}: {error}"
-                        ) from error
-                    finally:
-                        evaluate_seconds += time.perf_counter() - tick
-                    all_scores.append(self._validate(value, current))
-        except _InvalidScore as error:
-            self._load(backup)
-            raise ValueError(f"{error}; parameters and anchors were restored") from None
-        except BaseException as error:
-            self._load(backup)
-            if hasattr(error, "add_note") and not isinstance(error, Exception):
-                error.add_note(
-                    f"raised while ExploRLerOptimizer.explore() was scoring {current}; "
-                    "the parameters were restored and the anchors kept"
-                )
-            if batch and isinstance(error, Exception):
-                raise RuntimeError(
-                    f"evaluate_many raised while scoring {len(labels)} candidates; parameters and "
-                    f"anchors were restored: {type(error).__name__}: {error}"
-                ) from error
-            raise
-
-        incumbent_score = all_scores[0] if self.include_incumbent else None
-        scores = torch.tensor(all_scores[1:] if self.include_incumbent else all_scores, dtype=torch.float64)
-        best_index = int(torch.argmax(scores))
-        best_score = float(scores[best_index])
-        if incumbent_score is not None:
-            committed = best_score > incumbent_score
-        else:
-            committed = best_score > -math.inf
-        distance = 0.0
-        if committed:
-            best = self._split(rows[best_index : best_index + 1])
-            self._load([value[0] for value in best])
-            distance = math.sqrt(
-                sum(
-                    float((p.detach().double() - b.double()).square().sum())
-                    for p, b in zip(self.explore_params, backup)
-                )
-            )
-            if self.reset_state:
-                for p in self.explore_params:
-                    self.optimizer.state.pop(p, None)
-        else:
-            self._load(backup)
-        self.clear_anchors()
-        self._cycles += 1
-        seconds = time.perf_counter() - started
-        result = ExploreResult(
-            scores=scores,
-            incumbent_score=incumbent_score,
-            best_index=best_index,
-            best_score=best_score,
-            committed=committed,
-            num_candidates=num_candidates,
-            distance=distance,
-            seconds=seconds,
-            search_seconds=seconds - evaluate_seconds,
-            num_anchors=num_anchors,
-            anchor_coords=anchor_coords.detach().cpu(),
-            candidate_coords=coords.detach().cpu(),
-            incumbent_coords=incumbent_coords.detach().cpu(),
-            incumbent_offset=incumbent_offset,
-        )
-        self.last_result = result
-        return result
+        """Search between the anchors, score candidates, commit the best; see :meth:`Explorer.explore`."""
+        return self.explorer.explore(evaluate)
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
-        """The inner optimizer's state dict plus the explorer's anchors, counters and RNG state.
+        """The inner optimizer's state dict plus the key ``"explorler"``: anchors, counters, RNG state.
 
-        Holds only tensors and plain Python values, so ``torch.load(weights_only=True)`` reads it.
+        A plain optimizer of the inner kind loads it (the extra key is ignored), and
+        ``torch.load(weights_only=True)`` reads it.
         """
-        dtype_name = str(self.anchor_dtype).removeprefix("torch.")
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "explorler": {
-                "version": _STATE_VERSION,
-                "num_params": self.num_params,
-                "shapes": [list(shape) for shape in self._shapes],
-                "anchor_dtype": dtype_name,
-                "origin": None if self._origin is None else self._origin.detach().cpu().clone(),
-                "deltas": None if not self._deltas else torch.stack(self._deltas).detach().cpu().clone(),
-                "steps": self._steps,
-                "cycles": self._cycles,
-                "generator_state": self._generator.get_state(),
-            },
-        }
+        state_dict = self.optimizer.state_dict()
+        return {**state_dict, "explorler": {**self.explorer.state_dict(), "steps": self._steps}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
-        """Restore from :meth:`state_dict`; a plain inner-optimizer state dict loads the inner only."""
-        if "explorler" not in state_dict:
-            if "state" in state_dict and "param_groups" in state_dict:
-                self.optimizer.load_state_dict(state_dict)
-                return
+        """Restore from :meth:`state_dict`, or from a plain optimizer's (the anchors are then kept).
+
+        The dict of earlier releases, ``{"optimizer": ..., "explorler": ...}``, loads too.
+        """
+        if "explorler" in state_dict and "optimizer" in state_dict and "param_groups" not in state_dict:
+            inner, explorer = state_dict["optimizer"], state_dict["explorler"]
+        elif "state" in state_dict and "param_groups" in state_dict:
+            inner = {key: value for key, value in state_dict.items() if key != "explorler"}
+            explorer = state_dict.get("explorler")
+        else:
             raise ValueError(
-                "not an ExploRLerOptimizer or torch optimizer state dict: expected keys "
-                f"'optimizer' and 'explorler' (or 'state' and 'param_groups'), got {sorted(state_dict)}"
+                "not an ExploRLerOptimizer or torch optimizer state dict: expected keys 'state' and "
+                f"'param_groups' (and 'explorler'), got {sorted(state_dict)}"
             )
-        explorer = state_dict["explorler"]
-        shapes = [tuple(shape) for shape in explorer["shapes"]]
-        if shapes != self._shapes:
-            raise ValueError(
-                f"the state dict was saved for explored parameters of shapes {shapes}, but this "
-                f"optimizer explores {self._shapes}; build it with the same explore_params"
-            )
-        dtype = _DTYPES.get(explorer["anchor_dtype"])
-        if dtype is None:
-            raise ValueError(f"unknown anchor dtype {explorer['anchor_dtype']!r} in the state dict")
-        self.optimizer.load_state_dict(state_dict["optimizer"])
-        origin, deltas = explorer["origin"], explorer["deltas"]
-        self._origin = None if origin is None else origin.to(self.anchor_device, self._work_dtype)
-        self.anchor_dtype = dtype
-        self._deltas = [] if deltas is None else [row.to(self.anchor_device, dtype) for row in deltas]
-        self._steps = int(explorer["steps"])
-        self._cycles = int(explorer["cycles"])
-        self._generator.set_state(explorer["generator_state"])
+        if explorer is not None:
+            self.explorer._check_state(explorer)  # fail before anything is loaded
+        self.optimizer.load_state_dict(inner)
+        if explorer is not None:
+            self.explorer.load_state_dict(explorer)
+            self._steps = int(explorer["steps"])
+
+    def __getstate__(self) -> dict[str, Any]:
+        # an instance attribute `step` is a patch from someone else (an LR scheduler's counter);
+        # a plain torch optimizer does not pickle it either
+        return {key: value for key, value in self.__dict__.items() if key != "step"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        _WRAPPERS[self.optimizer] = weakref.ref(self)
 
     def __repr__(self) -> str:
         inner = repr(self.optimizer).replace("\n", "\n    ")
+        explorer = self.explorer
         return (
             f"{type(self).__name__}(\n"
             f"  optimizer={inner},\n"
-            f"  search={self.search!r},\n"
-            f"  explore_params={len(self.explore_params)} tensors ({self.num_params:,} values), "
-            f"max_anchors={self.max_anchors}, record_every={self.record_every}, "
-            f"include_incumbent={self.include_incumbent}, reset_state={self.reset_state}, "
-            f"on_invalid={self.on_invalid!r}, anchor_dtype={self.anchor_dtype}, "
-            f"anchors={self.num_anchors}, cycles={self._cycles}\n)"
+            f"  search={explorer.search!r},\n"
+            f"  explore_params={len(explorer.params)} tensors ({explorer.num_params:,} values), "
+            f"max_anchors={explorer.max_anchors}, record_every={self.record_every}, "
+            f"include_incumbent={explorer.include_incumbent}, reset_state={explorer.reset_state}, "
+            f"on_invalid={explorer.on_invalid!r}, anchor_dtype={explorer.anchor_dtype}, "
+            f"anchors={explorer.num_anchors}, cycles={explorer.cycles}\n)"
+        )
+
+
+def _check_inner(optimizer: Any) -> None:
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(
+            f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}; "
+            "build it first, e.g. ExploRLerOptimizer(torch.optim.Adam(model.parameters()))"
+        )
+    if isinstance(optimizer, ExploRLerOptimizer):
+        raise TypeError("optimizer is already an ExploRLerOptimizer; wrap the inner optimizer once")
+    holder = _WRAPPERS.get(optimizer)
+    if holder is not None and holder() is not None:
+        raise ValueError(
+            f"this {type(optimizer).__name__} is already wrapped by another ExploRLerOptimizer; use that "
+            "one (its .explorer holds the anchors), or wrap a fresh optimizer"
         )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import explorler_optim.explorer
 import explorler_optim.optimizer
 import explorler_optim.search
 import explorler_optim.subspace
@@ -14,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize(
-    "module", [explorler_optim.optimizer, explorler_optim.search, explorler_optim.subspace]
+    "module",
+    [explorler_optim.explorer, explorler_optim.optimizer, explorler_optim.search, explorler_optim.subspace],
 )
 def test_docstring_examples(module):
     import torch

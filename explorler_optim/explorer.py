@@ -1,0 +1,582 @@
+"""``Explorer``: ExploRLer's anchor ring, search, scoring and commit, for any training loop.
+
+:class:`Explorer` needs no optimizer: it snapshots a set of parameters when told to
+(:meth:`Explorer.record`), and :meth:`Explorer.explore` searches the space the snapshots span, scores
+the candidates and moves the parameters to the best one. Training loops that step through a torch
+optimizer can use :class:`~explorler_optim.ExploRLerOptimizer`, a thin wrapper around an optimizer
+and an ``Explorer``; loops that move the policy some other way (a TRPO line search, a callback in
+another library) call the ``Explorer`` directly.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from .search import EmptySpaceSearch, SearchOperator
+from .subspace import AnchorSubspace
+
+__all__ = ["BatchEvaluator", "Evaluate", "ExploreResult", "Explorer"]
+
+_STATE_VERSION = 1
+_DTYPES = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+}
+_STATE_KEYS = ("version", "num_params", "shapes", "anchor_dtype", "origin", "deltas", "cycles")
+
+
+@runtime_checkable
+class BatchEvaluator(Protocol):
+    """An evaluator that scores many candidates in one call (e.g. batched or parallel rollouts)."""
+
+    def evaluate_many(self, params: list[torch.nn.Parameter], candidates: list[Tensor]) -> Any:
+        """Score candidates: ``candidates[i]`` has shape ``(N, *params[i].shape)``; return N scores."""
+
+
+Evaluate = Callable[[], float] | BatchEvaluator
+
+
+@dataclass
+class ExploreResult:
+    """What one :meth:`Explorer.explore` call did.
+
+    Attributes:
+        scores: ``(num_candidates,)`` float64 scores of the candidates (the incumbent excluded).
+        incumbent_score: score of the parameters before the search, or ``None`` if not scored.
+        best_index: index into ``scores`` of the best candidate.
+        best_score: ``scores[best_index]``.
+        committed: whether the parameters were moved to the best candidate.
+        num_candidates: number of candidates scored (the incumbent excluded).
+        distance: L2 distance the parameters moved (0.0 if nothing was committed).
+        seconds: wall time of the whole call.
+        search_seconds: wall time outside ``evaluate`` (building and loading candidates).
+        num_anchors: anchors the search used.
+        anchor_coords: ``(num_anchors, r)`` anchor coordinates in the anchors' orthonormal subspace.
+        candidate_coords: ``(num_candidates, r)`` candidate coordinates in the same subspace.
+        incumbent_coords: ``(r,)`` coordinates of the incumbent's projection onto that subspace.
+        incumbent_offset: distance from the incumbent to that subspace.
+    """
+
+    scores: Tensor
+    incumbent_score: float | None
+    best_index: int
+    best_score: float
+    committed: bool
+    num_candidates: int
+    distance: float
+    seconds: float
+    search_seconds: float
+    num_anchors: int = 0
+    anchor_coords: Tensor = field(default_factory=lambda: torch.zeros(0, 0), repr=False)
+    candidate_coords: Tensor = field(default_factory=lambda: torch.zeros(0, 0), repr=False)
+    incumbent_coords: Tensor = field(default_factory=lambda: torch.zeros(0), repr=False)
+    incumbent_offset: float = 0.0
+
+    @property
+    def gain(self) -> float | None:
+        """``best_score - incumbent_score`` (``None`` when the incumbent was not scored)."""
+        if self.incumbent_score is None:
+            return None
+        return self.best_score - self.incumbent_score
+
+
+class _InvalidScore(ValueError):
+    pass
+
+
+@dataclass
+class _Candidates:
+    """One search's output: candidate rows in parameter space and the geometry for the result."""
+
+    rows: Tensor  # (num_candidates, P) flattened candidates
+    coords: Tensor  # (num_candidates, r) their coordinates in the anchors' subspace
+    anchor_coords: Tensor
+    incumbent_coords: Tensor
+    incumbent_offset: float
+    backup: list[Tensor]  # the incumbent's parameters, restored on any failure
+
+
+def searched_params(params: Any, name: str = "params") -> list[Tensor]:
+    """``params`` as a list of distinct float tensors, or an error that says what to pass instead.
+
+    ``name`` is the argument's name in the caller's signature, for the messages.
+    """
+    if isinstance(params, torch.nn.Module):
+        raise TypeError(
+            f"{name} is a {type(params).__name__} module, not its parameters; pass "
+            "module.parameters() (or a list such as [*actor.parameters(), log_std])"
+        )
+    if isinstance(params, Tensor):
+        params = [params]
+    try:
+        params = list(params)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an iterable of Parameters (e.g. actor.parameters()), got a "
+            f"{type(params).__name__}"
+        ) from None
+    if not params:
+        raise ValueError(f"{name} is empty; pass the parameters to search, e.g. actor.parameters()")
+    unique: list[Tensor] = []
+    for index, p in enumerate(params):
+        if isinstance(p, torch.nn.Module):
+            raise TypeError(
+                f"{name}[{index}] is a {type(p).__name__} module; pass its parameters instead "
+                "(e.g. [*module.parameters()])"
+            )
+        if not isinstance(p, Tensor):
+            raise ValueError(f"{name}[{index}] is a {type(p).__name__}, not a Parameter")
+        if not p.is_floating_point():
+            raise ValueError(f"{name}[{index}] has dtype {p.dtype}; only float tensors can be searched")
+        if all(p is not q for q in unique):
+            unique.append(p)
+    return unique
+
+
+class Explorer:
+    r"""ExploRLer's anchor-explore-commit cycle over a set of parameters, for any training loop.
+
+    * :meth:`record` snapshots ``params`` as an *anchor* (e.g. at the end of each PPO epoch, or
+      after each TRPO iteration);
+    * :meth:`explore` runs ``search`` on the anchors, scores the candidates with ``evaluate`` (and
+      the current parameters, the *incumbent*, when ``include_incumbent``), loads the best into the
+      parameters if it beats the incumbent, and starts a new cycle.
+
+    The search runs in the anchors' own low-dimensional affine subspace, so its cost grows with the
+    number of parameters only through a few matrix products. Anchors are stored as deltas from the
+    cycle's first snapshot.
+
+    Args:
+        params: the parameters searched (e.g. the actor's, never the critic's).
+        max_anchors: anchors kept; older ones are dropped first.
+        search: the candidate generator (default: :class:`EmptySpaceSearch` with the paper's settings).
+        include_incumbent: also score the current parameters and commit only if a candidate beats
+            them. ``False`` always commits the best candidate (the paper's behaviour).
+        reset_state: after a commit, clear ``optimizer``'s state (e.g. Adam moments) of ``params``,
+            as if training resumed with a fresh optimizer. Without an ``optimizer`` it does nothing.
+        seed: seeds the random source of stochastic searches; ``explore()`` is deterministic given the
+            seed and the scores. ``None`` draws a fresh seed without touching torch's global RNG.
+        on_invalid: what a non-finite or non-numeric score does: ``"raise"`` (restore the
+            parameters and raise ``ValueError``) or ``"skip"`` (score that candidate ``-inf``).
+        anchor_dtype: dtype of the stored anchors (default: float64 if any parameter is float64,
+            else float32). ``torch.bfloat16`` halves anchor memory at little cost.
+        anchor_device: device of the stored anchors and of the search (default: that of the first
+            parameter); ``"cpu"`` keeps a GPU model's anchors off the GPU.
+        optimizer: the optimizer training ``params``, if any: only used to clear its state after a
+            commit (``reset_state``). The explorer never steps it.
+
+    Example:
+        >>> policy = torch.nn.Linear(4, 2)
+        >>> explorer = Explorer(policy.parameters(), seed=0)
+        >>> def evaluate():  # higher is better; e.g. the mean return of a few episodes
+        ...     return -policy.weight.square().sum().item()
+        >>> for epoch in range(10):
+        ...     with torch.no_grad():
+        ...         _ = policy.weight.mul_(0.9).add_(0.01)  # any update rule
+        ...     explorer.record()
+        >>> result = explorer.explore(evaluate)
+        >>> result.num_candidates, explorer.num_anchors
+        (20, 0)
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        *,
+        max_anchors: int = 10,
+        search: SearchOperator | None = None,
+        include_incumbent: bool = True,
+        reset_state: bool = True,
+        seed: int | None = None,
+        on_invalid: str = "raise",
+        anchor_dtype: torch.dtype | None = None,
+        anchor_device: torch.device | str | None = None,
+        optimizer: Optimizer | None = None,
+    ) -> None:
+        unique = searched_params(params)
+        if int(max_anchors) != max_anchors or max_anchors < 2:
+            raise ValueError(f"max_anchors must be an integer >= 2, got {max_anchors!r}")
+        if on_invalid not in ("raise", "skip"):
+            raise ValueError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
+        if search is None:
+            search = EmptySpaceSearch()
+        if not isinstance(search, SearchOperator):
+            raise TypeError(f"search must be a SearchOperator (e.g. EmptySpaceSearch()), got {search!r}")
+        if optimizer is not None and not isinstance(optimizer, Optimizer):
+            raise TypeError(
+                f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}"
+            )
+        work_dtype = torch.float64 if any(p.dtype == torch.float64 for p in unique) else torch.float32
+        anchor_dtype = anchor_dtype if anchor_dtype is not None else work_dtype
+        if not anchor_dtype.is_floating_point:
+            raise ValueError(f"anchor_dtype must be a float dtype, got {anchor_dtype}")
+
+        self.params: list[Tensor] = unique
+        self.max_anchors = int(max_anchors)
+        self.search = search
+        self.include_incumbent = bool(include_incumbent)
+        self.reset_state = bool(reset_state)
+        self.on_invalid = on_invalid
+        self.optimizer = optimizer
+        self.anchor_dtype = anchor_dtype
+        self.anchor_device = torch.device(anchor_device) if anchor_device is not None else unique[0].device
+        self._work_dtype = work_dtype
+        self._generator = torch.Generator()
+        if seed is None:
+            self._generator.seed()
+        else:
+            self._generator.manual_seed(int(seed))
+        self._shapes = [tuple(p.shape) for p in unique]
+        self._origin: Tensor | None = None
+        self._deltas: list[Tensor] = []
+        self.cycles = 0
+        self.last_result: ExploreResult | None = None
+
+    # ----------------------------------------------------------------- anchors
+    @property
+    def num_anchors(self) -> int:
+        """Anchors held now."""
+        return len(self._deltas)
+
+    @property
+    def can_explore(self) -> bool:
+        """Whether :meth:`explore` can run now (it needs at least 2 anchors)."""
+        return self.num_anchors >= 2
+
+    @property
+    def num_params(self) -> int:
+        """Number of scalar parameters searched (``P``)."""
+        return sum(math.prod(shape) for shape in self._shapes)
+
+    def _check_shapes(self) -> None:
+        for index, (p, shape) in enumerate(zip(self.params, self._shapes, strict=True)):
+            if tuple(p.shape) != shape:
+                raise ValueError(
+                    f"params[{index}] changed shape from {shape} to {tuple(p.shape)} since it was "
+                    "registered; build a new explorer for the new architecture"
+                )
+
+    def _flatten(self) -> Tensor:
+        return torch.cat(
+            [p.detach().reshape(-1).to(self.anchor_device, self._work_dtype) for p in self.params]
+        )
+
+    @torch.no_grad()
+    def record(self) -> None:
+        """Snapshot ``params`` as an anchor (oldest dropped beyond ``max_anchors``)."""
+        self._check_shapes()
+        flat = self._flatten()
+        if self._origin is None:
+            self._origin = flat
+        self._deltas.append((flat - self._origin).to(self.anchor_dtype))
+        if len(self._deltas) > self.max_anchors:
+            self._deltas.pop(0)
+
+    def clear_anchors(self) -> None:
+        """Drop all anchors and start a new cycle."""
+        self._origin = None
+        self._deltas = []
+
+    def anchors(self) -> Tensor:
+        """The anchors as a ``(num_anchors, P)`` tensor (reconstructed from the stored deltas)."""
+        if self._origin is None:
+            return torch.zeros(0, self.num_params, dtype=self._work_dtype, device=self.anchor_device)
+        return self._origin + torch.stack(self._deltas).to(self._work_dtype)
+
+    # ----------------------------------------------------------------- explore
+    def explore(self, evaluate: Evaluate) -> ExploreResult:
+        """Search the space between the anchors, score candidates, commit the best; new cycle.
+
+        Args:
+            evaluate: either a zero-argument callable returning a score (higher is better), called
+                once per candidate with that candidate loaded into ``params`` in place, or an object
+                with ``evaluate_many(params, candidates)`` that scores all candidates in one call
+                (``candidates[i]`` has shape ``(N, *params[i].shape)``; with ``include_incumbent``,
+                row 0 is the incumbent) and returns N scores. Both run under ``torch.no_grad()``.
+
+        Returns:
+            An :class:`ExploreResult`.
+
+        Raises:
+            ValueError: fewer than 2 anchors, or an invalid score with ``on_invalid="raise"``.
+            RuntimeError: ``evaluate`` raised or returned the wrong number of scores; the parameters
+                and anchors are left as they were.
+        """
+        started = time.perf_counter()
+        batch = self._check_ready(evaluate)
+        candidates = self._build_candidates()
+        num_anchors = self.num_anchors
+        if batch:
+            all_scores, evaluate_seconds = self._score_batch(evaluate, candidates)
+        else:
+            all_scores, evaluate_seconds = self._score_one_by_one(evaluate, candidates)
+        incumbent_score = all_scores[0] if self.include_incumbent else None
+        scores = torch.tensor(all_scores[1:] if self.include_incumbent else all_scores, dtype=torch.float64)
+        best_index = int(torch.argmax(scores))
+        best_score = float(scores[best_index])
+        committed, distance = self._commit(candidates, best_index, best_score, incumbent_score)
+        self.clear_anchors()
+        self.cycles += 1
+        seconds = time.perf_counter() - started
+        self.last_result = ExploreResult(
+            scores=scores,
+            incumbent_score=incumbent_score,
+            best_index=best_index,
+            best_score=best_score,
+            committed=committed,
+            num_candidates=candidates.rows.shape[0],
+            distance=distance,
+            seconds=seconds,
+            search_seconds=seconds - evaluate_seconds,
+            num_anchors=num_anchors,
+            anchor_coords=candidates.anchor_coords.detach().cpu(),
+            candidate_coords=candidates.coords.detach().cpu(),
+            incumbent_coords=candidates.incumbent_coords.detach().cpu(),
+            incumbent_offset=candidates.incumbent_offset,
+        )
+        return self.last_result
+
+    def _check_ready(self, evaluate: Evaluate) -> bool:
+        """Raise if a search cannot run now; return whether ``evaluate`` is a batch evaluator."""
+        if self.num_anchors < 2:
+            raise ValueError(
+                f"explore() needs at least 2 anchors, but {self.num_anchors} were recorded this cycle; "
+                "call opt.record() at each checkpoint (e.g. the end of every epoch) before explore()"
+            )
+        batch = hasattr(evaluate, "evaluate_many")
+        if not batch and not callable(evaluate):
+            raise TypeError(
+                "evaluate must be a zero-argument callable returning a score, or an object with "
+                f"evaluate_many(params, candidates); got {type(evaluate).__name__}"
+            )
+        self._check_shapes()
+        return batch
+
+    def _build_candidates(self) -> _Candidates:
+        """Run the search in the anchors' subspace and lift its points back to parameter space."""
+        subspace = AnchorSubspace(torch.stack(self._deltas), origin=self._origin)
+        coords = self.search.search(subspace.coords, self._generator)
+        incumbent_coords, incumbent_offset = subspace.project(self._flatten())
+        return _Candidates(
+            rows=subspace.lift(coords, dtype=self._work_dtype),
+            coords=coords,
+            anchor_coords=subspace.coords,
+            incumbent_coords=incumbent_coords,
+            incumbent_offset=incumbent_offset,
+            backup=[p.detach().clone() for p in self.params],
+        )
+
+    def _labels(self, num_candidates: int) -> list[str]:
+        labels = [f"candidate {i} of {num_candidates}" for i in range(num_candidates)]
+        return ["the incumbent", *labels] if self.include_incumbent else labels
+
+    def _score_batch(self, evaluate: BatchEvaluator, candidates: _Candidates) -> tuple[list[float], float]:
+        """Score every candidate (the incumbent as row 0) in one ``evaluate_many`` call."""
+        num_candidates = candidates.rows.shape[0]
+        labels = self._labels(num_candidates)
+        pieces = self._split(candidates.rows)
+        if self.include_incumbent:
+            pieces = [torch.cat([b.unsqueeze(0), c]) for b, c in zip(candidates.backup, pieces, strict=True)]
+        tick = time.perf_counter()
+        try:
+            with torch.no_grad():
+                raw = evaluate.evaluate_many(list(self.params), pieces)
+        except BaseException as error:
+            self._load(candidates.backup)
+            if not isinstance(error, Exception):
+                _add_note(error, f"scoring {len(labels)} candidates")
+                raise
+            raise RuntimeError(
+                f"evaluate_many raised while scoring {len(labels)} candidates; parameters and "
+                f"anchors were restored: {type(error).__name__}: {error}"
+            ) from error
+        seconds = time.perf_counter() - tick
+        del pieces
+        if isinstance(raw, Tensor):
+            raw = raw.detach().cpu().reshape(-1).tolist()
+        raw = list(raw)
+        if len(raw) != len(labels):
+            self._load(candidates.backup)
+            layout = (
+                f"row 0 is the incumbent (include_incumbent=True), rows 1-{num_candidates} the "
+                f"{num_candidates} search candidates"
+                if self.include_incumbent
+                else "one row per search candidate (include_incumbent=False)"
+            )
+            raise RuntimeError(
+                f"evaluate_many returned {len(raw)} scores for {len(labels)} candidates: {layout}; "
+                "return one score per row. Parameters and anchors were restored"
+            )
+        return [self._validated(value, label, candidates) for value, label in zip(raw, labels)], seconds
+
+    def _score_one_by_one(
+        self, evaluate: Callable[[], Any], candidates: _Candidates
+    ) -> tuple[list[float], float]:
+        """Load each candidate (the incumbent first) into ``params`` and call ``evaluate()``."""
+        num_candidates = candidates.rows.shape[0]
+        rows_to_load = ([None] if self.include_incumbent else []) + list(range(num_candidates))
+        scores: list[float] = []
+        seconds = 0.0
+        for label, index in zip(self._labels(num_candidates), rows_to_load, strict=True):
+            if index is not None:
+                self._load([piece[0] for piece in self._split(candidates.rows[index : index + 1])])
+            tick = time.perf_counter()
+            try:
+                with torch.no_grad():
+                    value = evaluate()
+            except BaseException as error:
+                self._load(candidates.backup)
+                if not isinstance(error, Exception):
+                    _add_note(error, label)
+                    raise
+                raise RuntimeError(
+                    f"evaluate raised while scoring {label}; parameters and anchors were "
+                    f"restored: {type(error).__name__}: {error}"
+                ) from error
+            finally:
+                seconds += time.perf_counter() - tick
+            scores.append(self._validated(value, label, candidates))
+        return scores, seconds
+
+    def _validated(self, value: Any, label: str, candidates: _Candidates) -> float:
+        """``value`` as a float score; an invalid one restores the parameters before raising."""
+        try:
+            return self._validate(value, label)
+        except _InvalidScore as error:
+            self._load(candidates.backup)
+            raise ValueError(f"{error}; parameters and anchors were restored") from None
+
+    def _validate(self, value: Any, label: str) -> float:
+        try:
+            if isinstance(value, Tensor):
+                if value.numel() != 1:
+                    raise TypeError(f"a tensor with {value.numel()} elements")
+                value = value.item()
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"a {type(value).__name__}")
+            score = float(value)
+        except (TypeError, ValueError) as error:
+            if self.on_invalid == "skip":
+                return -math.inf
+            raise _InvalidScore(f"evaluate returned a non-numeric score for {label}: {error}") from None
+        if not math.isfinite(score):
+            if self.on_invalid == "skip":
+                return -math.inf
+            raise _InvalidScore(
+                f"evaluate returned a non-finite score ({score}) for {label}; "
+                "pass on_invalid='skip' to score such candidates as -inf"
+            )
+        return score
+
+    def _commit(
+        self, candidates: _Candidates, best_index: int, best_score: float, incumbent_score: float | None
+    ) -> tuple[bool, float]:
+        """Load the best candidate if it wins (else restore the incumbent); return (committed, distance)."""
+        if incumbent_score is not None:
+            committed = best_score > incumbent_score
+        else:
+            committed = best_score > -math.inf
+        if not committed:
+            self._load(candidates.backup)
+            return False, 0.0
+        best = self._split(candidates.rows[best_index : best_index + 1])
+        self._load([value[0] for value in best])
+        distance = math.sqrt(
+            sum(
+                float((p.detach().double() - b.double()).square().sum())
+                for p, b in zip(self.params, candidates.backup, strict=True)
+            )
+        )
+        if self.reset_state and self.optimizer is not None:
+            for p in self.params:
+                self.optimizer.state.pop(p, None)
+        return True, distance
+
+    def _split(self, flat_rows: Tensor) -> list[Tensor]:
+        """Split ``(N, P)`` rows into per-parameter ``(N, *shape)`` tensors on each parameter's device."""
+        pieces, start = [], 0
+        for p, shape in zip(self.params, self._shapes, strict=True):
+            size = math.prod(shape)
+            piece = flat_rows[:, start : start + size].reshape(flat_rows.shape[0], *shape)
+            pieces.append(piece.to(device=p.device, dtype=p.dtype))
+            start += size
+        return pieces
+
+    @torch.no_grad()
+    def _load(self, values: Sequence[Tensor]) -> None:
+        for p, value in zip(self.params, values, strict=True):
+            p.copy_(value)
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """Anchors, cycle count and RNG state: tensors and plain Python values only.
+
+        ``torch.load(weights_only=True)`` reads it. The parameters themselves are not included;
+        save them with the model.
+        """
+        return {
+            "version": _STATE_VERSION,
+            "num_params": self.num_params,
+            "shapes": [list(shape) for shape in self._shapes],
+            "anchor_dtype": str(self.anchor_dtype).removeprefix("torch."),
+            "origin": None if self._origin is None else self._origin.detach().cpu().clone(),
+            "deltas": None if not self._deltas else torch.stack(self._deltas).detach().cpu().clone(),
+            "cycles": self.cycles,
+            "generator_state": self._generator.get_state(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`; nothing changes if the dict does not fit this explorer."""
+        dtype = self._check_state(state_dict)
+        origin, deltas = state_dict["origin"], state_dict["deltas"]
+        self._origin = None if origin is None else origin.to(self.anchor_device, self._work_dtype)
+        self.anchor_dtype = dtype
+        self._deltas = [] if deltas is None else [row.to(self.anchor_device, dtype) for row in deltas]
+        self.cycles = int(state_dict["cycles"])
+        self._generator.set_state(state_dict["generator_state"])
+
+    def _check_state(self, state_dict: dict[str, Any]) -> torch.dtype:
+        missing = [key for key in (*_STATE_KEYS, "generator_state") if key not in state_dict]
+        if missing:
+            raise ValueError(
+                f"not an Explorer state dict: missing {missing}; pass what Explorer.state_dict() returned"
+            )
+        shapes = [tuple(shape) for shape in state_dict["shapes"]]
+        if shapes != self._shapes:
+            raise ValueError(
+                f"the state dict was saved for explored parameters of shapes {shapes}, but this "
+                f"explorer searches {self._shapes}; build it with the same explore_params"
+            )
+        dtype = _DTYPES.get(state_dict["anchor_dtype"])
+        if dtype is None:
+            raise ValueError(f"unknown anchor dtype {state_dict['anchor_dtype']!r} in the state dict")
+        return dtype
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(params={len(self.params)} tensors ({self.num_params:,} values), "
+            f"search={self.search!r}, max_anchors={self.max_anchors}, "
+            f"include_incumbent={self.include_incumbent}, reset_state={self.reset_state}, "
+            f"on_invalid={self.on_invalid!r}, anchor_dtype={self.anchor_dtype}, "
+            f"anchors={self.num_anchors}, cycles={self.cycles})"
+        )
+
+
+def _add_note(error: BaseException, what: str) -> None:
+    """Tell a KeyboardInterrupt (or other non-Exception) what it interrupted and what was kept."""
+    if hasattr(error, "add_note"):
+        error.add_note(
+            f"raised while ExploRLer's explore() was scoring {what}; "
+            "the parameters were restored and the anchors kept"
+        )
