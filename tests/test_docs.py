@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import explorler_optim.checkpoint
 import explorler_optim.explorer
 import explorler_optim.optimizer
 import explorler_optim.search
@@ -16,7 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.parametrize(
     "module",
-    [explorler_optim.explorer, explorler_optim.optimizer, explorler_optim.search, explorler_optim.subspace],
+    [
+        explorler_optim.checkpoint,
+        explorler_optim.explorer,
+        explorler_optim.optimizer,
+        explorler_optim.search,
+        explorler_optim.subspace,
+    ],
 )
 def test_docstring_examples(module):
     import torch
