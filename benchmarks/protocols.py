@@ -38,11 +38,11 @@ SCRIPTS = {
 SB3_RUNNER = REPO / "benchmarks" / "sb3_runner.py"
 
 # The authors' candidate search, scoring and commit: 5 ESA agents x 4 snapshots = 20 candidates, each
-# scored by 3 deterministic episodes without racing, and the best one replaces the policy even when
-# it scores below it.
+# scored by 3 deterministic episodes without racing on the same start states every cycle (the run's
+# seed), and the best one replaces the policy even when it scores below it.
 PAPER_SCORING = (
     "--esa-agents", "5", "--esa-snapshot-every", "20", "--eval-episodes", "3", "--no-racing",
-    "--no-include-incumbent",
+    "--no-include-incumbent", "--fixed-candidate-starts",
 )  # fmt: skip
 
 VARIANTS: dict[str, tuple[str, ...]] = {
@@ -101,6 +101,21 @@ def _flags(text: str) -> tuple[str, ...]:
     return tuple(text.split())
 
 
+Task = tuple[str, str]  # (env id, algorithm)
+
+
+@dataclass(frozen=True)
+class Pretrain:
+    """A first stage shared by a protocol's variants: one plain run per env, algorithm and seed.
+
+    Every variant of that env, algorithm and seed starts from the stage's final checkpoint
+    (``--init-from``), so the pretraining is paid once, not once per variant.
+    """
+
+    flags: tuple[str, ...]  # the pretraining run's flags (it always saves a checkpoint)
+    algo_flags: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Protocol:
     name: str
@@ -113,6 +128,19 @@ class Protocol:
     algo_flags: dict[str, tuple[str, ...]] = field(default_factory=dict)
     ray: bool = False  # meant for a Ray cluster (sweep.py warns when run locally)
     budget_minutes: float | None = None  # what the protocol is sized to on this 2-core machine
+    # (env, algo) pairs to run instead of every env x algo; per variant, a further restriction
+    tasks: tuple[Task, ...] | None = None
+    variant_tasks: dict[str, tuple[Task, ...]] = field(default_factory=dict)
+    pretrain: Pretrain | None = None
+    # every run saves a checkpoint as it goes and, when the sweep is started again after a stop
+    # (a killed process, a machine that went away), resumes from it instead of starting over
+    resumable: bool = False
+
+    def runs_task(self, variant: str, env: str, algo: str) -> bool:
+        """Whether the grid has ``variant`` on ``env`` with ``algo``."""
+        if self.tasks is not None and (env, algo) not in self.tasks:
+            return False
+        return variant not in self.variant_tasks or (env, algo) in self.variant_tasks[variant]
 
 
 SMOKE = Protocol(
@@ -211,4 +239,36 @@ ABLATIONS = Protocol(
     flags=SMALL.flags,
 )
 
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (SMOKE, SMALL, TUNE, PAPER, ABLATIONS)}
+# `finetune`: the paper's own regime, at a size this machine can run over a few sittings. 1M steps of
+# plain training per task and seed (paid once, shared by every variant), then 200k more training
+# steps with each variant from that checkpoint. Both metrics are logged: the honest one (held-out
+# evaluation, as in `small`) and the paper's (`paper/episodic_return`: the best candidate's
+# selection score at each search; for the baseline a 3-episode deterministic evaluation on the run's
+# fixed start states at the points where `explorler-paper` searches).
+# Estimated core time on this machine: pretraining 9 x ~25 min; continuations ~5 min (baseline,
+# explorler), ~8 min (explorler-paper PPO: 11 candidate episodes after each of 98 iterations) and
+# ~20 min (explorler-paper-full: 60 episodes after each iteration, up to 6M candidate steps): ~450
+# core-minutes, about 4 hours on two cores.
+FINETUNE_STEPS = SMALL_STEPS
+FINETUNE = Protocol(
+    name="finetune",
+    description="1M plain steps, then 200k with/without ExploRLer: Hopper PPO/TRPO, Walker2d PPO",
+    envs=("Hopper-v5", "Walker2d-v5"),
+    algos=("ppo", "trpo"),
+    variants=("baseline", "explorler", "explorler-paper", "explorler-paper-full"),
+    seeds=(1, 2, 3),
+    flags=_flags(
+        f"--total-timesteps {FINETUNE_STEPS} --eval-every {SMALL_EVAL_EVERY} --final-eval-episodes 10"
+    ),
+    # the paper's metric at the points where the paper's schedule searches (see VARIANT_ALGO_FLAGS)
+    algo_flags={"ppo": _flags("--paper-metric-every 1"), "trpo": _flags("--paper-metric-every 10")},
+    tasks=(("Hopper-v5", "ppo"), ("Hopper-v5", "trpo"), ("Walker2d-v5", "ppo")),
+    variant_tasks={"explorler-paper-full": (("Hopper-v5", "ppo"),)},
+    pretrain=Pretrain(
+        flags=_flags("--no-explorler --total-timesteps 1000000 --eval-every 50 --final-eval-episodes 10")
+    ),
+    resumable=True,
+    budget_minutes=300,
+)
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (SMOKE, SMALL, TUNE, PAPER, ABLATIONS, FINETUNE)}

@@ -86,6 +86,8 @@ PACKAGES = (
     "explorler-optim",
 )
 RESULT_FILE = "result.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+PRETRAIN = "pretrain"  # the variant name of a protocol's pretraining stage
 
 
 @dataclass(frozen=True)
@@ -115,8 +117,12 @@ def split_flags(flags) -> list[tuple[str, ...]]:
     return [tuple(g) for g in groups]
 
 
-def build_command(protocol: Protocol, run: Run, extra=(), python: str | None = None) -> list[str]:
-    """The command line of one run (absolute paths; run it from the run's folder)."""
+def build_command(protocol: Protocol, run: Run, extra=(), python: str | None = None, out: Path | None = None):
+    """The command line of one run (absolute paths; run it from the run's folder).
+
+    With ``out`` (the sweep's folder), a protocol with a pretraining stage continues from that
+    stage's checkpoint, and a resumable protocol's run saves its own checkpoint in its folder.
+    """
     python = python or sys.executable
     base = [
         "--env-id",
@@ -130,8 +136,35 @@ def build_command(protocol: Protocol, run: Run, extra=(), python: str | None = N
         kept = [t for g in split_flags(protocol.flags) if g[0] in SB3_FLAGS for t in g]
         kept += [t for g in split_flags(extra) if g[0] in SB3_FLAGS for t in g]
         return [python, str(SB3_RUNNER), "--algo", run.algo, *base, *kept]
+    if run.variant == PRETRAIN:
+        stage = protocol.pretrain
+        assert stage is not None, f"protocol {protocol.name!r} has no pretraining stage"
+        flags = [*stage.flags, *stage.algo_flags.get(run.algo, ())]
+        checkpoint = ["--save-model", "--checkpoint-path", str(checkpoint_path(out, run))] if out else []
+        return [python, str(SCRIPTS[run.algo]), *base, "--quiet", *flags, *checkpoint]
     flags = [*protocol.flags, *protocol.algo_flags.get(run.algo, ()), *variant_flags(run.variant, run.algo)]
-    return [python, str(SCRIPTS[run.algo]), *base, "--quiet", *flags, *extra]
+    stages = []
+    if out is not None and protocol.pretrain is not None:
+        stages += ["--init-from", str(checkpoint_path(out, pretrain_run(run)))]
+    if out is not None and protocol.resumable:
+        stages += ["--save-model", "--checkpoint-path", str(checkpoint_path(out, run))]
+    return [python, str(SCRIPTS[run.algo]), *base, "--quiet", *flags, *extra, *stages]
+
+
+def pretrain_run(run: Run) -> Run:
+    """The pretraining run that ``run`` continues from."""
+    return Run(run.env, run.algo, PRETRAIN, run.seed)
+
+
+def run_dir_of(out: Path, run: Run) -> Path:
+    """Where a run's files live: ``<out>/pretrained/<env>__<algo>__<seed>`` or ``<out>/runs/<name>``."""
+    if run.variant == PRETRAIN:
+        return out / "pretrained" / f"{run.env}__{run.algo}__{run.seed}"
+    return out / "runs" / run.name
+
+
+def checkpoint_path(out: Path, run: Run) -> Path:
+    return run_dir_of(out, run) / CHECKPOINT_FILE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,20 +259,29 @@ def interpreter_versions(python: str) -> dict:
         return {"error": probe.stderr[-500:]}
 
 
-def execute_run(name: str, command: list[str], run_dir: str, timeout: float | None = None) -> dict:
-    """Start one run's process in ``run_dir`` and return its record (not written here)."""
+def execute_run(
+    name: str, command: list[str], run_dir: str, timeout: float | None = None, resume: str | None = None
+) -> dict:
+    """Start one run's process in ``run_dir`` and return its record (not written here).
+
+    With ``resume`` (a checkpoint the run wrote before it was stopped) the run continues from it:
+    ``--resume`` is added to the command, and the earlier attempt's logs are kept (the script
+    continues its TensorBoard file from the checkpoint's step).
+    """
     run_dir_path = Path(run_dir)
     run_dir_path.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(run_dir_path / "runs", ignore_errors=True)  # a failed earlier attempt's logs
+    if resume is None:
+        shutil.rmtree(run_dir_path / "runs", ignore_errors=True)  # a failed earlier attempt's logs
+    started_command = command if resume is None else [*command, "--resume", resume]
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     timed_out = False
-    with open(run_dir_path / "log.txt", "w") as log:
+    with open(run_dir_path / "log.txt", "w" if resume is None else "a") as log:
         try:
             proc = subprocess.run(
-                command,
+                started_command,
                 cwd=run_dir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -257,6 +299,7 @@ def execute_run(name: str, command: list[str], run_dir: str, timeout: float | No
         "cwd": str(run_dir),
         "returncode": returncode,
         "timed_out": timed_out,
+        "resumed_from": resume,
         "wall_seconds": round(wall, 2),
         "started": started,
         "git_commit": git_commit(),
@@ -293,6 +336,7 @@ def grid(protocol: Protocol, envs=None, algos=None, variants=None, seeds=None) -
         for env in envs
         for algo in algos
         for variant in variants
+        if protocol.runs_task(variant, env, algo)
     ]
     position = {seed: i for i, seed in enumerate(seeds)}
     return sorted(runs, key=lambda r: (position[r.seed], not r.variant.startswith("explorler-paper")))
@@ -378,8 +422,8 @@ def write_csv(out: Path, rows: list[dict]) -> Path:
 def run_local(todo, jobs, timeout, on_done):
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {
-            pool.submit(execute_run, run.name, command, str(run_dir), timeout): (run, run_dir)
-            for run, command, run_dir in todo
+            pool.submit(execute_run, run.name, command, str(run_dir), timeout, resume): (run, run_dir)
+            for run, command, run_dir, resume in todo
         }
         try:
             for future in concurrent.futures.as_completed(futures):
@@ -405,8 +449,8 @@ def run_ray(todo, jobs, timeout, address, on_done):
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(_ray_execute_run)
         pending = {
-            task.remote(run.name, command, str(run_dir), timeout): (run, run_dir)
-            for run, command, run_dir in todo
+            task.remote(run.name, command, str(run_dir), timeout, resume): (run, run_dir)
+            for run, command, run_dir, resume in todo
         }
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -417,11 +461,11 @@ def run_ray(todo, jobs, timeout, address, on_done):
         ray.shutdown()
 
 
-def _ray_execute_run(name, command, run_dir, timeout):
+def _ray_execute_run(name, command, run_dir, timeout, resume):
     # imported on the worker so that this task does not depend on how the driver imported us
     import sweep as worker_sweep
 
-    return worker_sweep.execute_run(name, command, run_dir, timeout)
+    return worker_sweep.execute_run(name, command, run_dir, timeout, resume)
 
 
 def parse_args(argv=None):
@@ -447,14 +491,67 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    protocol = PROTOCOLS[args.protocol]
-    out = (args.out or RESULTS / protocol.name).resolve()
-    extra = shlex.split(args.extra)
-    runs = grid(protocol, args.envs, args.algos, args.variants, args.seeds)
-    subset = any(x is not None for x in (args.envs, args.algos, args.variants, args.seeds))
+def plan(protocol: Protocol, runs: list[Run], out: Path, args, extra) -> tuple[list, int]:
+    """The runs still to do as (run, command, run_dir, resume checkpoint or None), and how many are done."""
+    todo, skipped = [], 0
+    for run in runs:
+        run_dir = run_dir_of(out, run)
+        python = args.sb3_python if run.variant == "sb3" else sys.executable
+        command = build_command(protocol, run, extra, python, out)
+        if args.dry_run:
+            print(shlex.join(command))
+            continue
+        if args.collect_only or done(run_dir, command):
+            skipped += 1
+            continue
+        if done(run_dir):
+            print(f"{run.name}: flags changed since its result; running it again", file=sys.stderr)
+        elif protocol.pretrain is not None and run.variant not in (PRETRAIN, "sb3"):
+            if not done(run_dir_of(out, pretrain_run(run))):
+                print(f"{run.name}: skipped, its pretraining run did not finish", file=sys.stderr)
+                continue
+        checkpoint = checkpoint_path(out, run)
+        resumable = protocol.resumable or run.variant == PRETRAIN
+        resume = str(checkpoint) if resumable and checkpoint.exists() and not done(run_dir) else None
+        todo.append((run, command, run_dir, resume))
+    return todo, skipped
 
+
+def execute(todo: list, args, protocol: Protocol, out: Path, skipped: int, label: str) -> list[str]:
+    """Run ``todo`` (locally or on Ray) with a progress bar; write each run's record; return the failed."""
+    from tqdm import tqdm
+
+    failed: list[str] = []
+    mode = f"ray {args.ray_address}" if args.ray_address else "ray" if args.ray else "local"
+    print(
+        f"{label}: {len(todo)} runs to do, {skipped} done already; {args.jobs} jobs ({mode}); output {out}",
+        file=sys.stderr,
+    )
+    resumed = [run.name for run, _, _, resume in todo if resume]
+    if resumed:
+        print(f"resuming from their checkpoints: {', '.join(resumed)}", file=sys.stderr)
+    bar = tqdm(total=len(todo), unit="run", dynamic_ncols=True, desc=label)
+
+    def on_done(run, run_dir, record):
+        atomic_write(run_dir / RESULT_FILE, json.dumps(record, indent=2) + "\n")
+        if record["returncode"] != 0 or not record["evaluations"]:
+            failed.append(run.name)
+            bar.write(f"FAILED {run.name} (rc={record['returncode']}); see {run_dir}/log.txt")
+        bar.set_postfix(failed=len(failed), last=run.name, refresh=False)
+        bar.update(1)
+
+    try:
+        if args.ray or args.ray_address:
+            run_ray(todo, args.jobs, args.timeout, args.ray_address, on_done)
+        else:
+            run_local(todo, args.jobs, args.timeout, on_done)
+    finally:
+        bar.close()
+    return failed
+
+
+def available_runs(runs: list[Run], args) -> list[Run]:
+    """``runs`` less those whose script or (for sb3) packages are missing, each said once."""
     missing = sorted({r.algo for r in runs if r.variant != "sb3" and not SCRIPTS[r.algo].exists()})
     for algo in missing:
         print(f"skipping {algo}: {SCRIPTS[algo]} does not exist", file=sys.stderr)
@@ -466,59 +563,44 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         runs = [r for r in runs if r.variant != "sb3"]
+    return runs
 
-    todo, skipped = [], 0
-    for run in runs:
-        run_dir = out / "runs" / run.name
-        python = args.sb3_python if run.variant == "sb3" else sys.executable
-        command = build_command(protocol, run, extra, python)
-        if args.dry_run:
-            print(shlex.join(command))
-            continue
-        if args.collect_only or done(run_dir, command):
-            skipped += 1
-            continue
-        if done(run_dir):
-            print(f"{run.name}: flags changed since its result; running it again", file=sys.stderr)
-        todo.append((run, command, run_dir))
-    if args.dry_run:
-        return 0
 
-    if protocol.ray and not (args.ray or args.ray_address) and todo:
-        print(f"note: protocol {protocol.name!r} is meant for a Ray cluster", file=sys.stderr)
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    protocol = PROTOCOLS[args.protocol]
+    out = (args.out or RESULTS / protocol.name).resolve()
+    extra = shlex.split(args.extra)
+    runs = available_runs(grid(protocol, args.envs, args.algos, args.variants, args.seeds), args)
+    subset = any(x is not None for x in (args.envs, args.algos, args.variants, args.seeds))
+    # a pretraining stage runs first: its checkpoints are where every variant starts
+    stages = [runs]
+    if protocol.pretrain is not None:
+        stages.insert(0, sorted({pretrain_run(r) for r in runs if r.variant != "sb3"}, key=lambda r: r.name))
+
     failed: list[str] = []
     speed = None
-    if todo:
-        from tqdm import tqdm
+    for stage in stages:
+        todo, skipped = plan(protocol, stage, out, args, extra)
+        if args.dry_run or not todo:
+            continue
+        if protocol.ray and not (args.ray or args.ray_address):
+            print(f"note: protocol {protocol.name!r} is meant for a Ray cluster", file=sys.stderr)
+        if speed is None:
+            speed = machine_speed()
+            if speed is not None:
+                rate = f"{speed['steps_per_second']:,.0f}"
+                say = f"machine speed: {speed['env_id']} raw at {rate} steps/s (one process)"
+                print(say, file=sys.stderr)
+        label = protocol.name if stage is stages[-1] else f"{protocol.name} (pretraining)"
+        failed += execute(todo, args, protocol, out, skipped, label)
+    if args.dry_run:
+        return 0
+    return summarize(protocol, runs, out, args, extra, subset, speed, failed)
 
-        mode = f"ray {args.ray_address}" if args.ray_address else "ray" if args.ray else "local"
-        print(
-            f"{protocol.name}: {len(todo)} runs to do, {skipped} done already; "
-            f"{args.jobs} jobs ({mode}); output {out}",
-            file=sys.stderr,
-        )
-        speed = machine_speed()
-        if speed is not None:
-            rate = f"{speed['steps_per_second']:,.0f}"
-            print(f"machine speed: {speed['env_id']} raw at {rate} steps/s (one process)", file=sys.stderr)
-        bar = tqdm(total=len(todo), unit="run", dynamic_ncols=True, desc=protocol.name)
 
-        def on_done(run, run_dir, record):
-            atomic_write(run_dir / RESULT_FILE, json.dumps(record, indent=2) + "\n")
-            if record["returncode"] != 0 or not record["evaluations"]:
-                failed.append(run.name)
-                bar.write(f"FAILED {run.name} (rc={record['returncode']}); see {run_dir}/log.txt")
-            bar.set_postfix(failed=len(failed), last=run.name, refresh=False)
-            bar.update(1)
-
-        try:
-            if args.ray or args.ray_address:
-                run_ray(todo, args.jobs, args.timeout, args.ray_address, on_done)
-            else:
-                run_local(todo, args.jobs, args.timeout, on_done)
-        finally:
-            bar.close()
-
+def summarize(protocol, runs, out, args, extra, subset, speed, failed) -> int:
+    """Rebuild ``evaluations.csv`` and ``sweep.json`` from every result file; print where they are."""
     rows = collect(out)
     path = write_csv(out, rows)
     summary = {
@@ -539,6 +621,14 @@ def main(argv=None) -> int:
         "machine_speed": speed,
         "provenance": provenance(),
     }
+    if protocol.pretrain is not None:
+        pretrained = sorted({pretrain_run(r) for r in runs if r.variant != "sb3"}, key=lambda r: r.name)
+        summary["pretrained"] = {
+            r.name: ("done" if done(run_dir_of(out, r)) else "failed") for r in pretrained
+        }
+        summary["pretrain_run_seconds_total"] = sum(
+            (load_result(run_dir_of(out, r)) or {}).get("wall_seconds") or 0.0 for r in pretrained
+        )
     previous = out / "sweep.json"
     if previous.exists():
         with contextlib.suppress(json.JSONDecodeError):

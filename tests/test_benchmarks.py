@@ -78,6 +78,53 @@ def test_protocol_grids():
     assert len(sweep.grid(small)) == 3 * 2 * 3 * len(small.seeds)
     paper = protocols.PROTOCOLS["paper"]
     assert len(paper.envs) == 5 and len(paper.seeds) >= 5
+
+
+def test_finetune_grid_shares_one_pretraining_run_per_task_and_seed(tmp_path):
+    finetune = protocols.PROTOCOLS["finetune"]
+    runs = sweep.grid(finetune)
+    tasks = {(r.env, r.algo) for r in runs}
+    assert tasks == {("Hopper-v5", "ppo"), ("Hopper-v5", "trpo"), ("Walker2d-v5", "ppo")}
+    full = {(r.env, r.algo) for r in runs if r.variant == "explorler-paper-full"}
+    assert full == {("Hopper-v5", "ppo")}
+    assert len(runs) == 3 * 3 * 3 + 3  # three variants on three tasks, the authors' scoring on one
+    pretrained = {sweep.pretrain_run(r) for r in runs}
+    assert len(pretrained) == 3 * 3  # one per task and seed, whatever the variants
+    pretrain = sweep.build_command(finetune, sweep.Run("Hopper-v5", "ppo", sweep.PRETRAIN, 2), out=tmp_path)
+    assert "--no-explorler" in pretrain and pretrain[pretrain.index("--total-timesteps") + 1] == "1000000"
+    checkpoint = pretrain[pretrain.index("--checkpoint-path") + 1]
+    assert checkpoint == str(tmp_path / "pretrained" / "Hopper-v5__ppo__2" / "checkpoint.pt")
+    for variant in finetune.variants:
+        run = sweep.Run("Hopper-v5", "ppo", variant, 2)
+        command = sweep.build_command(finetune, run, out=tmp_path)
+        assert command[command.index("--init-from") + 1] == checkpoint  # every variant forks from it
+        own = command[command.index("--checkpoint-path") + 1]
+        assert own == str(tmp_path / "runs" / run.name / "checkpoint.pt")
+    full_cmd = sweep.build_command(finetune, sweep.Run("Hopper-v5", "ppo", "explorler-paper-full", 1))
+    assert "--fixed-candidate-starts" in full_cmd  # the authors' scoring, only in the variant that copies it
+    assert "--fixed-candidate-starts" not in sweep.build_command(
+        finetune, sweep.Run("Hopper-v5", "ppo", "explorler", 1)
+    )
+
+
+def test_plan_resumes_a_stopped_run_and_waits_for_its_pretraining(tmp_path):
+    finetune = protocols.PROTOCOLS["finetune"]
+    args = sweep.parse_args(["--protocol", "finetune"])
+    pretrain = sweep.Run("Hopper-v5", "ppo", sweep.PRETRAIN, 1)
+    run = sweep.Run("Hopper-v5", "ppo", "baseline", 1)
+    todo, _ = sweep.plan(finetune, [run], tmp_path, args, [])
+    assert todo == []  # its pretraining has not finished: nothing to fork from
+    todo, _ = sweep.plan(finetune, [pretrain], tmp_path, args, [])
+    assert [entry[0] for entry in todo] == [pretrain] and todo[0][3] is None  # a fresh start
+    sweep.checkpoint_path(tmp_path, pretrain).parent.mkdir(parents=True)
+    sweep.checkpoint_path(tmp_path, pretrain).write_bytes(b"stopped half way")
+    todo, _ = sweep.plan(finetune, [pretrain], tmp_path, args, [])
+    assert todo[0][3] == str(sweep.checkpoint_path(tmp_path, pretrain))  # resumes from its checkpoint
+    command = todo[0][1]
+    record = {"returncode": 0, "evaluations": [{"return": 1.0}], "command": sweep.shlex.join(command)}
+    (sweep.run_dir_of(tmp_path, pretrain) / sweep.RESULT_FILE).write_text(json.dumps(record))
+    todo, skipped = sweep.plan(finetune, [pretrain, run], tmp_path, args, [])
+    assert [entry[0] for entry in todo] == [run] and skipped == 1 and todo[0][3] is None
     for proto in protocols.PROTOCOLS.values():
         assert set(proto.variants) <= set(protocols.VARIANTS)
 
