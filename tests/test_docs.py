@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import explorler_optim.audit
 import explorler_optim.checkpoint
 import explorler_optim.explorer
 import explorler_optim.optimizer
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize(
     "module",
     [
+        explorler_optim.audit,
         explorler_optim.checkpoint,
         explorler_optim.explorer,
         explorler_optim.optimizer,
