@@ -70,6 +70,9 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     ),
     "lean": ("--no-racing", "--eval-episodes", "1", "--esa-snapshot-every", "60", "--explore-every", "20"),
     "sb3": (),  # not a flag set: runs benchmarks/sb3_runner.py (see sweep.build_command)
+    # `selection` protocol: the scripts' defaults, every search audited on held-out episodes (the
+    # audit does not change the run: these runs are the `explorler` variant's, plus the audit)
+    "audit": ("--selection-truth-episodes", "20"),
 }
 
 # Where an algorithm's own schedule differs, its flags replace the variant's. The paper searches
@@ -271,4 +274,20 @@ FINETUNE = Protocol(
     budget_minutes=300,
 )
 
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (SMOKE, SMALL, TUNE, PAPER, ABLATIONS, FINETUNE)}
+# `selection`: is there a better policy between the anchors, and does the selection pick it? The
+# scripts' default ExploRLer on `small`'s PPO grid, with every search's incumbent and candidates also
+# scored on 20 held-out episodes and by the paper's 3 fixed-start episodes (never counted in the
+# budget); `benchmarks/selection_truth.py` reports oracle and realised gains and rank correlations.
+SELECTION = Protocol(
+    name="selection",
+    description="selection truth: PPO on small's tasks, every search audited on 20 held-out episodes",
+    envs=SMALL.envs,
+    algos=("ppo",),
+    variants=("audit",),
+    seeds=SMALL.seeds,
+    flags=SMALL.flags,
+)
+
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p for p in (SMOKE, SMALL, TUNE, PAPER, ABLATIONS, FINETUNE, SELECTION)
+}
