@@ -69,7 +69,12 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         "10",
     ),
     "lean": ("--no-racing", "--eval-episodes", "1", "--esa-snapshot-every", "60", "--explore-every", "20"),
-    "sb3": (),  # not a flag set: runs benchmarks/sb3_runner.py (see sweep.build_command)
+    # sb3*: benchmarks/sb3_runner.py (see sweep.build_command), with these runner flags: plain SB3,
+    # SB3 + ExploRLerCallback with its defaults at equal total env steps, and with the paper's
+    # schedule and accounting (a search after every iteration, candidate steps not counted)
+    "sb3": (),
+    "sb3-explorler": ("--explorler",),
+    "sb3-explorler-paper": ("--explorler", "--explore-every", "1", "--no-count-eval-steps"),
     # `selection` protocol: the scripts' defaults, every search audited on held-out episodes (the
     # audit does not change the run: these runs are the `explorler` variant's, plus the audit)
     "audit": ("--selection-truth-episodes", "20"),
@@ -135,6 +140,7 @@ class Protocol:
     tasks: tuple[Task, ...] | None = None
     variant_tasks: dict[str, tuple[Task, ...]] = field(default_factory=dict)
     pretrain: Pretrain | None = None
+    baseline: str = "baseline"  # the variant the others are compared with
     # every run saves a checkpoint as it goes and, when the sweep is started again after a stop
     # (a killed process, a machine that went away), resumes from it instead of starting over
     resumable: bool = False
@@ -274,6 +280,19 @@ FINETUNE = Protocol(
     budget_minutes=300,
 )
 
+# `sb3-callback`: explorler_optim.sb3.ExploRLerCallback on stable-baselines3 PPO, at `small`'s
+# budget and honest evaluation on Hopper-v5.
+SB3_CALLBACK = Protocol(
+    name="sb3-callback",
+    description="SB3 PPO vs SB3 PPO + ExploRLerCallback (defaults; paper accounting), Hopper-v5",
+    envs=("Hopper-v5",),
+    algos=("ppo",),
+    variants=("sb3", "sb3-explorler", "sb3-explorler-paper"),
+    seeds=SMALL.seeds,
+    flags=SMALL.flags,
+    baseline="sb3",
+)
+
 # `selection`: is there a better policy between the anchors, and does the selection pick it? The
 # scripts' default ExploRLer on `small`'s PPO grid, with every search's incumbent and candidates also
 # scored on 20 held-out episodes and by the paper's 3 fixed-start episodes (never counted in the
@@ -289,5 +308,5 @@ SELECTION = Protocol(
 )
 
 PROTOCOLS: dict[str, Protocol] = {
-    p.name: p for p in (SMOKE, SMALL, TUNE, PAPER, ABLATIONS, FINETUNE, SELECTION)
+    p.name: p for p in (SMOKE, SMALL, TUNE, PAPER, ABLATIONS, FINETUNE, SELECTION, SB3_CALLBACK)
 }

@@ -42,6 +42,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from common import write_results  # noqa: E402
+from protocols import PROTOCOLS  # noqa: E402
 
 BASELINE = "baseline"
 # Mean return of a uniformly random policy (D4RL's reference minimum scores for the v2 tasks; the
@@ -66,6 +67,9 @@ VARIANT_ORDER = (
     "gaussian",
     "no-incumbent",
     "sb3",
+    "sb3-explorler",
+    "sb3-explorler-paper",
+    "audit",
 )
 
 
@@ -212,7 +216,8 @@ def order(variants):
     return known + sorted(v for v in variants if v not in VARIANT_ORDER)
 
 
-def summarise(rows, last_k=3, reps=10_000, anchor=True, rng=0):
+def summarise(rows, last_k=3, reps=10_000, anchor=True, rng=0, baseline=BASELINE):
+    """Per-task table and aggregate statistics of every variant against ``baseline``."""
     runs = runs_of(rows)
     tasks = sorted({(env, algo) for env, algo, _ in runs})
     variants = order({v for _, _, v in runs})
@@ -221,7 +226,7 @@ def summarise(rows, last_k=3, reps=10_000, anchor=True, rng=0):
     finals: dict = defaultdict(dict)  # variant -> task -> raw final scores
     cost_ratio: dict = defaultdict(list)  # variant -> per-run wall ratio to the baseline
     for env, algo in tasks:
-        base = runs.get((env, algo, BASELINE), {})
+        base = runs.get((env, algo, baseline), {})
         base_scores = [final_score(p, last_k) for p in base.values()]
         base_cost = float(np.mean([run_cost(p) for p in base.values()])) if base else float("nan")
         low = random_score(env, anchor)
@@ -238,6 +243,13 @@ def summarise(rows, last_k=3, reps=10_000, anchor=True, rng=0):
             if base_scores:
                 normalised[variant][(env, algo)] = normalise(scores, base_scores, low)
                 cost_ratio[variant] += list(costs / base_cost)
+            # the same seed of both: the scripts share the seed's env starts and initial weights
+            paired = [
+                (final_score(cell[seed], last_k), final_score(base[seed], last_k))
+                for seed in cell
+                if seed in base
+            ]
+            ratios = [v / b for v, b in paired if b != 0]
             table.append(
                 {
                     "env": env,
@@ -256,6 +268,9 @@ def summarise(rows, last_k=3, reps=10_000, anchor=True, rng=0):
                     "wall_ratio_to_baseline": float(costs.mean()) / base_cost
                     if base_scores
                     else float("nan"),
+                    "pairs": len(paired),
+                    "wins": sum(v > b for v, b in paired),
+                    "paired_median_ratio": float(np.median(ratios)) if ratios else float("nan"),
                 }
             )
     aggregate = []
@@ -273,18 +288,19 @@ def summarise(rows, last_k=3, reps=10_000, anchor=True, rng=0):
             "iqm_ci": [low, high],
             "wall_ratio_iqm": float(iqm(cost_ratio[variant])) if cost_ratio[variant] else None,
         }
-        if variant != BASELINE:
-            pairs = [t for t in common if t in finals.get(BASELINE, {})]
+        if variant != baseline:
+            pairs = [t for t in common if t in finals.get(baseline, {})]
             if pairs:
                 p, pl, ph = prob_improvement_ci(
                     [finals[variant][t] for t in pairs],
-                    [finals[BASELINE][t] for t in pairs],
+                    [finals[baseline][t] for t in pairs],
                     reps,
                     rng=rng + 100 + i,
                 )
                 entry.update(prob_improvement=p, prob_improvement_ci=[pl, ph])
         aggregate.append(entry)
     return {
+        "baseline": baseline,
         "tasks": [list(t) for t in tasks],
         "variants": variants,
         "table": table,
@@ -316,7 +332,7 @@ def compact_table(summary) -> list[str]:
         "|---" + "|---:" * len(variants) + "|",
     ]
     for env, algo in summary["tasks"]:
-        base = cells.get((env, algo, "baseline"))
+        base = cells.get((env, algo, summary["baseline"]))
         row = [f"{algo.upper()} {env}"]
         for v in variants:
             r = cells.get((env, algo, v))
@@ -324,7 +340,7 @@ def compact_table(summary) -> list[str]:
                 row.append("-")
                 continue
             text = f"{r['final_mean']:,.0f} +- {r['final_std']:,.0f}"
-            if v != "baseline":
+            if v != summary["baseline"]:
                 text += f" ({r['ratio_to_baseline']:.2f}x)"
             if base is not None and r["total_env_steps"] > 1.05 * base["total_env_steps"]:
                 text += f", {r['total_env_steps'] / base['total_env_steps']:.1f}x env steps"
@@ -375,8 +391,10 @@ def markdown(summary, title, sweep: dict | None = None) -> str:
     lines += [
         f"Final score of a run: mean of its last {summary['last_k']} honest evaluations "
         "(deterministic policy, frozen observation statistics, held-out seeds). Mean +- std over "
-        "seeds. Ratio: variant mean / baseline mean. Wall ratio: training wall-clock (honest "
-        "evaluation excluded, candidate search included) / the baseline's.",
+        "seeds. Ratio: variant mean / baseline mean. Paired: the same seed of the variant and the "
+        "baseline; the median of their ratios, and the seeds on which the variant scored higher. "
+        "Wall ratio: training wall-clock (honest evaluation excluded, candidate search included) / "
+        "the baseline's.",
         "",
     ]
     by_task = defaultdict(list)
@@ -386,14 +404,15 @@ def markdown(summary, title, sweep: dict | None = None) -> str:
         lines += [
             f"## {env} / {algo.upper()}",
             "",
-            "| variant | seeds | final return | ratio | training steps | total env steps "
-            "| wall (s) | wall ratio |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| variant | seeds | final return | ratio | paired median ratio | wins | training steps "
+            "| total env steps | wall (s) | wall ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in rows:
             lines.append(
                 f"| {r['variant']} | {r['seeds']} | {_f(r['final_mean'])} +- {_f(r['final_std'])} "
-                f"| {_f(r['ratio_to_baseline'], 2)} | {_f(r['training_steps'], 0)} "
+                f"| {_f(r['ratio_to_baseline'], 2)} | {_f(r.get('paired_median_ratio'), 2)} "
+                f"| {r.get('wins', 0)}/{r.get('pairs', 0)} | {_f(r['training_steps'], 0)} "
                 f"| {_f(r['total_env_steps'], 0)} | {_f(r['train_seconds'], 0)} "
                 f"| {_f(r['wall_ratio_to_baseline'], 2)} |"
             )
@@ -597,6 +616,7 @@ def main(argv=None) -> int:
     p.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed")
     p.add_argument("--no-random-anchor", action="store_true", help="normalise by baseline only")
+    p.add_argument("--baseline", help="the variant others are compared with (default: the protocol's)")
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args(argv)
     if args.csv is None and args.protocol is None:
@@ -608,7 +628,11 @@ def main(argv=None) -> int:
     if not rows:
         print(f"no evaluations in {path}", file=sys.stderr)
         return 1
-    summary = summarise(rows, args.last_k, args.bootstrap, anchor=not args.no_random_anchor, rng=args.seed)
+    protocol = PROTOCOLS.get(args.protocol or "")
+    baseline = args.baseline or (protocol.baseline if protocol else BASELINE)
+    summary = summarise(
+        rows, args.last_k, args.bootstrap, anchor=not args.no_random_anchor, rng=args.seed, baseline=baseline
+    )
     plots = [] if args.no_plots else make_plots(rows, summary, out)
     title = f"Benchmark results: {args.protocol or path.parent.name}"
     sweep = None

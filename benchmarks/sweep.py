@@ -132,10 +132,10 @@ def build_command(protocol: Protocol, run: Run, extra=(), python: str | None = N
         "--exp-name",
         f"{run.algo}__{run.variant}",
     ]
-    if run.variant == "sb3":
+    if is_sb3(run.variant):
         kept = [t for g in split_flags(protocol.flags) if g[0] in SB3_FLAGS for t in g]
         kept += [t for g in split_flags(extra) if g[0] in SB3_FLAGS for t in g]
-        return [python, str(SB3_RUNNER), "--algo", run.algo, *base, *kept]
+        return [python, str(SB3_RUNNER), "--algo", run.algo, *base, *kept, *VARIANTS[run.variant]]
     if run.variant == PRETRAIN:
         stage = protocol.pretrain
         assert stage is not None, f"protocol {protocol.name!r} has no pretraining stage"
@@ -149,6 +149,11 @@ def build_command(protocol: Protocol, run: Run, extra=(), python: str | None = N
     if out is not None and protocol.resumable:
         stages += ["--save-model", "--checkpoint-path", str(checkpoint_path(out, run))]
     return [python, str(SCRIPTS[run.algo]), *base, "--quiet", *flags, *extra, *stages]
+
+
+def is_sb3(variant: str) -> bool:
+    """Whether ``variant`` runs stable-baselines3 (``benchmarks/sb3_runner.py``), not a script."""
+    return variant == "sb3" or variant.startswith("sb3-")
 
 
 def pretrain_run(run: Run) -> Run:
@@ -496,7 +501,7 @@ def plan(protocol: Protocol, runs: list[Run], out: Path, args, extra) -> tuple[l
     todo, skipped = [], 0
     for run in runs:
         run_dir = run_dir_of(out, run)
-        python = args.sb3_python if run.variant == "sb3" else sys.executable
+        python = args.sb3_python if is_sb3(run.variant) else sys.executable
         command = build_command(protocol, run, extra, python, out)
         if args.dry_run:
             print(shlex.join(command))
@@ -506,7 +511,7 @@ def plan(protocol: Protocol, runs: list[Run], out: Path, args, extra) -> tuple[l
             continue
         if done(run_dir):
             print(f"{run.name}: flags changed since its result; running it again", file=sys.stderr)
-        elif protocol.pretrain is not None and run.variant not in (PRETRAIN, "sb3"):
+        elif protocol.pretrain is not None and run.variant != PRETRAIN and not is_sb3(run.variant):
             if not done(run_dir_of(out, pretrain_run(run))):
                 print(f"{run.name}: skipped, its pretraining run did not finish", file=sys.stderr)
                 continue
@@ -552,17 +557,17 @@ def execute(todo: list, args, protocol: Protocol, out: Path, skipped: int, label
 
 def available_runs(runs: list[Run], args) -> list[Run]:
     """``runs`` less those whose script or (for sb3) packages are missing, each said once."""
-    missing = sorted({r.algo for r in runs if r.variant != "sb3" and not SCRIPTS[r.algo].exists()})
+    missing = sorted({r.algo for r in runs if not is_sb3(r.variant) and not SCRIPTS[r.algo].exists()})
     for algo in missing:
         print(f"skipping {algo}: {SCRIPTS[algo]} does not exist", file=sys.stderr)
-    runs = [r for r in runs if r.variant == "sb3" or r.algo not in missing]
-    if any(r.variant == "sb3" for r in runs) and not sb3_available(args.sb3_python):
+    runs = [r for r in runs if is_sb3(r.variant) or r.algo not in missing]
+    if any(is_sb3(r.variant) for r in runs) and not sb3_available(args.sb3_python):
         print(
             f"skipping sb3 runs: stable-baselines3 and sb3-contrib are not importable by "
             f"{args.sb3_python} (install them in the benchmark environment, or --sb3-python)",
             file=sys.stderr,
         )
-        runs = [r for r in runs if r.variant != "sb3"]
+        runs = [r for r in runs if not is_sb3(r.variant)]
     return runs
 
 
@@ -576,7 +581,9 @@ def main(argv=None) -> int:
     # a pretraining stage runs first: its checkpoints are where every variant starts
     stages = [runs]
     if protocol.pretrain is not None:
-        stages.insert(0, sorted({pretrain_run(r) for r in runs if r.variant != "sb3"}, key=lambda r: r.name))
+        stages.insert(
+            0, sorted({pretrain_run(r) for r in runs if not is_sb3(r.variant)}, key=lambda r: r.name)
+        )
 
     failed: list[str] = []
     speed = None
@@ -622,7 +629,7 @@ def summarize(protocol, runs, out, args, extra, subset, speed, failed) -> int:
         "provenance": provenance(),
     }
     if protocol.pretrain is not None:
-        pretrained = sorted({pretrain_run(r) for r in runs if r.variant != "sb3"}, key=lambda r: r.name)
+        pretrained = sorted({pretrain_run(r) for r in runs if not is_sb3(r.variant)}, key=lambda r: r.name)
         summary["pretrained"] = {
             r.name: ("done" if done(run_dir_of(out, r)) else "failed") for r in pretrained
         }
