@@ -217,7 +217,10 @@ class ExploRLerCallback(BaseCallback):
       ``model.num_timesteps``: ``learn(total_timesteps)`` stops at equal total env steps and the
       learning-rate schedule's progress counts them (as the single-file scripts do). When a search
       uses the rest of the budget, the next rollout is stopped at its first step (``n_envs`` steps
-      that are never trained on). ``count_eval_steps=False`` is the paper's accounting.
+      that are never trained on). As in plain SB3 when ``total_timesteps`` is not a multiple of the
+      rollout size, the last iteration may end past the budget, so its ``progress_remaining`` can dip
+      below 0 by up to ``n_steps * n_envs / total_timesteps``: use schedules that clamp at 0 (SB3's
+      ``get_linear_fn``). ``count_eval_steps=False`` is the paper's accounting.
     * **Logging.** ``explorler/*`` in SB3's logger (TensorBoard when configured): ``best_score``,
       ``incumbent_score``, ``gain``, ``committed``, ``num_candidates``, ``distance``, ``num_anchors``,
       ``eval_env_steps`` (all candidate steps so far), ``seconds``, ``search_seconds``, ``searches``.
@@ -253,10 +256,10 @@ class ExploRLerCallback(BaseCallback):
     Example:
         >>> from stable_baselines3 import PPO
         >>> model = PPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, n_epochs=2, seed=0)
-        >>> callback = ExploRLerCallback("Pendulum-v1", explore_every=2)
+        >>> callback = ExploRLerCallback("Pendulum-v1", explore_every=2, count_eval_steps=False)
         >>> _ = model.learn(256, callback=callback)
-        >>> callback.searches, callback.explorer.num_anchors
-        (2, 0)
+        >>> callback.iterations, callback.searches, callback.explorer.num_anchors
+        (4, 2, 0)
         >>> model.save("ppo_pendulum"); callback.save("ppo_pendulum.explorler.pt")
     """
 

@@ -238,6 +238,16 @@ def test_callback_is_built_from_plain_yaml_values_and_warns_about_dropped_anchor
     assert callback.iterations == 2
 
 
+def test_docstring_examples(tmp_path, monkeypatch):
+    import doctest
+
+    import explorler_optim.sb3
+
+    monkeypatch.chdir(tmp_path)  # the example saves files
+    failures, tried = doctest.testmod(explorler_optim.sb3, extraglobs={"torch": torch}, verbose=False)
+    assert tried > 0 and failures == 0
+
+
 def test_importing_the_package_does_not_import_sb3():
     code = "import sys, explorler_optim, explorler_optim.rl; assert 'stable_baselines3' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
