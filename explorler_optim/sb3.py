@@ -384,7 +384,10 @@ class ExploRLerCallback(BaseCallback):
                 )
             batch = self.model.n_steps * self.model.n_envs
             self._steps_per_epoch = math.ceil(batch / self.model.batch_size)
-        if self._hook is None and self._steps_per_epoch is not None:
+        if self._hook is not None:  # left by a learn() that raised; the optimizer may be a new one
+            self._hook.remove()
+            self._hook = None
+        if self._steps_per_epoch is not None:
             self._hook = self.model.policy.optimizer.register_step_post_hook(self._after_optimizer_step)
         per_cycle = self.explore_every * (self.model.n_epochs if mode == "epoch" else 1)
         if not self._warned:

@@ -147,11 +147,14 @@ def test_search_scores_with_frozen_vecnormalize_logs_and_counts_candidate_steps(
     assert norm.clip == 0.5 and norm.mean is not venv.obs_rms.mean
 
 
-def test_paper_accounting_search_at_end_of_learn_uses_frozen_stats():
+def test_paper_accounting_search_at_end_of_learn_uses_frozen_stats(tmp_path):
     venv = VecNormalize(make_vec_env(ENV, n_envs=1, seed=1), clip_obs=0.5)
     model = ppo(venv, seed=1)
-    callback = ExploRLerCallback(ENV, explore_every=2, count_eval_steps=False)
+    state_file = tmp_path / "ckpt" / "explorler.pt"
+    callback = ExploRLerCallback(ENV, explore_every=2, count_eval_steps=False, save_path=str(state_file))
     model.learn(2 * N_STEPS, callback=callback)
+    saved = torch.load(state_file, weights_only=True)  # written at the end of learn() too
+    assert saved["iterations"] == 2 and saved["searches"] == 1 and not saved["pending"]
     assert callback.searches == 1  # due after the last iteration: run at the end of learn()
     assert model.num_timesteps == 2 * N_STEPS  # the paper's accounting: candidates not counted
     assert callback.counted_eval_steps == 0 and callback.eval_env_steps == 9 * 200
@@ -251,3 +254,24 @@ def test_docstring_examples(tmp_path, monkeypatch):
 def test_importing_the_package_does_not_import_sb3():
     code = "import sys, explorler_optim, explorler_optim.rl; assert 'stable_baselines3' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_benchmark_runner_with_the_callback_logs_training_and_total_steps(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    monkeypatch.chdir(tmp_path)
+    import sb3_runner
+
+    argv = ["--algo", "ppo", "--env-id", ENV, "--total-timesteps", "256", "--num-steps", "128"]
+    argv += ["--eval-every", "1", "--final-eval-episodes", "1", "--explorler", "--explore-every", "1"]
+    assert sb3_runner.main([*argv, "--no-count-eval-steps"]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    training = [e.step for e in acc.Scalars("eval/episodic_return")]
+    total = [e.step for e in acc.Scalars("eval/episodic_return_vs_total_steps")]
+    assert training[-1] == 256  # the paper's accounting: all 256 budget steps are training steps
+    assert total[-1] > training[-1]  # plus the candidates' steps
