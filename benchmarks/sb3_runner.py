@@ -9,10 +9,19 @@ sequence. Logged to TensorBoard under ``runs/`` with the scripts' tags (``eval/e
 at training steps, ``eval/episodic_return_vs_total_steps``, ``charts/total_env_steps``,
 ``charts/SPS`` without evaluation time), so ``benchmarks/sweep.py`` reads it like any run.
 
-Needs ``stable-baselines3`` and ``sb3-contrib`` (not project dependencies; install them in the
-benchmark environment). Exits with status 3 and a message when they are missing.
+``--explorler`` adds ``explorler_optim.sb3.ExploRLerCallback`` with the scripts' defaults (a search
+every ``--explore-every`` iterations, 10 candidates x ``--eval-episodes`` episodes, incumbent-aware
+commit, candidate seeds from the scripts' sequence). With ``--count-eval-steps`` (the default) the
+candidates' env steps count toward ``--total-timesteps``, so every arm uses equal total env steps;
+``--no-count-eval-steps`` is the paper's accounting (equal training steps). ``eval/episodic_return``
+is logged at training steps and ``eval/episodic_return_vs_total_steps`` at training + candidate steps,
+as the scripts do.
+
+Needs ``stable-baselines3`` and ``sb3-contrib`` (the ``sb3`` extra: ``pip install -e ".[sb3]"``).
+Exits with status 3 and a message when they are missing.
 
     python benchmarks/sb3_runner.py --algo trpo --env-id Hopper-v5 --seed 1 --total-timesteps 200000
+    python benchmarks/sb3_runner.py --algo ppo --env-id Hopper-v5 --seed 1 --explorler --explore-every 20
 """
 
 from __future__ import annotations
@@ -39,6 +48,15 @@ def parse_args(argv=None):
     p.add_argument("--final-eval-episodes", type=int, default=10)
     p.add_argument("--max-episode-steps", type=int, default=None)
     p.add_argument("--gamma", type=float, default=0.99)
+    p.add_argument("--explorler", action="store_true", help="add ExploRLerCallback")
+    p.add_argument("--explore-every", type=int, default=20, help="iterations between searches")
+    p.add_argument("--eval-episodes", type=int, default=1, help="episodes per candidate")
+    p.add_argument(
+        "--count-eval-steps",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="count candidate env steps toward --total-timesteps (off: the paper's accounting)",
+    )
     return p.parse_args(argv)
 
 
@@ -63,7 +81,7 @@ def main(argv=None) -> int:
     from torch.utils.tensorboard import SummaryWriter
 
     torch.set_num_threads(1)
-    exp_name = args.exp_name or f"sb3_{args.algo}"
+    exp_name = args.exp_name or (f"sb3_{args.algo}_explorler" if args.explorler else f"sb3_{args.algo}")
     run_name = f"{args.env_id}__{exp_name}__{args.seed}__{int(time.time())}"
     writer = SummaryWriter(f"runs/{run_name}")
     writer.add_text(
@@ -107,11 +125,36 @@ def main(argv=None) -> int:
             verbose=0,
         )
 
+    explorler = None
+    if args.explorler:
+        from explorler_optim.sb3 import ExploRLerCallback
+
+        make_kwargs = {} if args.max_episode_steps is None else {"max_episode_steps": args.max_episode_steps}
+        explorler = ExploRLerCallback(
+            args.env_id,
+            eval_env_kwargs=make_kwargs,
+            explore_every=args.explore_every,
+            eval_episodes=args.eval_episodes,
+            count_eval_steps=args.count_eval_steps,
+            seed=args.seed,
+        )
+
     eval_env = gym.make(args.env_id, max_episode_steps=args.max_episode_steps)
     low, high = eval_env.action_space.low, eval_env.action_space.high
-    clock = {"start": time.time(), "excluded": 0.0, "last_step": -1}
+    clock = {"start": time.time(), "excluded": 0.0, "last": None}
 
-    def honest_eval(step: int) -> None:
+    def steps() -> tuple[int, int]:
+        """(training env steps, training + candidate env steps)."""
+        if explorler is None:
+            return model.num_timesteps, model.num_timesteps
+        training = model.num_timesteps - explorler.counted_eval_steps
+        return training, training + explorler.eval_env_steps
+
+    def evaluated_state() -> tuple[int, int]:
+        return steps()[0], 0 if explorler is None else explorler.searches
+
+    def honest_eval() -> None:
+        step, total_steps = steps()
         t0 = time.time()
         returns = []
         for k in range(args.final_eval_episodes):
@@ -126,12 +169,16 @@ def main(argv=None) -> int:
             returns.append(total)
         score = float(np.mean(returns))
         writer.add_scalar("eval/episodic_return", score, step)
-        writer.add_scalar("eval/episodic_return_vs_total_steps", score, step)
-        writer.add_scalar("charts/total_env_steps", step, step)
+        writer.add_scalar("eval/episodic_return_vs_total_steps", score, total_steps)
+        writer.add_scalar("charts/total_env_steps", total_steps, step)
+        if explorler is not None:
+            writer.add_scalar("explorler/eval_env_steps", explorler.eval_env_steps, step)
+            if explorler.last_result is not None:
+                writer.add_scalar("explorler/searches", explorler.searches, step)
         clock["excluded"] += time.time() - t0
         elapsed = max(time.time() - clock["start"] - clock["excluded"], 1e-9)
-        writer.add_scalar("charts/SPS", int(step / elapsed), step)
-        clock["last_step"] = step
+        writer.add_scalar("charts/SPS", int(step / elapsed), step)  # search time is training time
+        clock["last"] = evaluated_state()
 
     class HonestEvaluation(BaseCallback):
         """Evaluate after every `eval_every` updates (a rollout starts after each update)."""
@@ -143,14 +190,18 @@ def main(argv=None) -> int:
         def _on_rollout_start(self) -> None:
             self.updates += 1
             if self.updates > 0 and self.updates % args.eval_every == 0:
-                honest_eval(self.num_timesteps)
+                honest_eval()
 
         def _on_step(self) -> bool:
             return True
 
-    model.learn(total_timesteps=args.total_timesteps, callback=HonestEvaluation())
-    if clock["last_step"] != model.num_timesteps:
-        honest_eval(model.num_timesteps)
+    # the search (if any) runs first at a rollout start, so the honest evaluation sees its outcome
+    callbacks = [HonestEvaluation()] if explorler is None else [explorler, HonestEvaluation()]
+    model.learn(total_timesteps=args.total_timesteps, callback=callbacks)
+    if clock["last"] != evaluated_state():  # a search at the end of learn() moves the policy too
+        honest_eval()
+    if explorler is not None:
+        explorler.close()
     writer.close()
     eval_env.close()
     venv.close()

@@ -46,6 +46,16 @@ __all__ = ["ObsNormalizer", "PolicyEvaluator", "racing_schedule"]
 # --------------------------------------------------------------------------------------------
 
 
+class _FromWrapper:
+    """Default of ``ObsNormalizer.from_env(clip=...)``: take the wrapper's clip, else 10.0."""
+
+    def __repr__(self) -> str:
+        return "<the wrapper's clip_obs, else 10.0>"
+
+
+_FROM_WRAPPER = _FromWrapper()
+
+
 class ObsNormalizer:
     """Frozen observation normalisation: ``clip((obs - mean) / sqrt(var + epsilon), -clip, clip)``.
 
@@ -66,20 +76,40 @@ class ObsNormalizer:
         self._std = np.sqrt(self.var + self.epsilon)
 
     @classmethod
-    def from_env(cls, env, clip: float | None = 10.0, epsilon: float | None = None):
-        """Copy the statistics of the first ``NormalizeObservation`` wrapper found in ``env``.
+    def from_env(
+        cls,
+        env,
+        clip: float | None | _FromWrapper = _FROM_WRAPPER,
+        epsilon: float | None = None,
+    ) -> ObsNormalizer:
+        """Copy the statistics of the first observation-normalising wrapper found in ``env``.
 
-        ``env`` may be a wrapped gymnasium env (e.g. ``envs.envs[0]`` of a SyncVectorEnv) or a
-        vector env wrapped by ``gymnasium.wrappers.vector.NormalizeObservation``. The wrapper's
-        own epsilon is used unless ``epsilon`` is given.
+        ``env`` may be a wrapped gymnasium env (e.g. ``envs.envs[0]`` of a SyncVectorEnv), a vector
+        env wrapped by ``gymnasium.wrappers.vector.NormalizeObservation``, or a Stable-Baselines3
+        ``VecNormalize`` (also when other ``VecEnvWrapper`` s wrap it).
+
+        Args:
+            env: the training env whose statistics are copied (frozen).
+            clip: the clip bound. Not given: the wrapper's own (``VecNormalize.clip_obs``), or
+                10.0 for a wrapper without one (gymnasium's ``NormalizeObservation`` does not clip;
+                the single-file scripts clip at 10 with a separate wrapper). ``None``: no clipping.
+            epsilon: the wrapper's own epsilon unless given.
         """
         wrapper = _find_normalize_wrapper(env)
         if wrapper is None:
             raise ValueError(
-                "ObsNormalizer.from_env: no NormalizeObservation wrapper (an object with "
-                "`obs_rms`) found in the wrapper chain of the env; pass the training env "
+                "ObsNormalizer.from_env: no NormalizeObservation / VecNormalize wrapper (an object "
+                "with `obs_rms`) found in the wrapper chain of the env; pass the training env "
                 "(e.g. envs.envs[0]) or build ObsNormalizer(mean, var) directly"
             )
+        if not hasattr(wrapper.obs_rms, "mean"):
+            raise ValueError(
+                "ObsNormalizer.from_env: the wrapper normalises a Dict observation space "
+                "(one statistic per key); only Box observations are supported"
+            )
+        if isinstance(clip, _FromWrapper):
+            wrapper_clip = getattr(wrapper, "clip_obs", None)
+            clip = 10.0 if wrapper_clip is None else float(wrapper_clip)
         eps = float(getattr(wrapper, "epsilon", 1e-8)) if epsilon is None else float(epsilon)
         return cls(wrapper.obs_rms.mean, wrapper.obs_rms.var, clip=clip, epsilon=eps)
 
@@ -116,12 +146,16 @@ def _float_array(x) -> np.ndarray:
 
 
 def _find_normalize_wrapper(env):
+    """The first wrapper with ``obs_rms`` down the chain (gymnasium ``.env``, SB3 ``.venv``)."""
     seen = 0
     e = env
     while e is not None and seen < 100:
-        if hasattr(e, "obs_rms") and hasattr(e.obs_rms, "mean") and hasattr(e.obs_rms, "var"):
-            return e
-        e = getattr(e, "env", None)
+        rms = getattr(e, "obs_rms", None)
+        if rms is not None and (hasattr(rms, "mean") and hasattr(rms, "var") or isinstance(rms, dict)):
+            if getattr(e, "norm_obs", True):  # SB3 VecNormalize(norm_obs=False) keeps unused stats
+                return e
+        inner = getattr(e, "env", None)
+        e = inner if inner is not None else getattr(e, "venv", None)
         seen += 1
     return None
 

@@ -1,0 +1,277 @@
+"""ExploRLerCallback for Stable-Baselines3 (explorler_optim.sb3) and ObsNormalizer vs VecNormalize.
+
+Tiny budgets on Pendulum-v1 (fixed 200-step episodes, so candidate step counts are exact).
+"""
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("stable_baselines3")
+sb3_contrib = pytest.importorskip("sb3_contrib")
+
+import gymnasium as gym  # noqa: E402
+from stable_baselines3 import PPO  # noqa: E402
+from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
+from stable_baselines3.common.logger import KVWriter, Logger  # noqa: E402
+from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor, VecNormalize  # noqa: E402
+
+from explorler_optim.rl import ObsNormalizer  # noqa: E402
+from explorler_optim.sb3 import ExploRLerCallback, sb3_actor, sb3_actor_params  # noqa: E402
+
+ENV = "Pendulum-v1"
+N_STEPS = 64
+
+
+def ppo(env=None, seed=0, **kwargs):
+    env = env if env is not None else make_vec_env(ENV, n_envs=1, seed=seed)
+    options = dict(n_steps=N_STEPS, batch_size=32, n_epochs=2, seed=seed, device="cpu")
+    return PPO("MlpPolicy", env, **{**options, **kwargs})
+
+
+def trpo(seed=0):
+    env = make_vec_env(ENV, n_envs=1, seed=seed)
+    return sb3_contrib.TRPO(
+        "MlpPolicy", env, n_steps=N_STEPS, batch_size=32, n_critic_updates=2, seed=seed, device="cpu"
+    )
+
+
+def params_of(model):
+    return [p.detach().clone() for p in model.policy.parameters()]
+
+
+class Recorder(KVWriter):
+    """Keeps every dumped row of SB3's logger."""
+
+    def __init__(self):
+        self.rows = []
+
+    def write(self, key_values, key_excluded, step=0):
+        self.rows.append((step, dict(key_values)))
+
+
+def recording_logger():
+    recorder = Recorder()
+    return Logger(folder=None, output_formats=[recorder]), recorder
+
+
+def pendulum_return(model, venv, seed):
+    """One deterministic episode through SB3's own predict with the frozen VecNormalize stats."""
+    env = gym.make(ENV)
+    obs, _ = env.reset(seed=seed)
+    total, done = 0.0, False
+    while not done:
+        action, _ = model.predict(venv.normalize_obs(obs[None]), deterministic=True)
+        obs, reward, terminated, truncated, _ = env.step(action[0])
+        total += float(reward)
+        done = terminated or truncated
+    return total
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algo", ["ppo", "trpo"])
+def test_without_search_training_is_bit_identical_and_anchors_are_recorded(algo):
+    build = ppo if algo == "ppo" else trpo
+    iterations = 3
+    plain = build()
+    plain.learn(iterations * N_STEPS)
+
+    model = build()
+    callback = ExploRLerCallback(ENV, explore_every=100, max_anchors=1000)
+    model.learn(iterations * N_STEPS, callback=callback)
+
+    assert all(torch.equal(a, b) for a, b in zip(params_of(plain), params_of(model), strict=True))
+    opt_a, opt_b = plain.policy.optimizer.state_dict(), model.policy.optimizer.state_dict()
+    for key, state in opt_a["state"].items():
+        assert all(torch.equal(state[k], opt_b["state"][key][k]) for k in ("exp_avg", "exp_avg_sq"))
+    assert model.num_timesteps == plain.num_timesteps == iterations * N_STEPS
+    per_iteration = model.n_epochs if algo == "ppo" else 1
+    assert callback.iterations == iterations
+    assert callback.explorer.num_anchors == iterations * per_iteration
+    assert callback.searches == 0
+    # the last anchor is the trained policy; the critic is never searched
+    searched = {id(p) for p in callback.explorer.params}
+    assert not searched & {id(p) for p in model.policy.value_net.parameters()}
+    assert not searched & {id(p) for p in model.policy.mlp_extractor.value_net.parameters()}
+    assert id(model.policy.log_std) in searched
+
+
+def test_sb3_actor_matches_deterministic_predict():
+    model = ppo()
+    with torch.no_grad():
+        model.policy.action_net.weight.mul_(200.0)  # push actions past the bounds: clipping matters
+    obs = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
+    actor = sb3_actor(model.policy)
+    assert isinstance(actor, torch.nn.Sequential)  # the evaluator's batched fast path
+    assert {id(p) for p in actor.parameters()} <= {id(p) for p in sb3_actor_params(model.policy)}
+    with torch.no_grad():
+        mean = actor(torch.as_tensor(obs)).numpy()
+    space = model.action_space
+    expected, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(np.clip(mean, space.low, space.high), expected)
+
+
+def test_search_scores_with_frozen_vecnormalize_logs_and_counts_candidate_steps():
+    venv = VecNormalize(make_vec_env(ENV, n_envs=1, seed=0), clip_obs=0.5)
+    model = ppo(venv)
+    logger, recorder = recording_logger()
+    model.set_logger(logger)
+    callback = ExploRLerCallback(ENV, explore_every=2)  # 4 anchors per cycle, count_eval_steps=True
+    model.learn(4 * N_STEPS, callback=callback)
+
+    # the search after iteration 2 scored 8 candidates (4 anchors: 4 ESA agents x 2) + the incumbent,
+    # one 200-step episode each, counted in num_timesteps; that used up the budget, so the third
+    # rollout stopped at its first step
+    assert callback.searches == 1
+    result = callback.last_result
+    assert result.num_candidates == 8 and result.num_anchors == 4
+    assert callback.eval_env_steps == callback.counted_eval_steps == 9 * 200
+    assert model.num_timesteps == 2 * N_STEPS + 1 + 9 * 200
+    assert callback.iterations == 2
+    logged = {}
+    for _, row in recorder.rows:
+        logged.update(row)
+    for key in ("best_score", "incumbent_score", "gain", "committed", "num_candidates", "distance"):
+        assert f"explorler/{key}" in logged
+    assert logged["explorler/eval_env_steps"] == 9 * 200
+    assert logged["explorler/best_score"] == result.best_score
+
+    # frozen statistics with VecNormalize's clip: the candidate evaluator's normaliser is a copy
+    norm = callback.evaluator.obs_normalizer
+    assert norm.clip == 0.5 and norm.mean is not venv.obs_rms.mean
+
+
+def test_paper_accounting_search_at_end_of_learn_uses_frozen_stats(tmp_path):
+    venv = VecNormalize(make_vec_env(ENV, n_envs=1, seed=1), clip_obs=0.5)
+    model = ppo(venv, seed=1)
+    state_file = tmp_path / "ckpt" / "explorler.pt"
+    callback = ExploRLerCallback(ENV, explore_every=2, count_eval_steps=False, save_path=str(state_file))
+    model.learn(2 * N_STEPS, callback=callback)
+    saved = torch.load(state_file, weights_only=True)  # written at the end of learn() too
+    assert saved["iterations"] == 2 and saved["searches"] == 1 and not saved["pending"]
+    assert callback.searches == 1  # due after the last iteration: run at the end of learn()
+    assert model.num_timesteps == 2 * N_STEPS  # the paper's accounting: candidates not counted
+    assert callback.counted_eval_steps == 0 and callback.eval_env_steps == 9 * 200
+    # no rollout after the search: the evaluator's statistics are the training env's now
+    norm = callback.evaluator.obs_normalizer
+    np.testing.assert_array_equal(norm.mean, venv.obs_rms.mean)
+    np.testing.assert_array_equal(norm.var, venv.obs_rms.var)
+    # the evaluator scores the policy exactly as SB3's own predict does with the frozen statistics
+    callback.evaluator.seed = 123
+    assert callback.evaluator() == pytest.approx(pendulum_return(model, venv, 123), rel=1e-6)
+
+
+def test_save_load_continue_keeps_parameters_optimizer_state_and_anchors(tmp_path):
+    model = ppo()
+    callback = ExploRLerCallback(ENV, explore_every=3, max_anchors=10)
+    model.learn(2 * N_STEPS, callback=callback)
+    assert callback.explorer.num_anchors == 4 and callback.searches == 0
+    model.save(tmp_path / "ppo")
+    callback.save(tmp_path / "ppo.explorler.pt")
+    anchors = callback.explorer.anchors().clone()
+
+    loaded = PPO.load(tmp_path / "ppo", env=make_vec_env(ENV, n_envs=1, seed=5), device="cpu")
+    resumed = ExploRLerCallback(ENV, explore_every=3, max_anchors=10)
+    resumed.load(tmp_path / "ppo.explorler.pt")  # before learn(): applied once the model is known
+    assert all(torch.equal(a, b) for a, b in zip(params_of(model), params_of(loaded), strict=True))
+    saved_opt = model.policy.optimizer.state_dict()["state"]
+    loaded_opt = loaded.policy.optimizer.state_dict()["state"]
+    assert all(torch.equal(saved_opt[k]["exp_avg"], loaded_opt[k]["exp_avg"]) for k in saved_opt)
+
+    loaded.learn(N_STEPS, callback=resumed, reset_num_timesteps=False)
+    assert resumed.iterations == 3 and resumed.searches == 1
+    assert resumed.last_result.num_anchors == 6  # the 4 saved anchors + 2 of the third iteration
+    state = torch.load(tmp_path / "ppo.explorler.pt", weights_only=True)
+    assert torch.equal(state["explorer"]["origin"] + state["explorer"]["deltas"], anchors)
+
+
+def test_bad_evaluation_env_restores_parameters_and_keeps_anchors():
+    calls = {"n": 0}
+
+    def flaky_env():
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise OSError("simulator crashed")
+        return gym.make(ENV)
+
+    plain = ppo()
+    plain.learn(2 * N_STEPS)
+    model = ppo()
+    callback = ExploRLerCallback(flaky_env, explore_every=2, count_eval_steps=False)
+    with pytest.raises(RuntimeError, match="simulator crashed"):
+        model.learn(2 * N_STEPS, callback=callback)
+    assert all(torch.equal(a, b) for a, b in zip(params_of(plain), params_of(model), strict=True))
+    assert callback.explorer.num_anchors == 4 and callback._pending and callback.searches == 0
+
+
+def test_obs_normalizer_honours_vecnormalize_clip_obs():
+    venv = VecNormalize(DummyVecEnv([lambda: gym.make(ENV)] * 2), clip_obs=0.5)
+    venv.seed(0)
+    venv.reset()
+    for _ in range(50):
+        venv.step(np.random.default_rng(0).uniform(-2, 2, size=(2, 1)).astype(np.float32))
+    obs = np.random.default_rng(1).normal(scale=3.0, size=(64, 3)).astype(np.float32)
+    for env in (venv, VecMonitor(venv)):  # found through other VecEnvWrappers too
+        norm = ObsNormalizer.from_env(env)
+        assert norm.clip == 0.5
+        np.testing.assert_array_equal(norm(obs), venv.normalize_obs(obs))
+    assert np.abs(venv.normalize_obs(obs)).max() == np.float32(0.5)
+    assert ObsNormalizer.from_env(venv, clip=None).clip is None  # an explicit clip wins
+    # gymnasium's NormalizeObservation has no clip: the default stays 10 (the scripts' wrapper)
+    wrapped = gym.wrappers.NormalizeObservation(gym.make(ENV))
+    assert ObsNormalizer.from_env(wrapped).clip == 10.0
+
+
+def test_callback_is_built_from_plain_yaml_values_and_warns_about_dropped_anchors():
+    yaml_kwargs = {"eval_env": ENV, "explore_every": 20, "eval_episodes": 1, "count_eval_steps": False}
+    callback = ExploRLerCallback(**yaml_kwargs)
+    assert "explore_every=20" in repr(callback)
+    model = ppo()
+    with pytest.warns(UserWarning, match="only the last 10 are searched"):
+        model.learn(N_STEPS, callback=callback)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.learn(N_STEPS, callback=callback, reset_num_timesteps=False)  # said once
+    assert callback.iterations == 2
+
+
+def test_docstring_examples(tmp_path, monkeypatch):
+    import doctest
+
+    import explorler_optim.sb3
+
+    monkeypatch.chdir(tmp_path)  # the example saves files
+    failures, tried = doctest.testmod(explorler_optim.sb3, extraglobs={"torch": torch}, verbose=False)
+    assert tried > 0 and failures == 0
+
+
+def test_importing_the_package_does_not_import_sb3():
+    code = "import sys, explorler_optim, explorler_optim.rl; assert 'stable_baselines3' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_benchmark_runner_with_the_callback_logs_training_and_total_steps(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    monkeypatch.chdir(tmp_path)
+    import sb3_runner
+
+    argv = ["--algo", "ppo", "--env-id", ENV, "--total-timesteps", "256", "--num-steps", "128"]
+    argv += ["--eval-every", "1", "--final-eval-episodes", "1", "--explorler", "--explore-every", "1"]
+    assert sb3_runner.main([*argv, "--no-count-eval-steps"]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    training = [e.step for e in acc.Scalars("eval/episodic_return")]
+    total = [e.step for e in acc.Scalars("eval/episodic_return_vs_total_steps")]
+    assert training[-1] == 256  # the paper's accounting: all 256 budget steps are training steps
+    assert total[-1] > training[-1]  # plus the candidates' steps
