@@ -249,7 +249,7 @@ def test_natural_gradient_optimizer_inside_explorler_optimizer():
     assert opt.num_anchors == 3
     state = opt.state_dict()
     opt.load_state_dict(state)
-    assert state["optimizer"]["param_groups"][0]["max_kl"] == 0.01
+    assert state["param_groups"][0]["max_kl"] == 0.01  # the inner's own layout, plus "explorler"
 
 
 # ------------------------------------------------------------------------------ the script itself
@@ -384,8 +384,8 @@ def test_checkpoint_save_evaluate_resume(tmp_path_factory):
     assert ckpt["format"] == "explorler-trpo-continuous/1"
     assert ckpt["global_step"] == 256 and ckpt["iteration"] == 4 and ckpt["cycle"] == 2
     assert ckpt["total_env_steps"] == ckpt["global_step"] + ckpt["eval_env_steps"]
-    assert "explorler" in ckpt["optimizer"]  # the wrapper's state, the inner's nested
-    assert ckpt["optimizer"]["optimizer"]["param_groups"][0]["max_kl"] == 0.01
+    assert "explorler" in ckpt["optimizer"]  # the wrapper's state: the inner's dict plus one key
+    assert ckpt["optimizer"]["param_groups"][0]["max_kl"] == 0.01
     assert ckpt["obs_rms"][0]["count"] > 1 and ckpt["obs_rms"][0]["mean"].shape == (11,)
     assert not list(cwd.glob("*.tmp*"))
 
