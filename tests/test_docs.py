@@ -8,6 +8,9 @@ import pytest
 
 import explorler_optim.explorer
 import explorler_optim.optimizer
+import explorler_optim.rl.batched
+import explorler_optim.rl.normalize
+import explorler_optim.rl.racing
 import explorler_optim.search
 import explorler_optim.subspace
 
@@ -16,7 +19,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.parametrize(
     "module",
-    [explorler_optim.explorer, explorler_optim.optimizer, explorler_optim.search, explorler_optim.subspace],
+    [
+        explorler_optim.explorer,
+        explorler_optim.optimizer,
+        explorler_optim.rl.batched,
+        explorler_optim.rl.normalize,
+        explorler_optim.rl.racing,
+        explorler_optim.search,
+        explorler_optim.subspace,
+    ],
 )
 def test_docstring_examples(module):
     import torch
