@@ -78,9 +78,7 @@ class SelectionAudit:
     def add_result(self, result: ExploreResult, **fields: Any) -> dict[str, Any]:
         """Attach a search's outcome (and any ``fields``, e.g. the training step) to its record."""
         if not self.records:
-            raise RuntimeError(
-                "no search was scored yet; pass this audit to explore() first"
-            )
+            raise RuntimeError("no search was scored yet; pass this audit to explore() first")
         record = self.records[-1]
         incumbent_row = result.incumbent_score is not None
         record.update(

@@ -129,6 +129,7 @@ def test_plan_resumes_a_stopped_run_and_waits_for_its_pretraining(tmp_path):
         assert set(proto.variants) <= set(protocols.VARIANTS)
 
 
+@pytest.mark.slow
 def test_smoke_sweep_local_resumable_and_report(tmp_path):
     out = tmp_path / "smoke"
     args = ["--protocol", "smoke", "--out", out, "--jobs", 2, "--seeds", 1, "--algos"]
@@ -205,6 +206,7 @@ def test_smoke_sweep_local_resumable_and_report(tmp_path):
             assert (out / f"{name}.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_smoke_run_through_local_ray(tmp_path):
     pytest.importorskip("ray", reason="Ray is optional (pip install 'explorler-optim[ray]')")
     out = tmp_path / "ray"

@@ -10,6 +10,9 @@ import explorler_optim.audit
 import explorler_optim.checkpoint
 import explorler_optim.explorer
 import explorler_optim.optimizer
+import explorler_optim.rl.batched
+import explorler_optim.rl.normalize
+import explorler_optim.rl.racing
 import explorler_optim.search
 import explorler_optim.subspace
 
@@ -23,6 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
         explorler_optim.checkpoint,
         explorler_optim.explorer,
         explorler_optim.optimizer,
+        explorler_optim.rl.batched,
+        explorler_optim.rl.normalize,
+        explorler_optim.rl.racing,
         explorler_optim.search,
         explorler_optim.subspace,
     ],

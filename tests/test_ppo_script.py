@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests import script_runs
-
 pytest.importorskip("gymnasium")
 pytest.importorskip("mujoco")
 pytest.importorskip("tqdm")
@@ -47,16 +45,6 @@ CLEANRL_TAGS = [
     "losses/clipfrac",
     "losses/explained_variance",
 ]
-EXPLORLER_TAGS = [
-    "explorler/best_score",
-    "explorler/incumbent_score",
-    "explorler/gain",
-    "explorler/committed",
-    "explorler/num_candidates",
-    "explorler/distance",
-    "explorler/eval_env_steps",
-    "explorler/seconds",
-]
 # values that must not depend on wall-clock time
 DETERMINISTIC_TAGS = [
     "charts/episodic_return",
@@ -68,31 +56,20 @@ DETERMINISTIC_TAGS = [
 ]
 
 
-def run_script(cwd, *args, timeout=180):
-    return script_runs.run_script(SCRIPT, cwd, *args, timeout=timeout)
-
-
-Run = script_runs.Run
-
-
-def train(tmp_path_factory, name, *args):
-    cwd = tmp_path_factory.mktemp(name)
-    return Run(cwd, run_script(cwd, *TINY, *args))
+@pytest.fixture(scope="module")
+def explorler_run(script):
+    return script.train("explorler", "--total-timesteps", 512)
 
 
 @pytest.fixture(scope="module")
-def explorler_run(tmp_path_factory):
-    return train(tmp_path_factory, "explorler", "--total-timesteps", 512)
+def baseline_run(script):
+    return script.train("baseline", "--no-explorler", "--total-timesteps", 256)
 
 
-@pytest.fixture(scope="module")
-def baseline_run(tmp_path_factory):
-    return train(tmp_path_factory, "baseline", "--no-explorler", "--total-timesteps", 256)
-
-
-def test_explorler_run_logs_all_tags(explorler_run):
+@pytest.mark.slow
+def test_explorler_run_logs_all_tags(explorler_run, explorler_tags):
     run = explorler_run
-    for tag in CLEANRL_TAGS + EXPLORLER_TAGS + ["charts/total_env_steps", "eval/episodic_return"]:
+    for tag in CLEANRL_TAGS + explorler_tags + ["charts/total_env_steps", "eval/episodic_return"]:
         assert tag in run.scalars, f"missing {tag}; have {sorted(run.scalars)}"
     assert "eval/episodic_return_vs_total_steps" in run.scalars
     assert "explorler/candidate_scores" in run.tags["histograms"]
@@ -101,6 +78,7 @@ def test_explorler_run_logs_all_tags(explorler_run):
     assert set(run.values("explorler/committed")) <= {0.0, 1.0}
 
 
+@pytest.mark.slow
 def test_episode_returns_logged_under_gymnasium_1x(baseline_run):
     lengths = baseline_run.values("charts/episodic_length")
     returns = baseline_run.values("charts/episodic_return")
@@ -111,6 +89,7 @@ def test_episode_returns_logged_under_gymnasium_1x(baseline_run):
     assert all(math.isfinite(r) for r in returns)
 
 
+@pytest.mark.slow
 def test_baseline_mode_has_no_explorler_tags(baseline_run):
     run = baseline_run
     for tag in CLEANRL_TAGS + ["charts/total_env_steps", "eval/episodic_return"]:
@@ -126,6 +105,7 @@ def test_baseline_mode_has_no_explorler_tags(baseline_run):
     assert run.steps("eval/episodic_return") == [128, 256]
 
 
+@pytest.mark.slow
 def test_count_eval_steps_stops_at_budget(explorler_run):
     run = explorler_run
     budget = 512
@@ -142,8 +122,9 @@ def test_count_eval_steps_stops_at_budget(explorler_run):
     assert run.values("charts/learning_rate")[-1] < 3e-4
 
 
-def test_no_count_eval_steps_counts_training_steps_only(tmp_path_factory):
-    run = train(tmp_path_factory, "nocount", "--no-count-eval-steps", "--total-timesteps", 256)
+@pytest.mark.slow
+def test_no_count_eval_steps_counts_training_steps_only(script):
+    run = script.train("nocount", "--no-count-eval-steps", "--total-timesteps", 256)
     totals = run.scalars["charts/total_env_steps"]
     assert [s for s, _ in totals] == [64, 128, 192, 256]  # all training iterations ran
     eval_steps = dict(run.scalars["explorler/eval_env_steps"])
@@ -151,11 +132,12 @@ def test_no_count_eval_steps_counts_training_steps_only(tmp_path_factory):
     assert totals[-1][1] > 256  # candidate steps logged, not counted
 
 
-def test_checkpoint_save_evaluate_resume(tmp_path_factory):
+@pytest.mark.slow
+def test_checkpoint_save_evaluate_resume(script, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("ckpt")
     ckpt_path = cwd / "model.pt"
     save_args = ["--total-timesteps", 128, "--no-count-eval-steps", "--save-model"]
-    first = Run(cwd, run_script(cwd, *TINY, *save_args, "--checkpoint-path", ckpt_path))
+    first = script.train_in(cwd, *save_args, "--checkpoint-path", ckpt_path)
     ckpt = torch.load(ckpt_path, weights_only=True)
     for key in ["agent", "optimizer", "obs_rms", "return_rms", "args", "global_step"]:
         assert key in ckpt
@@ -167,7 +149,7 @@ def test_checkpoint_save_evaluate_resume(tmp_path_factory):
 
     # the saved model, evaluated later with its saved statistics, scores what it scored at save
     logged = first.values("eval/episodic_return")[-1]
-    proc = run_script(cwd, "--eval-checkpoint", ckpt_path, "--final-eval-episodes", 1)
+    proc = script.run(cwd, "--eval-checkpoint", ckpt_path, "--final-eval-episodes", 1)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["eval_episodic_return"] == pytest.approx(ckpt["eval_return"], abs=1e-9)
     assert result["eval_episodic_return"] == pytest.approx(logged, rel=1e-5)
@@ -175,10 +157,7 @@ def test_checkpoint_save_evaluate_resume(tmp_path_factory):
     # resume continues from the saved counters
     resume_dir = tmp_path_factory.mktemp("resume")
     budget = ckpt["total_env_steps"] + 200
-    resumed = Run(
-        resume_dir,
-        run_script(resume_dir, *TINY, "--total-timesteps", budget, "--resume", ckpt_path),
-    )
+    resumed = script.train_in(resume_dir, "--total-timesteps", budget, "--resume", ckpt_path)
     steps = resumed.steps("losses/value_loss")
     assert steps[0] == ckpt["global_step"] + 64
     totals = resumed.values("charts/total_env_steps")
@@ -186,13 +165,14 @@ def test_checkpoint_save_evaluate_resume(tmp_path_factory):
     assert totals[-1] >= ckpt["total_env_steps"] + 200
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["baseline", "explorler"])
-def test_same_seed_same_returns(mode, tmp_path_factory, baseline_run, explorler_run):
+def test_same_seed_same_returns(mode, script, baseline_run, explorler_run):
     first = baseline_run if mode == "baseline" else explorler_run
     extra = ["--no-explorler", "--total-timesteps", 256] if mode == "baseline" else []
     if mode == "explorler":
         extra = ["--total-timesteps", 512]
-    second = train(tmp_path_factory, f"again-{mode}", *extra)
+    second = script.train(f"again-{mode}", *extra)
     tags = DETERMINISTIC_TAGS + (["explorler/best_score"] if mode == "explorler" else [])
     for tag in tags:
         assert first.scalars[tag] == second.scalars[tag], tag

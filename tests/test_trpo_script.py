@@ -10,8 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-from tests import script_runs
-
 pytest.importorskip("mujoco")
 pytest.importorskip("tyro")
 pytest.importorskip("tensorboard")
@@ -281,16 +279,6 @@ TRPO_TAGS = [
     "losses/entropy",
     "losses/explained_variance",
 ]
-EXPLORLER_TAGS = [
-    "explorler/best_score",
-    "explorler/incumbent_score",
-    "explorler/gain",
-    "explorler/committed",
-    "explorler/num_candidates",
-    "explorler/distance",
-    "explorler/eval_env_steps",
-    "explorler/seconds",
-]
 # values that must not depend on wall-clock time
 DETERMINISTIC_TAGS = [
     "charts/episodic_return",
@@ -302,33 +290,22 @@ DETERMINISTIC_TAGS = [
 ]
 
 
-def run_script(cwd, *args, timeout=180):
-    return script_runs.run_script(SCRIPT, cwd, *args, timeout=timeout)
-
-
-Run = script_runs.Run
-
-
-def train(tmp_path_factory, name, *args):
-    cwd = tmp_path_factory.mktemp(name)
-    return Run(cwd, run_script(cwd, *TINY, *args))
-
-
 @pytest.fixture(scope="module")
-def explorler_run(tmp_path_factory):
+def explorler_run(script):
     # bootstrapping at the 50-step time limit exercised here too (the untrained hopper sometimes
     # survives 50 steps)
-    return train(tmp_path_factory, "explorler", "--total-timesteps", 1024, "--bootstrap-truncation")
+    return script.train("explorler", "--total-timesteps", 1024, "--bootstrap-truncation")
 
 
 @pytest.fixture(scope="module")
-def baseline_run(tmp_path_factory):
-    return train(tmp_path_factory, "baseline", "--no-explorler", "--total-timesteps", 256)
+def baseline_run(script):
+    return script.train("baseline", "--no-explorler", "--total-timesteps", 256)
 
 
-def test_explorler_run_logs_all_tags(explorler_run):
+@pytest.mark.slow
+def test_explorler_run_logs_all_tags(explorler_run, explorler_tags):
     run = explorler_run
-    for tag in TRPO_TAGS + EXPLORLER_TAGS + ["charts/total_env_steps", "eval/episodic_return"]:
+    for tag in TRPO_TAGS + explorler_tags + ["charts/total_env_steps", "eval/episodic_return"]:
         assert tag in run.scalars, f"missing {tag}; have {sorted(run.scalars)}"
     assert "explorler/candidate_scores" in run.tags["histograms"]
     assert any(t.startswith("hyperparameters") for t in run.tags["tensors"]), run.tags
@@ -339,6 +316,7 @@ def test_explorler_run_logs_all_tags(explorler_run):
     assert set(run.values("explorler/committed")) <= {0.0, 1.0}
 
 
+@pytest.mark.slow
 def test_baseline_run_trpo_scalars(baseline_run):
     run = baseline_run
     for tag in TRPO_TAGS + ["charts/total_env_steps", "eval/episodic_return"]:
@@ -360,6 +338,7 @@ def test_baseline_run_trpo_scalars(baseline_run):
     assert all(1 <= n <= 50 for n in lengths) and sum(lengths) <= 256
 
 
+@pytest.mark.slow
 def test_count_eval_steps_stops_at_budget(explorler_run):
     run = explorler_run
     budget = 1024
@@ -373,11 +352,12 @@ def test_count_eval_steps_stops_at_budget(explorler_run):
     assert totals[-1][0] < budget  # candidate evaluation ate into the budget
 
 
-def test_checkpoint_save_evaluate_resume(tmp_path_factory):
+@pytest.mark.slow
+def test_checkpoint_save_evaluate_resume(script, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("ckpt")
     ckpt_path = cwd / "model.pt"
     save_args = ["--total-timesteps", 256, "--no-count-eval-steps", "--save-model", "--kl-reduction", "mean"]
-    first = Run(cwd, run_script(cwd, *TINY, *save_args, "--checkpoint-path", ckpt_path))
+    first = script.train_in(cwd, *save_args, "--checkpoint-path", ckpt_path)
     ckpt = torch.load(ckpt_path, weights_only=True)
     for key in ["agent", "optimizer", "critic_optimizer", "obs_rms", "return_rms", "args"]:
         assert key in ckpt
@@ -391,7 +371,7 @@ def test_checkpoint_save_evaluate_resume(tmp_path_factory):
 
     # the saved model, evaluated later with its saved statistics, scores what it scored at save
     logged_return = first.values("eval/episodic_return")[-1]
-    proc = run_script(cwd, "--eval-checkpoint", ckpt_path, "--final-eval-episodes", 1)
+    proc = script.run(cwd, "--eval-checkpoint", ckpt_path, "--final-eval-episodes", 1)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["eval_episodic_return"] == pytest.approx(ckpt["eval_return"], abs=1e-9)
     assert result["eval_episodic_return"] == pytest.approx(logged_return, rel=1e-5)
@@ -399,18 +379,15 @@ def test_checkpoint_save_evaluate_resume(tmp_path_factory):
     # resume continues from the saved counters (and the critic's Adam state)
     resume_dir = tmp_path_factory.mktemp("resume")
     budget = ckpt["global_step"] + 128
-    resumed = Run(
-        resume_dir,
-        run_script(
-            resume_dir, *TINY, "--total-timesteps", budget, "--no-count-eval-steps",
-            "--resume", ckpt_path,
-        ),
-    )  # fmt: skip
+    resumed = script.train_in(
+        resume_dir, "--total-timesteps", budget, "--no-count-eval-steps", "--resume", ckpt_path
+    )
     assert resumed.steps("losses/value_loss") == [320, 384]
     assert resumed.steps("explorler/num_candidates") == [384]  # iterations 5, 6: a search at 6
 
 
-def test_same_seed_same_returns(tmp_path_factory, baseline_run):
-    second = train(tmp_path_factory, "again", "--no-explorler", "--total-timesteps", 256)
+@pytest.mark.slow
+def test_same_seed_same_returns(script, baseline_run):
+    second = script.train("again", "--no-explorler", "--total-timesteps", 256)
     for tag in DETERMINISTIC_TAGS:
         assert baseline_run.scalars[tag] == second.scalars[tag], tag

@@ -81,6 +81,7 @@ def test_figure_tolerates_invalid_scores_and_collinear_points():
         landscape_figure(anchors, candidates, np.array([1.0]))
 
 
+@pytest.mark.slow
 def test_landscape_command_on_a_tiny_checkpoint(tmp_path):
     import subprocess
     import sys

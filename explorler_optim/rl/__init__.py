@@ -1,0 +1,45 @@
+"""Fast, fair scoring of candidate policies for ExploRLer.
+
+``PolicyEvaluator`` implements both evaluation protocols of ``ExploRLerOptimizer.explore()``:
+
+* ``ev()`` scores the policy's parameters as they are loaded now;
+* ``ev.evaluate_many(params, candidates)`` scores N candidate parameter sets at once.
+
+Every call runs all (candidate, episode) pairs together: one gymnasium env per pair (envs are
+built once and kept in a pool), one batched forward pass per step for every live candidate
+(stacked weights, no copying into the module), and only live envs are stepped. With
+``workers > 1`` the pairs are spread over persistent worker processes; with ``backend="ray"``
+over Ray actors. Episode ``k`` of every candidate resets with seed ``seed + k`` (common random
+numbers), so candidates are compared on the same starts.
+
+With ``racing=True`` candidates are raced (successive halving): every candidate plays one
+episode, the best ``1/racing_eta`` play another, and so on, until the survivors have played
+``episodes`` episodes (or one survivor is left), within ``racing_budget`` (default half) of the
+exhaustive cost. The score of a candidate eliminated early is its mean return over the episodes
+it played, capped just below the best finalist's score, so the winner (the argmax) is always a
+candidate that played the most episodes. See ``racing_schedule`` and ``last_episode_counts``.
+
+One idea per module:
+
+=================  ==========================================================================
+``normalize``      ``ObsNormalizer``: frozen observation statistics copied from the training env
+``batched``        ``BatchedPolicy``: one forward pass for N stacked candidate weight sets
+``rollout``        ``RolloutEngine``: plays a ``RolloutJob``'s (candidate, episode) pairs
+``pools``          ``ProcessPool`` / ``RayPool``: persistent engines in workers or Ray actors
+``racing``         ``racing_schedule`` and ``race``: successive halving under a budget
+``evaluator``      ``PolicyEvaluator``: the public entry point tying the above together
+=================  ==========================================================================
+
+Importing this package imports torch and numpy only; gymnasium is imported when envs are
+stepped, Ray only when ``backend="ray"`` is used.
+"""
+
+from explorler_optim.rl.batched import BatchedPolicy
+from explorler_optim.rl.evaluator import PolicyEvaluator
+from explorler_optim.rl.normalize import ObsNormalizer
+from explorler_optim.rl.racing import racing_schedule
+
+# the name this class had when rl was one module (benchmarks/bench_evaluation.py imports it)
+_BatchedPolicy = BatchedPolicy
+
+__all__ = ["ObsNormalizer", "PolicyEvaluator", "racing_schedule"]

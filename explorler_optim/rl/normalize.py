@@ -1,0 +1,125 @@
+"""Frozen observation normalisation, copied from a training env's running statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["ObsNormalizer"]
+
+
+class _FromWrapper:
+    """Default of ``ObsNormalizer.from_env(clip=...)``: take the wrapper's clip, else 10.0."""
+
+    def __repr__(self) -> str:
+        return "<the wrapper's clip_obs, else 10.0>"
+
+
+_FROM_WRAPPER = _FromWrapper()
+
+
+class ObsNormalizer:
+    """Frozen observation normalisation: ``clip((obs - mean) / sqrt(var + epsilon), -clip, clip)``.
+
+    The statistics are copied at construction and never updated by evaluation; refresh them by
+    building a new normaliser (``ObsNormalizer.from_env(env)``) and assigning it to
+    ``PolicyEvaluator.obs_normalizer``. ``clip=None`` disables clipping.
+
+    >>> norm = ObsNormalizer(mean=[1.0, 0.0], var=[4.0, 1.0], clip=5.0, epsilon=0.0)
+    >>> norm([[3.0, 10.0]]).tolist()
+    [[1.0, 5.0]]
+    """
+
+    def __init__(self, mean: Any, var: Any, clip: float | None = 10.0, epsilon: float = 1e-8):
+        # keep the statistics' dtype (float32 for float32 observation spaces): the arithmetic
+        # then matches gymnasium's NormalizeObservation bit for bit
+        self.mean = _float_array(mean)
+        self.var = _float_array(var)
+        if self.mean.shape != self.var.shape:
+            raise ValueError(f"ObsNormalizer: mean shape {self.mean.shape} != var shape {self.var.shape}")
+        self.clip = None if clip is None else float(clip)
+        self.epsilon = float(epsilon)
+        self._std = np.sqrt(self.var + self.epsilon)
+
+    @classmethod
+    def from_env(
+        cls, env: Any, clip: float | None | _FromWrapper = _FROM_WRAPPER, epsilon: float | None = None
+    ) -> ObsNormalizer:
+        """Copy the statistics of the first observation-normalising wrapper found in ``env``.
+
+        ``env`` may be a wrapped gymnasium env (e.g. ``envs.envs[0]`` of a SyncVectorEnv), a vector
+        env wrapped by ``gymnasium.wrappers.vector.NormalizeObservation``, or a Stable-Baselines3
+        ``VecNormalize`` (also when other ``VecEnvWrapper`` s wrap it).
+
+        Args:
+            env: the training env whose statistics are copied (frozen).
+            clip: the clip bound. Not given: the wrapper's own (``VecNormalize.clip_obs``), or
+                10.0 for a wrapper without one (gymnasium's ``NormalizeObservation`` does not clip;
+                the single-file scripts clip at 10 with a separate wrapper). ``None``: no clipping.
+            epsilon: the wrapper's own epsilon unless given.
+        """
+        wrapper = _find_normalize_wrapper(env)
+        if wrapper is None:
+            raise ValueError(
+                "ObsNormalizer.from_env: no NormalizeObservation / VecNormalize wrapper (an object "
+                "with `obs_rms`) found in the wrapper chain of the env; pass the training env "
+                "(e.g. envs.envs[0]) or build ObsNormalizer(mean, var) directly"
+            )
+        if not hasattr(wrapper.obs_rms, "mean"):
+            raise ValueError(
+                "ObsNormalizer.from_env: the wrapper normalises a Dict observation space "
+                "(one statistic per key); only Box observations are supported"
+            )
+        if isinstance(clip, _FromWrapper):
+            wrapper_clip = getattr(wrapper, "clip_obs", None)
+            clip = 10.0 if wrapper_clip is None else float(wrapper_clip)
+        eps = float(getattr(wrapper, "epsilon", 1e-8)) if epsilon is None else float(epsilon)
+        return cls(wrapper.obs_rms.mean, wrapper.obs_rms.var, clip=clip, epsilon=eps)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """Normalise a (batch of) raw observation(s); returns float32."""
+        x = np.float32((np.asarray(obs) - self.mean) / self._std)
+        if self.clip is not None:
+            x = np.clip(x, -self.clip, self.clip)
+        return np.asarray(x, dtype=np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "mean": self.mean.copy(),
+            "var": self.var.copy(),
+            "clip": self.clip,
+            "epsilon": self.epsilon,
+        }
+
+    @classmethod
+    def from_state_dict(cls, sd: dict[str, Any]) -> ObsNormalizer:
+        return cls(sd["mean"], sd["var"], clip=sd["clip"], epsilon=sd["epsilon"])
+
+    def __repr__(self) -> str:
+        return f"ObsNormalizer(shape={self.mean.shape}, clip={self.clip}, epsilon={self.epsilon})"
+
+
+def _float_array(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.array(x, copy=True)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    return x
+
+
+def _find_normalize_wrapper(env: Any) -> Any:
+    """The first wrapper with ``obs_rms`` down the chain (gymnasium ``.env``, SB3 ``.venv``)."""
+    seen = 0
+    e = env
+    while e is not None and seen < 100:
+        rms = getattr(e, "obs_rms", None)
+        if rms is not None and (hasattr(rms, "mean") and hasattr(rms, "var") or isinstance(rms, dict)):
+            if getattr(e, "norm_obs", True):  # SB3 VecNormalize(norm_obs=False) keeps unused stats
+                return e
+        inner = getattr(e, "env", None)
+        e = inner if inner is not None else getattr(e, "venv", None)
+        seen += 1
+    return None
