@@ -60,6 +60,57 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def honest_return(model, venv, eval_env, seed: int, episodes: int) -> float:
+    """Mean return of ``episodes`` deterministic episodes (reset seeds ``seed + k``), statistics frozen."""
+    import numpy as np
+
+    low, high = eval_env.action_space.low, eval_env.action_space.high
+    returns = []
+    for k in range(episodes):
+        obs, _ = eval_env.reset(seed=seed + k)
+        total, finished = 0.0, False
+        while not finished:
+            norm = venv.normalize_obs(np.asarray(obs, dtype=np.float32)[None])  # frozen
+            action, _ = model.predict(norm, deterministic=True)
+            obs, reward, terminated, truncated, _ = eval_env.step(np.clip(action[0], low, high))
+            total += float(reward)
+            finished = terminated or truncated
+        returns.append(total)
+    return float(np.mean(returns))
+
+
+def make_model(args, venv):
+    """SB3 PPO or sb3-contrib TRPO with the libraries' defaults and the scripts' rollout length."""
+    import sb3_contrib
+    import stable_baselines3
+
+    algorithm = stable_baselines3.PPO if args.algo == "ppo" else sb3_contrib.TRPO
+    return algorithm(
+        "MlpPolicy",
+        venv,
+        n_steps=args.num_steps,
+        gamma=args.gamma,
+        seed=args.seed,
+        device="cpu",
+        verbose=0,
+    )
+
+
+def make_callback(args):
+    """ExploRLerCallback with the scripts' defaults, scoring on fresh envs of the same task."""
+    from explorler_optim.sb3 import ExploRLerCallback
+
+    make_kwargs = {} if args.max_episode_steps is None else {"max_episode_steps": args.max_episode_steps}
+    return ExploRLerCallback(
+        args.env_id,
+        eval_env_kwargs=make_kwargs,
+        explore_every=args.explore_every,
+        eval_episodes=args.eval_episodes,
+        count_eval_steps=args.count_eval_steps,
+        seed=args.seed,
+    )
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
@@ -73,7 +124,6 @@ def main(argv=None) -> int:
         )
         return 3
     import gymnasium as gym
-    import numpy as np
     import torch
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.monitor import Monitor
@@ -104,43 +154,10 @@ def main(argv=None) -> int:
         gamma=args.gamma,
     )
     venv.seed(args.seed)
-    if args.algo == "ppo":
-        model = stable_baselines3.PPO(
-            "MlpPolicy",
-            venv,
-            n_steps=args.num_steps,
-            gamma=args.gamma,
-            seed=args.seed,
-            device="cpu",
-            verbose=0,
-        )
-    else:
-        model = sb3_contrib.TRPO(
-            "MlpPolicy",
-            venv,
-            n_steps=args.num_steps,
-            gamma=args.gamma,
-            seed=args.seed,
-            device="cpu",
-            verbose=0,
-        )
-
-    explorler = None
-    if args.explorler:
-        from explorler_optim.sb3 import ExploRLerCallback
-
-        make_kwargs = {} if args.max_episode_steps is None else {"max_episode_steps": args.max_episode_steps}
-        explorler = ExploRLerCallback(
-            args.env_id,
-            eval_env_kwargs=make_kwargs,
-            explore_every=args.explore_every,
-            eval_episodes=args.eval_episodes,
-            count_eval_steps=args.count_eval_steps,
-            seed=args.seed,
-        )
+    model = make_model(args, venv)
+    explorler = make_callback(args) if args.explorler else None
 
     eval_env = gym.make(args.env_id, max_episode_steps=args.max_episode_steps)
-    low, high = eval_env.action_space.low, eval_env.action_space.high
     clock = {"start": time.time(), "excluded": 0.0, "last": None}
 
     def steps() -> tuple[int, int]:
@@ -156,18 +173,7 @@ def main(argv=None) -> int:
     def honest_eval() -> None:
         step, total_steps = steps()
         t0 = time.time()
-        returns = []
-        for k in range(args.final_eval_episodes):
-            obs, _ = eval_env.reset(seed=honest_seed(args.seed) + k)
-            total, finished = 0.0, False
-            while not finished:
-                norm = venv.normalize_obs(np.asarray(obs, dtype=np.float32)[None])  # frozen
-                action, _ = model.predict(norm, deterministic=True)
-                obs, reward, terminated, truncated, _ = eval_env.step(np.clip(action[0], low, high))
-                total += float(reward)
-                finished = terminated or truncated
-            returns.append(total)
-        score = float(np.mean(returns))
+        score = honest_return(model, venv, eval_env, honest_seed(args.seed), args.final_eval_episodes)
         writer.add_scalar("eval/episodic_return", score, step)
         writer.add_scalar("eval/episodic_return_vs_total_steps", score, total_steps)
         writer.add_scalar("charts/total_env_steps", total_steps, step)

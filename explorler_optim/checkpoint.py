@@ -25,7 +25,7 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -73,7 +73,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
 
 def rng_state() -> dict[str, Any]:
     """The state of Python's, NumPy's and torch's global (CPU and CUDA) random generators."""
-    name, keys, position, has_gauss, cached = np.random.get_state()
+    name, keys, position, has_gauss, cached = cast(tuple, np.random.get_state())
     version, internal, gauss_next = random.getstate()
     return {
         "python": [version, list(internal), gauss_next],

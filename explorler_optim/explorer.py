@@ -15,7 +15,7 @@ import numbers
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -40,7 +40,7 @@ _STATE_KEYS = ("version", "num_params", "shapes", "anchor_dtype", "origin", "del
 class BatchEvaluator(Protocol):
     """An evaluator that scores many candidates in one call (e.g. batched or parallel rollouts)."""
 
-    def evaluate_many(self, params: list[torch.nn.Parameter], candidates: list[Tensor]) -> Any:
+    def evaluate_many(self, params: Sequence[Tensor], candidates: Sequence[Tensor]) -> Any:
         """Score candidates: ``candidates[i]`` has shape ``(N, *params[i].shape)``; return N scores."""
 
 
@@ -318,9 +318,11 @@ class Explorer:
         candidates = self._build_candidates()
         num_anchors = self.num_anchors
         if batch:
-            all_scores, evaluate_seconds = self._score_batch(evaluate, candidates)
+            all_scores, evaluate_seconds = self._score_batch(cast(BatchEvaluator, evaluate), candidates)
         else:
-            all_scores, evaluate_seconds = self._score_one_by_one(evaluate, candidates)
+            all_scores, evaluate_seconds = self._score_one_by_one(
+                cast(Callable[[], Any], evaluate), candidates
+            )
         incumbent_score = all_scores[0] if self.include_incumbent else None
         scores = torch.tensor(all_scores[1:] if self.include_incumbent else all_scores, dtype=torch.float64)
         best_index = int(torch.argmax(scores))

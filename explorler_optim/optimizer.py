@@ -135,7 +135,7 @@ class ExploRLerOptimizer(Optimizer):
 
     # ----------------------------------------------------------------- forwarded optimizer API
     @property
-    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+    def param_groups(self) -> list[dict[str, Any]]:
         return self.optimizer.param_groups
 
     @param_groups.setter
@@ -143,7 +143,7 @@ class ExploRLerOptimizer(Optimizer):
         self.optimizer.param_groups = value
 
     @property
-    def state(self):  # type: ignore[override]
+    def state(self):
         return self.optimizer.state
 
     @state.setter
@@ -151,7 +151,7 @@ class ExploRLerOptimizer(Optimizer):
         self.optimizer.state = value
 
     @property
-    def defaults(self) -> dict[str, Any]:  # type: ignore[override]
+    def defaults(self) -> dict[str, Any]:
         return self.optimizer.defaults
 
     @defaults.setter
@@ -166,7 +166,7 @@ class ExploRLerOptimizer(Optimizer):
         """The inner optimizer's ``zero_grad``."""
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
-    def step(self, closure: Callable[[], float] | None = None):  # type: ignore[override]
+    def step(self, closure: Callable[[], float] | None = None):
         """The inner optimizer's ``step``; records an anchor after every ``record_every``-th call."""
         loss = self.optimizer.step() if closure is None else self.optimizer.step(closure)
         self._steps += 1
@@ -242,7 +242,7 @@ class ExploRLerOptimizer(Optimizer):
         return self.explorer.explore(evaluate)
 
     # ----------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+    def state_dict(self) -> dict[str, Any]:
         """The inner optimizer's state dict plus the key ``"explorler"``: anchors, counters, RNG state.
 
         A plain optimizer of the inner kind loads it (the extra key is ignored), and
@@ -251,7 +251,7 @@ class ExploRLerOptimizer(Optimizer):
         state_dict = self.optimizer.state_dict()
         return {**state_dict, "explorler": {**self.explorer.state_dict(), "steps": self._steps}}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict`, or from a plain optimizer's (the anchors are then kept).
 
         The dict of earlier releases, ``{"optimizer": ..., "explorler": ...}``, loads too.

@@ -18,10 +18,11 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 try:
     from stable_baselines3.common.callbacks import BaseCallback
@@ -103,8 +104,9 @@ class SB3Actor(nn.Module):
         self._normalize_images = policy.normalize_images
         self.squash = bool(policy.squash_output)
         if self.squash:
-            self._low = torch.as_tensor(policy.action_space.low, dtype=torch.float32)
-            self._high = torch.as_tensor(policy.action_space.high, dtype=torch.float32)
+            box = cast(Any, policy.action_space)  # squash_output implies a Box action space
+            self._low = torch.as_tensor(box.low, dtype=torch.float32)
+            self._high = torch.as_tensor(box.high, dtype=torch.float32)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = preprocess_obs(obs, self._observation_space, normalize_images=self._normalize_images)
@@ -327,7 +329,7 @@ class ExploRLerCallback(BaseCallback):
         self._optimizer_steps = 0
         self._steps_per_epoch: int | None = None
         self._last_anchor: torch.Tensor | None = None
-        self._hook = None
+        self._hook: RemovableHandle | None = None
         self._stop = False
         self._total_timesteps = 0
         self._warned = False
@@ -339,7 +341,8 @@ class ExploRLerCallback(BaseCallback):
         params = sb3_actor_params(policy)
         old = self.explorer
         same = old is not None and len(params) == len(old.params)
-        if not same or any(p is not q for p, q in zip(params, old.params)):
+        same = same and old is not None and all(p is q for p, q in zip(params, old.params))
+        if not same:
             # a new model (or a reloaded one): searched parameters are this policy's
             seed = self.seed if self.seed is not None else self.model.seed
             self.explorer = Explorer(
@@ -359,6 +362,7 @@ class ExploRLerCallback(BaseCallback):
             if self.evaluator is not None:
                 self.evaluator.close()
                 self.evaluator = None
+        assert self.explorer is not None
         self.explorer.optimizer = policy.optimizer
         if self._loaded_state is not None:
             state, self._loaded_state = self._loaded_state, None
@@ -382,14 +386,14 @@ class ExploRLerCallback(BaseCallback):
                     f"anchor_every='epoch' needs an algorithm with epochs (n_epochs, batch_size); "
                     f"{type(self.model).__name__} has none: use anchor_every='iteration'"
                 )
-            batch = self.model.n_steps * self.model.n_envs
-            self._steps_per_epoch = math.ceil(batch / self.model.batch_size)
+            model = cast(Any, self.model)  # PPO-like: checked above
+            self._steps_per_epoch = math.ceil(model.n_steps * model.n_envs / model.batch_size)
         if self._hook is not None:  # left by a learn() that raised; the optimizer may be a new one
             self._hook.remove()
             self._hook = None
         if self._steps_per_epoch is not None:
             self._hook = self.model.policy.optimizer.register_step_post_hook(self._after_optimizer_step)
-        per_cycle = self.explore_every * (self.model.n_epochs if mode == "epoch" else 1)
+        per_cycle = self.explore_every * (cast(Any, self.model).n_epochs if mode == "epoch" else 1)
         if not self._warned:
             self._warned = True
             if per_cycle > self.max_anchors:
@@ -413,9 +417,11 @@ class ExploRLerCallback(BaseCallback):
 
     # ---------------------------------------------------------------- anchors
     def _actor_flat(self) -> torch.Tensor:
+        assert self.explorer is not None, "the callback is not attached to a model yet"
         return torch.cat([p.detach().reshape(-1) for p in self.explorer.params]).clone()
 
     def _record(self) -> None:
+        assert self.explorer is not None, "the callback is not attached to a model yet"
         self.explorer.record()
         self._last_anchor = self._actor_flat()
 
@@ -476,7 +482,8 @@ class ExploRLerCallback(BaseCallback):
             return self.eval_env
         if isinstance(self.eval_env, str):
             return functools.partial(gym.make, self.eval_env, **self.eval_env_kwargs)
-        spec = self.model.get_env().get_attr("spec", [0])[0]
+        env = self.model.get_env()
+        spec = None if env is None else env.get_attr("spec", [0])[0]
         if spec is None:
             raise ValueError(
                 "ExploRLerCallback: the training env has no gymnasium spec to rebuild an evaluation "
@@ -496,12 +503,13 @@ class ExploRLerCallback(BaseCallback):
         return ((seed or 0) * 1_000_003 + self.searches * self.eval_episodes) % 999_000_000
 
     def _explore(self) -> None:
+        assert self.explorer is not None, "the callback is not attached to a model yet"
         if not self.explorer.can_explore:
             self._pending = False  # the cycle goes on until it has 2 anchors
             return
         if self.evaluator is None:
             self.evaluator = PolicyEvaluator(
-                sb3_actor(self.model.policy),
+                sb3_actor(_check_policy(self.model.policy)),
                 self._make_env_factory(),
                 episodes=self.eval_episodes,
                 workers=self.eval_workers,
