@@ -18,10 +18,21 @@ if TYPE_CHECKING:
 
     from .optimizer import ExploreResult
 
-__all__ = ["principal_plane", "landscape_figure", "figure_from_result", "log_landscape", "save_figure"]
+__all__ = [
+    "principal_plane",
+    "landscape_figure",
+    "figure_from_result",
+    "log_landscape",
+    "save_figure",
+    "require_matplotlib",
+]
 
 
-def _require_matplotlib():
+def require_matplotlib():
+    """Return ``matplotlib.pyplot`` (Agg backend), or raise an ImportError that names the install.
+
+    Call it before long work whose end needs a figure, so a missing matplotlib is reported at once.
+    """
     try:
         import matplotlib
 
@@ -102,7 +113,7 @@ def landscape_figure(
     Returns:
         A matplotlib ``Figure``.
     """
-    plt = _require_matplotlib()
+    plt = require_matplotlib()
     from matplotlib.tri import Triangulation
 
     anchors = np.asarray(anchor_coords, dtype=np.float64)
@@ -217,7 +228,7 @@ def log_landscape(writer: Any, result: ExploreResult, step: int, tag: str = "exp
         >>> # after result = optimizer.explore(evaluator)
         >>> # log_landscape(writer, result, global_step)
     """
-    plt = _require_matplotlib()
+    plt = require_matplotlib()
     figure = figure_from_result(result, title=f"ExploRLer landscape at step {step}")
     try:
         writer.add_figure(tag, figure, global_step=step, close=False)
