@@ -30,6 +30,7 @@ import copy
 import math
 import multiprocessing as mp
 import pickle
+import signal
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -418,6 +419,9 @@ def _dumps(obj, what: str) -> bytes:
 
 
 def _worker_main(conn, payload: bytes, num_threads: int):
+    # Ctrl-C reaches the whole process group: the parent handles it and closes the pool, so a
+    # worker must neither die mid-job nor print a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(num_threads)
     try:
         policy, make_env, fast, peel = pickle.loads(payload)
