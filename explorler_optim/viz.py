@@ -134,7 +134,7 @@ def landscape_figure(
     candidates_2d = (candidates - center) @ basis
     finite = np.isfinite(values)
 
-    figure, axes = plt.subplots(figsize=(6.4, 5.2), dpi=100)
+    figure, axes = plt.subplots(figsize=(6.4, 6.0), dpi=100)
     colour_source = None
     all_values = values[finite]
     if incumbent_score is not None and np.isfinite(incumbent_score):
@@ -151,7 +151,7 @@ def landscape_figure(
     if vmax <= vmin:
         vmax = vmin + 1.0
     # round contour levels (and so colour-bar ticks): 0, 20, 40, ... rather than 65.31, 84.9, ...
-    levels = MaxNLocator(nbins=10, steps=[1, 2, 2.5, 5, 10]).tick_values(vmin, vmax)
+    levels = MaxNLocator(nbins=10, steps=[1, 2, 5, 10]).tick_values(vmin, vmax)
     vmin, vmax = float(levels[0]), float(levels[-1])
     if grid is not None:
         colour_source = axes.contourf(xs, ys, grid_values, levels=levels, cmap="viridis", alpha=0.85)
@@ -174,7 +174,7 @@ def landscape_figure(
         s=36,
         edgecolors="black",
         linewidths=0.5,
-        label=candidate_label,
+        label=candidate_label if candidates.shape[0] else None,
         zorder=3,
     )
     if (~finite).any():
@@ -240,6 +240,7 @@ def landscape_figure(
             linewidths=1.0,
             label=f"best grid point ({grid_values[row, column]:.4g})",
             zorder=7,
+            clip_on=False,  # on the window's edge too
         )
     figure.colorbar(
         colour_source if colour_source is not None else scatter, ax=axes, label="score", ticks=levels
@@ -249,7 +250,8 @@ def landscape_figure(
         axes.set_ylabel("(none: the anchors span a line)")
     else:
         axes.set_ylabel("principal direction 2")
-    axes.legend(loc="best", fontsize=8, framealpha=0.8)
+    # below the plot, so that it never hides a marker
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False)
     heading = title or "ExploRLer landscape"
     axes.set_title(heading + (f"\n{note}" if note else ""), fontsize=10)
     figure.tight_layout()
@@ -295,7 +297,7 @@ def landscape_line_figure(
     if values.shape != positions.shape:
         raise ValueError(f"{positions.shape[0]} positions but {values.shape[0]} scores")
     finite = np.isfinite(values)
-    figure, axes = plt.subplots(figsize=(6.4, 4.4), dpi=100)
+    figure, axes = plt.subplots(figsize=(6.4, 5.2), dpi=100)
     axes.plot(positions[finite], values[finite], "-", color="tab:blue", linewidth=1.5, label="score")
     if standard_errors is not None:
         errors = np.asarray(standard_errors, dtype=np.float64).reshape(-1)
@@ -330,7 +332,8 @@ def landscape_line_figure(
         )  # fmt: skip
     axes.set_xlabel("position along the anchors' line (the only direction they span)")
     axes.set_ylabel("score")
-    axes.legend(loc="best", fontsize=8, framealpha=0.8)
+    # below the plot, so that it never hides a marker
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False)
     heading = title or "ExploRLer landscape along a line"
     axes.set_title(heading + (f"\n{note}" if note else ""), fontsize=10)
     figure.tight_layout()

@@ -141,7 +141,7 @@ def test_grid_figure_marks_the_best_point_with_round_colour_bar_ticks():
     ticks = colour_bar.get_yticks()
     step = ticks[1] - ticks[0]
     mantissa = step / 10 ** np.floor(np.log10(step))
-    assert min(abs(mantissa - m) for m in (1, 2, 2.5, 5, 10)) < 1e-9
+    assert min(abs(mantissa - m) for m in (1, 2, 5, 10)) < 1e-9
     assert np.allclose(ticks / step, np.round(ticks / step))
     assert axes.get_title().endswith("\na note")
 
