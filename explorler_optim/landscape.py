@@ -256,4 +256,10 @@ def noise_note(scores: np.ndarray, standard_errors: np.ndarray | None) -> str:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except ImportError as error:  # a missing optional dependency: the message names the install
+        raise SystemExit(f"error: {error}") from None
+    except KeyboardInterrupt:
+        print("interrupted: no PNG written", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -437,7 +437,10 @@ if __name__ == "__main__":
     if args.landscape_every > 0:
         from explorler_optim.viz import require_matplotlib
 
-        require_matplotlib()  # fails now, not at the first search
+        try:
+            require_matplotlib()  # fails now, not at the first search
+        except ImportError as error:
+            raise SystemExit(f"--landscape-every: {error}") from None
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     checkpoint_path = args.checkpoint_path or os.path.join("runs", run_name, f"{args.exp_name}.pt")
     say = (lambda msg: None) if args.quiet else tqdm.write

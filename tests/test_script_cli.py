@@ -115,3 +115,23 @@ def test_ctrl_c_stops_cleanly_and_says_what_was_kept(script, save_model, tmp_pat
     else:
         assert "no checkpoint written" in last and "--save-model" in last
         assert not checkpoint.exists()
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def test_landscape_every_checks_matplotlib_before_training(script, tmp_path):
+    code = (
+        "import runpy, sys; sys.modules['matplotlib'] = None; "
+        "sys.argv = ['script', '--landscape-every', '1']; "
+        f"runpy.run_path({str(script)!r}, run_name='__main__')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "pip install 'explorler-optim[viz]'" in proc.stderr
+    assert not (tmp_path / "runs").exists()  # nothing was started

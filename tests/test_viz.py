@@ -175,6 +175,27 @@ def test_landscape_checks_matplotlib_before_any_work(monkeypatch, tmp_path):
         main([str(tmp_path / "missing.pt")])
 
 
+def test_landscape_command_line_names_the_missing_install_without_a_traceback(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = (
+        "import runpy, sys; sys.modules['matplotlib'] = None; sys.argv = ['landscape', 'missing.pt']; "
+        "runpy.run_module('explorler_optim.landscape', run_name='__main__')"
+    )
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(p for p in [str(root), os.environ.get("PYTHONPATH")] if p)
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "pip install 'explorler-optim[viz]'" in proc.stderr
+
+
 def test_landscape_command_on_a_two_anchor_trpo_checkpoint(tmp_path, capsys):
     import subprocess
     import sys
