@@ -1,7 +1,22 @@
 """ExploRLer for PyTorch: search the empty space between an on-policy run's checkpoints.
 
 Wrap the optimizer you already have with :class:`ExploRLerOptimizer`, call ``record()`` where an
-anchor belongs and ``explore(evaluate)`` where a search belongs. See the README for a full example.
+anchor belongs and ``explore(evaluate)`` where a search belongs; ``evaluate`` returns a score to
+maximise (e.g. a mean return). See the README for a full example.
+
+Modules:
+
+- ``explorler_optim.optimizer``: :class:`ExploRLerOptimizer`, :class:`ExploreResult`.
+- ``explorler_optim.search``: the candidate generators (:class:`EmptySpaceSearch`, ...).
+- ``explorler_optim.subspace``: :class:`AnchorSubspace`, the anchors' own coordinates.
+- ``explorler_optim.rl``: scoring policies in gymnasium environments: ``PolicyEvaluator`` (all
+  candidates' episodes in one batched loop, worker processes or Ray, racing) and ``ObsNormalizer``
+  (frozen observation statistics). Needs gymnasium: ``pip install 'explorler-optim[scripts]'``.
+- ``explorler_optim.viz``: the landscape view of a search (``landscape_figure``,
+  ``figure_from_result``, ``log_landscape`` for TensorBoard). Needs matplotlib:
+  ``pip install 'explorler-optim[viz]'``.
+- ``explorler_optim.landscape``: ``python -m explorler_optim.landscape CHECKPOINT`` scores a dense
+  grid around a saved policy and writes a PNG.
 """
 
 from .explorer import BatchEvaluator, Explorer, ExploreResult

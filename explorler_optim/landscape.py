@@ -6,7 +6,10 @@ progress, or those of the last search when the checkpoint was written right afte
 ``grid x grid`` lattice over the anchors' 2-D principal plane, scores every lattice point in the
 environment with :class:`~explorler_optim.rl.PolicyEvaluator` (deterministic actions, the
 checkpoint's frozen observation statistics, the same reset seeds for every point), and writes a PNG:
-the paper's Figure 1 for your own policy.
+the paper's Figure 1 for your own policy. The best lattice point is marked, and the title says
+whether the scores' range exceeds their noise (from the spread over episodes). Anchors that span
+only a line (two anchors, e.g. TRPO with ``--max-anchors 2``) give a plot of score against position
+on ``3 x grid`` points of that line instead of a plane.
 
 Example::
 
@@ -26,7 +29,7 @@ import torch
 from torch import nn
 
 from .subspace import AnchorSubspace
-from .viz import landscape_figure, principal_plane, save_figure
+from .viz import landscape_figure, landscape_line_figure, principal_plane, require_matplotlib, save_figure
 
 
 def actor_from_state_dict(agent_state: dict[str, torch.Tensor], prefix: str = "actor_mean.") -> nn.Sequential:
@@ -77,7 +80,12 @@ def main(argv: list[str] | None = None) -> Path:
     )
     parser.add_argument("checkpoint", help="a checkpoint written by a script's --save-model")
     parser.add_argument("--env-id", default=None, help="environment (default: the checkpoint's)")
-    parser.add_argument("--grid", type=int, default=15, help="lattice points per side")
+    parser.add_argument(
+        "--grid",
+        type=int,
+        default=15,
+        help="lattice points per side (3x as many on a line when the anchors span one)",
+    )
     parser.add_argument("--episodes", type=int, default=3, help="deterministic episodes per point")
     parser.add_argument(
         "--margin", type=float, default=0.25, help="padding around the anchors, as a fraction"
@@ -93,8 +101,16 @@ def main(argv: list[str] | None = None) -> Path:
     if args.grid < 2:
         parser.error("--grid must be at least 2")
 
-    import gymnasium as gym
-    from tqdm.auto import tqdm
+    # every dependency is checked before the rollouts, which can take minutes
+    require_matplotlib()
+    try:
+        import gymnasium as gym
+        from tqdm.auto import tqdm
+    except ImportError as error:
+        raise ImportError(
+            f"the landscape command needs {error.name} to run the episodes: "
+            "pip install 'explorler-optim[scripts]'"
+        ) from error
 
     from .rl import ObsNormalizer, PolicyEvaluator
 
@@ -115,8 +131,13 @@ def main(argv: list[str] | None = None) -> Path:
     normalizer = ObsNormalizer(obs_stats["mean"].numpy(), obs_stats["var"].numpy())
 
     subspace = AnchorSubspace(anchors)
-    center, basis = principal_plane(subspace.coords.numpy())
-    anchors_2d = (subspace.coords.numpy() - center) @ basis
+    coords = subspace.coords.numpy()
+    center, basis = principal_plane(coords)
+    spread = np.linalg.svd(coords - center, compute_uv=False)
+    on_a_line = spread.shape[0] < 2 or spread[1] <= 1e-9 * max(spread[0], 1e-300)
+    dims = 1 if on_a_line else 2
+    basis = basis[:, :dims]
+    anchors_2d = (coords - center) @ basis
     current = torch.cat([p.detach().reshape(-1).double() for p in actor_params])
     rest = anchors[-1, current.numel() :]
     log_std = checkpoint["agent"].get("actor_logstd")
@@ -130,8 +151,13 @@ def main(argv: list[str] | None = None) -> Path:
     middle = (extent.min(0) + extent.max(0)) / 2
     half = (1 + 2 * args.margin) * max(float((extent.max(0) - extent.min(0)).max()), 1e-8) / 2
     low, high = middle - half, middle + half
-    xs, ys = np.linspace(low[0], high[0], args.grid), np.linspace(low[1], high[1], args.grid)
-    plane_points = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+    if on_a_line:
+        xs = np.linspace(low[0], high[0], 3 * args.grid)
+        plane_points = xs[:, None]
+    else:
+        xs, ys = np.linspace(low[0], high[0], args.grid), np.linspace(low[1], high[1], args.grid)
+        plane_points = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+    num_lattice = plane_points.shape[0]
     lattice = torch.from_numpy(center + plane_points @ basis.T)
     points = torch.cat([lattice, subspace.coords, incumbent_coords[None]])
 
@@ -147,7 +173,7 @@ def main(argv: list[str] | None = None) -> Path:
         seed=args.seed,
         workers=args.workers,
     )
-    scores = []
+    scores, episode_returns = [], []
     try:
         for start in tqdm(range(0, points.shape[0], args.batch), desc="scoring the lattice", unit="batch"):
             flat = subspace.lift(points[start : start + args.batch], dtype=torch.float32)
@@ -156,35 +182,84 @@ def main(argv: list[str] | None = None) -> Path:
                 pieces.append(flat[:, offset : offset + p.numel()].reshape(-1, *p.shape))
                 offset += p.numel()
             scores.append(torch.as_tensor(evaluator.evaluate_many(actor_params, pieces), dtype=torch.float64))
+            episode_returns.append(torch.as_tensor(evaluator.last_returns, dtype=torch.float64))
         env_steps = evaluator.total_env_steps
     finally:
         evaluator.close()
     scores = torch.cat(scores).numpy()
-    grid_values = scores[: args.grid**2].reshape(args.grid, args.grid)
-    anchor_scores = scores[args.grid**2 : args.grid**2 + anchors.shape[0]]
+    lattice_scores = scores[:num_lattice]
+    anchor_scores = scores[num_lattice : num_lattice + anchors.shape[0]]
     incumbent_score = float(scores[-1])
-    figure = landscape_figure(
-        subspace.coords,
-        subspace.coords,
-        anchor_scores,
-        incumbent_coords=incumbent_coords,
-        incumbent_score=incumbent_score,
-        grid=(xs, ys, grid_values),
-        candidate_label="anchors' scores",
-        incumbent_label="checkpoint's policy",
-        title=f"{env_id}: returns on the anchors' plane\n({args.grid}x{args.grid} grid, "
-        f"{args.episodes} episode{'s' if args.episodes != 1 else ''} per point)",
-    )
+    # the noise: standard errors of each point's mean over its episodes (same seeds at every point)
+    returns = torch.cat(episode_returns).numpy()[:num_lattice]
+    errors = returns.std(axis=1, ddof=1) / np.sqrt(args.episodes) if args.episodes > 1 else None
+    note = noise_note(lattice_scores, errors)
+    episodes = f"{args.episodes} episode{'s' if args.episodes != 1 else ''} per point"
+    if on_a_line:
+        note = f"{anchors.shape[0]} anchors span a line, not a plane: scores along it\n{note}"
+        figure = landscape_line_figure(
+            xs,
+            lattice_scores,
+            anchor_positions=anchors_2d[:, 0],
+            anchor_scores=anchor_scores,
+            incumbent_position=float(incumbent_2d[0]),
+            incumbent_score=incumbent_score,
+            standard_errors=errors,
+            title=f"{env_id}: returns on the anchors' line ({num_lattice} points, {episodes})",
+            note=note,
+            incumbent_label="checkpoint's policy",
+        )
+    else:
+        grid_values = lattice_scores.reshape(args.grid, args.grid)
+        figure = landscape_figure(
+            subspace.coords,
+            np.zeros((0, coords.shape[1])),
+            np.zeros(0),
+            incumbent_coords=incumbent_coords,
+            incumbent_score=incumbent_score,
+            grid=(xs, ys, grid_values),
+            anchor_scores=anchor_scores,
+            incumbent_label="checkpoint's policy",
+            title=f"{env_id}: returns on the anchors' plane ({args.grid}x{args.grid} grid, {episodes})",
+            note=note,
+        )
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".landscape.png")
     save_figure(figure, str(out))
-    best = np.unravel_index(np.nanargmax(grid_values), grid_values.shape)
+    best = float(np.nanmax(lattice_scores)) if np.isfinite(lattice_scores).any() else float("nan")
+    shape = f"{num_lattice} points on the anchors' line" if on_a_line else f"{num_lattice} lattice points"
     print(
-        f"wrote {out}: {args.grid**2} lattice points + {anchors.shape[0]} anchors + the policy, "
-        f"{env_steps:,} env steps; policy {incumbent_score:.1f}, best anchor {anchor_scores.max():.1f}, "
-        f"best lattice point {grid_values[best]:.1f}"
+        f"wrote {out}: {shape} + {anchors.shape[0]} anchors + the policy, {env_steps:,} env steps; "
+        f"policy {incumbent_score:.1f}, best anchor {anchor_scores.max():.1f}, "
+        f"best lattice point {best:.1f}; " + note.replace("\n", "; ")
     )
     return out
 
 
+def noise_note(scores: np.ndarray, standard_errors: np.ndarray | None) -> str:
+    """One line on whether the scores' range says anything: compared with the noise of a difference.
+
+    Two points differ beyond noise when their gap exceeds 2 standard errors of a difference, about
+    2.8 times a point's standard error; ``standard_errors`` is ``None`` with one episode per point.
+    """
+    finite = np.isfinite(scores)
+    if not finite.any():
+        return "no point has a finite score: nothing to show"
+    spread = float(scores[finite].max() - scores[finite].min())
+    if standard_errors is None:
+        return f"score range {spread:.3g}; 1 episode per point, so its noise is unknown (use --episodes 3)"
+    threshold = 2 * np.sqrt(2) * float(np.median(standard_errors[finite]))
+    if spread <= threshold:
+        return (
+            f"score range {spread:.3g} is within the noise ({threshold:.3g}): no point is shown to be better"
+        )
+    return f"score range {spread:.3g} exceeds the noise of a difference ({threshold:.3g})"
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except ImportError as error:  # a missing optional dependency: the message names the install
+        raise SystemExit(f"error: {error}") from None
+    except KeyboardInterrupt:
+        print("interrupted: no PNG written", file=sys.stderr)
+        raise SystemExit(130) from None

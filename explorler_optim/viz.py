@@ -18,10 +18,22 @@ if TYPE_CHECKING:
 
     from .optimizer import ExploreResult
 
-__all__ = ["principal_plane", "landscape_figure", "figure_from_result", "log_landscape", "save_figure"]
+__all__ = [
+    "principal_plane",
+    "landscape_figure",
+    "figure_from_result",
+    "log_landscape",
+    "save_figure",
+    "require_matplotlib",
+    "landscape_line_figure",
+]
 
 
-def _require_matplotlib():
+def require_matplotlib():
+    """Return ``matplotlib.pyplot`` (Agg backend), or raise an ImportError that names the install.
+
+    Call it before long work whose end needs a figure, so a missing matplotlib is reported at once.
+    """
     try:
         import matplotlib
 
@@ -67,6 +79,17 @@ def principal_plane(anchor_coords: Tensor | np.ndarray) -> tuple[np.ndarray, np.
     return center, basis
 
 
+def _round_levels(values: np.ndarray) -> np.ndarray:
+    """Contour levels (and so colour-bar ticks) at round values: 0, 20, 40 rather than 65.31, 84.9."""
+    from matplotlib.ticker import MaxNLocator
+
+    values = values[np.isfinite(values)]
+    vmin, vmax = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    if vmax <= vmin:
+        vmax = vmin + 1.0
+    return np.asarray(MaxNLocator(nbins=10, steps=[1, 2, 5, 10]).tick_values(vmin, vmax))
+
+
 def landscape_figure(
     anchor_coords: Tensor | np.ndarray,
     candidate_coords: Tensor | np.ndarray,
@@ -79,12 +102,15 @@ def landscape_figure(
     title: str | None = None,
     candidate_label: str = "candidates",
     incumbent_label: str = "incumbent",
+    anchor_scores: Tensor | np.ndarray | None = None,
+    note: str | None = None,
 ) -> Figure:
     """Draw one cycle on the anchors' principal plane.
 
     Anchors are numbered in recording order and joined as a path; candidates are coloured by score;
-    a filled contour interpolates the scores over the plane; the incumbent (square) and the
-    committed point (star) are marked; a colour bar gives the scale.
+    a filled contour interpolates the scores over the plane; the incumbent (square), the committed
+    point (star) and, with a dense ``grid``, its best point (plus) are marked; a colour bar gives the
+    scale at round values. When the anchors span only a line, the vertical axis says so.
 
     Args:
         anchor_coords: ``(n, r)`` anchor coordinates.
@@ -98,11 +124,14 @@ def landscape_figure(
         title: figure title.
         candidate_label: legend label of the scored points.
         incumbent_label: legend label of the incumbent.
+        anchor_scores: optional ``(n,)`` scores of the anchors themselves: the anchors are then
+            filled with their score's colour.
+        note: an extra line under the title (e.g. what the scores' noise allows one to read).
 
     Returns:
         A matplotlib ``Figure``.
     """
-    plt = _require_matplotlib()
+    plt = require_matplotlib()
     from matplotlib.tri import Triangulation
 
     anchors = np.asarray(anchor_coords, dtype=np.float64)
@@ -115,18 +144,24 @@ def landscape_figure(
     candidates_2d = (candidates - center) @ basis
     finite = np.isfinite(values)
 
-    figure, axes = plt.subplots(figsize=(6.4, 5.2), dpi=100)
-    colour_source = None
-    all_values = values[finite]
-    if incumbent_score is not None and np.isfinite(incumbent_score):
-        all_values = np.append(all_values, incumbent_score)
+    anchor_values = None
+    if anchor_scores is not None:
+        anchor_values = np.asarray(anchor_scores, dtype=np.float64).reshape(-1)
+        if anchor_values.shape[0] != anchors.shape[0]:
+            raise ValueError(f"{anchors.shape[0]} anchors but {anchor_values.shape[0]} anchor scores")
     if grid is not None:
         xs, ys, grid_values = (np.asarray(g, dtype=np.float64) for g in grid)
-        all_values = np.concatenate([all_values, grid_values[np.isfinite(grid_values)].ravel()])
-    vmin, vmax = (float(all_values.min()), float(all_values.max())) if all_values.size else (0.0, 1.0)
-    if vmax <= vmin:
-        vmax = vmin + 1.0
-    levels = np.linspace(vmin, vmax, 16)
+    shown = [
+        values[finite],
+        np.asarray([] if incumbent_score is None else [incumbent_score], dtype=np.float64),
+    ]
+    shown += [anchor_values if anchor_values is not None else np.zeros(0)]
+    shown += [grid_values.ravel() if grid is not None else np.zeros(0)]
+    levels = _round_levels(np.concatenate(shown))
+    vmin, vmax = float(levels[0]), float(levels[-1])
+
+    figure, axes = plt.subplots(figsize=(6.4, 6.0), dpi=100)
+    colour_source = None
     if grid is not None:
         colour_source = axes.contourf(xs, ys, grid_values, levels=levels, cmap="viridis", alpha=0.85)
     elif finite.sum() >= 3:
@@ -148,15 +183,31 @@ def landscape_figure(
         s=36,
         edgecolors="black",
         linewidths=0.5,
-        label=candidate_label,
+        label=candidate_label if candidates.shape[0] else None,
         zorder=3,
     )
     if (~finite).any():
         axes.scatter(*candidates_2d[~finite].T, c="lightgrey", s=30, marker="x", label="invalid", zorder=3)
     axes.plot(anchors_2d[:, 0], anchors_2d[:, 1], "-", color="white", linewidth=2.5, zorder=4)
-    axes.plot(
-        anchors_2d[:, 0], anchors_2d[:, 1], "o-", color="crimson", markersize=5, label="anchors", zorder=5
-    )
+    if anchor_scores is None:
+        axes.plot(
+            anchors_2d[:, 0], anchors_2d[:, 1], "o-", color="crimson", markersize=5, label="anchors", zorder=5
+        )
+    else:
+        axes.plot(anchors_2d[:, 0], anchors_2d[:, 1], "-", color="crimson", linewidth=1.2, zorder=5)
+        axes.scatter(
+            anchors_2d[:, 0],
+            anchors_2d[:, 1],
+            c=anchor_values,
+            cmap="viridis",
+            vmin=vmin,
+            vmax=vmax,
+            s=60,
+            edgecolors="crimson",
+            linewidths=1.8,
+            label="anchors (filled with their score)",
+            zorder=5,
+        )
     for number, (x, y) in enumerate(anchors_2d):
         axes.annotate(str(number), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, zorder=6)
     if incumbent_coords is not None:
@@ -184,13 +235,116 @@ def landscape_figure(
             label=f"committed ({values[committed_index]:.4g})",
             zorder=7,
         )
+    if grid is not None and np.isfinite(grid_values).any():
+        row, column = np.unravel_index(
+            np.nanargmax(np.where(np.isfinite(grid_values), grid_values, np.nan)), grid_values.shape
+        )
+        axes.scatter(
+            xs[column],
+            ys[row],
+            marker="P",
+            s=140,
+            c="white",
+            edgecolors="black",
+            linewidths=1.0,
+            label=f"best grid point ({grid_values[row, column]:.4g})",
+            zorder=7,
+            clip_on=False,  # on the window's edge too
+        )
     figure.colorbar(
-        colour_source if colour_source is not None else scatter, ax=axes, label="score", format="%.4g"
+        colour_source if colour_source is not None else scatter, ax=axes, label="score", ticks=levels
     )
     axes.set_xlabel("principal direction 1 of the anchors")
-    axes.set_ylabel("principal direction 2")
-    axes.legend(loc="best", fontsize=8, framealpha=0.8)
-    axes.set_title(title or "ExploRLer landscape", fontsize=10)
+    if np.allclose(basis[:, 1], 0.0):
+        axes.set_ylabel("(none: the anchors span a line)")
+    else:
+        axes.set_ylabel("principal direction 2")
+    # below the plot, so that it never hides a marker
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False)
+    heading = title or "ExploRLer landscape"
+    axes.set_title(heading + (f"\n{note}" if note else ""), fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def landscape_line_figure(
+    positions: np.ndarray,
+    scores: np.ndarray,
+    *,
+    anchor_positions: np.ndarray,
+    anchor_scores: np.ndarray | None = None,
+    incumbent_position: float | None = None,
+    incumbent_score: float | None = None,
+    standard_errors: np.ndarray | None = None,
+    title: str | None = None,
+    note: str | None = None,
+    incumbent_label: str = "incumbent",
+) -> Figure:
+    """Score against position along a line: the landscape when the anchors span only one direction.
+
+    Two anchors (or anchors on one line) span a line, not a plane; drawing a plane would repeat the
+    same values in stripes. This draws the scores along that line instead, with the anchors, the
+    incumbent and the best point marked and, when ``standard_errors`` are given, a band of +-2
+    standard errors around the curve.
+
+    Args:
+        positions: ``(k,)`` positions along the line (the anchors' principal direction).
+        scores: ``(k,)`` scores at those positions (non-finite ones are left out).
+        anchor_positions: ``(n,)`` positions of the anchors on the same line.
+        anchor_scores: optional ``(n,)`` scores of the anchors.
+        incumbent_position, incumbent_score: the incumbent's position and score, if known.
+        standard_errors: optional ``(k,)`` standard errors of ``scores``.
+        title: figure title; note: an extra line under it.
+        incumbent_label: legend label of the incumbent.
+
+    Returns:
+        A matplotlib ``Figure``.
+    """
+    plt = require_matplotlib()
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1)
+    values = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if values.shape != positions.shape:
+        raise ValueError(f"{positions.shape[0]} positions but {values.shape[0]} scores")
+    finite = np.isfinite(values)
+    figure, axes = plt.subplots(figsize=(6.4, 5.2), dpi=100)
+    axes.plot(positions[finite], values[finite], "-", color="tab:blue", linewidth=1.5, label="score")
+    if standard_errors is not None:
+        errors = np.asarray(standard_errors, dtype=np.float64).reshape(-1)
+        band = finite & np.isfinite(errors)
+        axes.fill_between(
+            positions[band],
+            values[band] - 2 * errors[band],
+            values[band] + 2 * errors[band],
+            color="tab:blue",
+            alpha=0.2,
+            label="+-2 standard errors",
+        )
+    anchor_positions = np.asarray(anchor_positions, dtype=np.float64).reshape(-1)
+    for number, x in enumerate(anchor_positions):
+        axes.axvline(x, color="crimson", linewidth=1.0, linestyle=":", zorder=1)
+        axes.annotate(str(number), (x, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                      textcoords="offset points", fontsize=8, color="crimson")  # fmt: skip
+    if anchor_scores is not None:
+        axes.scatter(anchor_positions, anchor_scores, c="crimson", s=36, zorder=4, label="anchors")
+    else:
+        axes.plot([], [], ":", color="crimson", label="anchors")
+    if incumbent_position is not None and incumbent_score is not None:
+        axes.scatter(
+            [incumbent_position], [incumbent_score], marker="s", s=90, facecolors="none", edgecolors="black",
+            linewidths=1.8, label=f"{incumbent_label} ({incumbent_score:.4g})", zorder=6,
+        )  # fmt: skip
+    if finite.any():
+        best = int(np.nanargmax(np.where(finite, values, np.nan)))
+        axes.scatter(
+            [positions[best]], [values[best]], marker="P", s=140, c="white", edgecolors="black",
+            linewidths=1.0, label=f"best point ({values[best]:.4g})", zorder=7,
+        )  # fmt: skip
+    axes.set_xlabel("position along the anchors' line (the only direction they span)")
+    axes.set_ylabel("score")
+    # below the plot, so that it never hides a marker
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False)
+    heading = title or "ExploRLer landscape along a line"
+    axes.set_title(heading + (f"\n{note}" if note else ""), fontsize=10)
     figure.tight_layout()
     return figure
 
@@ -217,7 +371,7 @@ def log_landscape(writer: Any, result: ExploreResult, step: int, tag: str = "exp
         >>> # after result = optimizer.explore(evaluator)
         >>> # log_landscape(writer, result, global_step)
     """
-    plt = _require_matplotlib()
+    plt = require_matplotlib()
     figure = figure_from_result(result, title=f"ExploRLer landscape at step {step}")
     try:
         writer.add_figure(tag, figure, global_step=step, close=False)
@@ -226,17 +380,20 @@ def log_landscape(writer: Any, result: ExploreResult, step: int, tag: str = "exp
 
 
 def save_figure(figure: Figure, path: str) -> None:
-    """Write ``figure`` as a PNG atomically (temporary file, then rename)."""
+    """Write ``figure`` as a PNG atomically (temporary file, then rename).
+
+    The file gets the permissions a plain ``open(path, "w")`` would give (0o666 less the umask),
+    not the owner-only ones of a ``tempfile.mkstemp`` file.
+    """
     import os
-    import tempfile
 
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=directory, suffix=".png")
-    os.close(handle)
+    temp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
     try:
         figure.savefig(temp, format="png")
         os.replace(temp, path)
     except BaseException:
-        os.unlink(temp)
+        if os.path.exists(temp):
+            os.unlink(temp)
         raise

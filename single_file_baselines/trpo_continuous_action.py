@@ -20,35 +20,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Literal
 
-import gymnasium as gym
-import numpy as np
-import torch
 import tyro
-from torch import nn, optim
-from torch.distributions.kl import kl_divergence
-from torch.distributions.normal import Normal
-from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
-
-try:
-    from explorler_optim import (
-        CheckpointAverage,
-        EmptySpaceSearch,
-        ExploRLerOptimizer,
-        GaussianSearch,
-        RandomWalkSearch,
-    )
-    from explorler_optim.rl import ObsNormalizer, PolicyEvaluator
-except ImportError:  # running from a source checkout without `pip install -e .`
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from explorler_optim import (
-        CheckpointAverage,
-        EmptySpaceSearch,
-        ExploRLerOptimizer,
-        GaussianSearch,
-        RandomWalkSearch,
-    )
-    from explorler_optim.rl import ObsNormalizer, PolicyEvaluator
 
 
 @dataclass
@@ -155,6 +127,8 @@ class Args:
     """after a commit, clear the actor optimizer's state (kept for symmetry: TRPO's is stateless)"""
     count_eval_steps: bool = True
     """count candidate-evaluation env steps toward total_timesteps (off: the paper's accounting)"""
+    budget_tolerance: float = 0.01
+    """no iteration or search starts that could overrun the budget by more than this fraction (README)"""
     racing: bool = False
     """let the candidate evaluator drop hopeless candidates early (PolicyEvaluator racing)"""
     eval_workers: int = 1
@@ -168,11 +142,45 @@ class Args:
     final_eval_episodes: int = 10
     """deterministic episodes per honest evaluation"""
 
-    # to be filled in runtime
-    batch_size: int = 0
-    """the batch size (computed in runtime)"""
-    num_iterations: int = 0
-    """iterations if only training steps counted (computed in runtime; fewer with eval steps)"""
+    # computed at runtime from the fields above (CleanRL's names; not settable, so not in --help)
+    batch_size: tyro.conf.Suppress[int] = 0
+    """num_envs * num_steps: training env steps per iteration"""
+    num_iterations: tyro.conf.Suppress[int] = 0
+    """ceil(total_timesteps / batch_size): the baseline's iterations (fewer when eval steps count)"""
+
+
+if __name__ == "__main__":
+    # parsed before the heavy imports below, so that `--help` and a mistyped flag answer at once
+    args = tyro.cli(Args)
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn, optim
+from torch.distributions.kl import kl_divergence
+from torch.distributions.normal import Normal
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+try:
+    from explorler_optim import (
+        CheckpointAverage,
+        EmptySpaceSearch,
+        ExploRLerOptimizer,
+        GaussianSearch,
+        RandomWalkSearch,
+    )
+    from explorler_optim.rl import ObsNormalizer, PolicyEvaluator
+except ImportError:  # running from a source checkout without `pip install -e .`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from explorler_optim import (
+        CheckpointAverage,
+        EmptySpaceSearch,
+        ExploRLerOptimizer,
+        GaussianSearch,
+        RandomWalkSearch,
+    )
+    from explorler_optim.rl import ObsNormalizer, PolicyEvaluator
 
 
 def make_env(env_id, idx, gamma, max_episode_steps=None):
@@ -462,6 +470,18 @@ def make_search(args):
     return GaussianSearch(num=args.gaussian_candidates)
 
 
+def policies_per_search(args, num_anchors):
+    """How many policies one search scores: its candidates, plus the incumbent when it is scored."""
+    if args.search in ("esa", "random-walk"):
+        snapshots = len(range(0, args.esa_steps, args.esa_snapshot_every)) + 1  # + the final position
+        candidates = min(args.esa_agents, num_anchors) * snapshots
+    elif args.search == "checkpoint-average":
+        candidates = 1
+    else:
+        candidates = args.gaussian_candidates
+    return candidates + int(args.include_incumbent)
+
+
 def candidate_seed(args, cycle):
     """Reset seed of episode 0 for every candidate of explore cycle `cycle` (episode k: +k)."""
     return (args.seed * 1_000_003 + cycle * args.eval_episodes) % 999_000_000
@@ -503,8 +523,13 @@ def save_checkpoint(path, payload):
     """Atomic write: a crash mid-save never leaves a truncated checkpoint behind."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def evaluate_checkpoint(args):
@@ -545,7 +570,6 @@ def evaluate_checkpoint(args):
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     if args.quiet:
@@ -556,6 +580,25 @@ if __name__ == "__main__":
 
     args.batch_size = int(args.num_envs * args.num_steps)
     args.num_iterations = math.ceil(args.total_timesteps / args.batch_size)
+    if args.budget_tolerance < 0:
+        raise SystemExit(f"--budget-tolerance must be >= 0, got {args.budget_tolerance}")
+    # the budget is the baseline's total (whole iterations, as CleanRL rounds); with candidate steps
+    # counted, nothing starts that could take the counted steps past it by more than the tolerance
+    budget_limit = args.num_iterations * args.batch_size + int(args.budget_tolerance * args.total_timesteps)
+    # a search's env steps are bounded by policies x episodes x this cap on an episode's length
+    episode_cap = args.max_episode_steps or gym.spec(args.env_id).max_episode_steps
+    if args.explorler and args.count_eval_steps and not episode_cap:
+        raise SystemExit(
+            f"{args.env_id} has no time limit, so the env steps of a search cannot be bounded within the "
+            "budget: pass --max-episode-steps N (or --no-count-eval-steps)"
+        )
+    if args.landscape_every > 0:
+        from explorler_optim.viz import require_matplotlib
+
+        try:
+            require_matplotlib()  # fails now, not at the first search
+        except ImportError as error:
+            raise SystemExit(f"--landscape-every: {error}") from None
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     checkpoint_path = args.checkpoint_path or os.path.join("runs", run_name, f"{args.exp_name}.pt")
     say = (lambda msg: None) if args.quiet else tqdm.write
@@ -677,6 +720,10 @@ if __name__ == "__main__":
     def counted_steps():
         return total_env_steps if args.count_eval_steps else global_step
 
+    def next_iteration_fits():
+        """Another iteration starts while the budget is not reached and it cannot overrun the limit."""
+        return counted_steps() < args.total_timesteps and counted_steps() + args.batch_size <= budget_limit
+
     def honest_eval():
         honest_evaluator.obs_normalizer = ObsNormalizer.from_env(envs.envs[0])
         honest_evaluator.seed = honest_seed(args)
@@ -706,6 +753,7 @@ if __name__ == "__main__":
                 "cycle": int(cycle),
                 "eval_return": last_eval_return,
                 "last_cycle_anchors": last_cycle_anchors,
+                "interrupted": interrupted,
             },
         )
 
@@ -727,182 +775,231 @@ if __name__ == "__main__":
     next_done = torch.zeros(args.num_envs, device=device)
     last_return = float("nan")
     last_gain = None
+    skipped_searches = 0  # searches not started because they could overrun the budget
+    interrupted = False
     pbar = tqdm(
         total=args.total_timesteps,
-        initial=min(counted_steps(), args.total_timesteps),
+        initial=counted_steps(),
         disable=args.quiet,
         unit="step",
         dynamic_ncols=True,
     )
 
-    while counted_steps() < args.total_timesteps:
-        counted_before = counted_steps()
-        iteration += 1
-        # Annealing the rate: linear in the counted steps, so it reaches ~0 at the budget either way
-        if args.anneal_lr:
-            frac = max(1.0 - counted_before / args.total_timesteps, 0.0)
-            critic_optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+    # Ctrl-C stops the run cleanly: the envs and evaluators are closed and, with --save-model, the
+    # state at that moment is written (a checkpoint that --resume continues from)
+    try:
+        while next_iteration_fits():
+            counted_before = counted_steps()
+            iteration += 1
+            # Annealing the rate: linear in the counted steps, so it reaches ~0 at the budget either way
+            if args.anneal_lr:
+                frac = max(1.0 - counted_before / args.total_timesteps, 0.0)
+                critic_optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
-        for step in range(args.num_steps):
-            global_step += args.num_envs
-            total_env_steps += args.num_envs
-            obs[step] = next_obs
-            dones[step] = next_done
+            for step in range(args.num_steps):
+                global_step += args.num_envs
+                total_env_steps += args.num_envs
+                obs[step] = next_obs
+                dones[step] = next_done
 
-            # act with the stochastic policy (inference mode: the cheapest no-autograd forward)
-            with torch.inference_mode():
-                action, logprob, _, value = agent.get_action_and_value(next_obs)
-                values[step] = value.flatten()
-            actions[step] = action
-            logprobs[step] = logprob
+                # act with the stochastic policy (inference mode: the cheapest no-autograd forward)
+                with torch.inference_mode():
+                    action, logprob, _, value = agent.get_action_and_value(next_obs)
+                    values[step] = value.flatten()
+                actions[step] = action
+                logprobs[step] = logprob
 
-            # step the envs; log every finished episode (gymnasium 1.x `final_info` layout)
-            next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
-            # done = terminated | truncated, as in CleanRL: the value after a done is not
-            # bootstrapped, and with same-step autoreset next_obs is already the new episode's
-            next_done_np = np.logical_or(terminations, truncations)
-            rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
-            if args.bootstrap_truncation and "final_obs" in infos:
-                # a time limit cut the episode short: bootstrap the value it would have had
-                cut = np.flatnonzero(truncations & ~terminations & infos["_final_obs"])
-                if len(cut) > 0:
-                    final_obs = torch.as_tensor(np.stack(infos["final_obs"][cut]), device=device)
-                    with torch.no_grad():
-                        final_value = agent.get_value(final_obs.float()).flatten()
-                    rewards[step, cut] += args.gamma * final_value
-            next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device)
-            next_done = torch.as_tensor(next_done_np, dtype=torch.float32, device=device)
+                # step the envs; log every finished episode (gymnasium 1.x `final_info` layout)
+                next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
+                # done = terminated | truncated, as in CleanRL: the value after a done is not
+                # bootstrapped, and with same-step autoreset next_obs is already the new episode's
+                next_done_np = np.logical_or(terminations, truncations)
+                rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
+                if args.bootstrap_truncation and "final_obs" in infos:
+                    # a time limit cut the episode short: bootstrap the value it would have had
+                    cut = np.flatnonzero(truncations & ~terminations & infos["_final_obs"])
+                    if len(cut) > 0:
+                        final_obs = torch.as_tensor(np.stack(infos["final_obs"][cut]), device=device)
+                        with torch.no_grad():
+                            final_value = agent.get_value(final_obs.float()).flatten()
+                        rewards[step, cut] += args.gamma * final_value
+                next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device)
+                next_done = torch.as_tensor(next_done_np, dtype=torch.float32, device=device)
 
-            if "final_info" in infos and "episode" in infos["final_info"]:
-                final = infos["final_info"]
-                mask = final["_episode"]
-                for r, length in zip(final["episode"]["r"][mask], final["episode"]["l"][mask], strict=True):
-                    last_return = float(r)
-                    writer.add_scalar("charts/episodic_return", float(r), global_step)
-                    writer.add_scalar("charts/episodic_length", int(length), global_step)
+                if "final_info" in infos and "episode" in infos["final_info"]:
+                    final = infos["final_info"]
+                    mask = final["_episode"]
+                    for r, length in zip(
+                        final["episode"]["r"][mask], final["episode"]["l"][mask], strict=True
+                    ):
+                        last_return = float(r)
+                        writer.add_scalar("charts/episodic_return", float(r), global_step)
+                        writer.add_scalar("charts/episodic_length", int(length), global_step)
 
-        # bootstrap value if not done
-        with torch.no_grad():
-            next_value = agent.get_value(next_obs).reshape(1, -1)
-            advantages, returns = compute_gae(
-                rewards, values, dones, next_value, next_done, args.gamma, args.gae_lambda
+            # bootstrap value if not done
+            with torch.no_grad():
+                next_value = agent.get_value(next_obs).reshape(1, -1)
+                advantages, returns = compute_gae(
+                    rewards, values, dones, next_value, next_done, args.gamma, args.gae_lambda
+                )
+
+            # flatten the batch
+            b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
+            b_logprobs = logprobs.reshape(-1)
+            b_actions = actions.reshape((-1,) + envs.single_action_space.shape)
+            b_advantages = advantages.reshape(-1)
+            b_returns = returns.reshape(-1)
+            b_values = values.reshape(-1)
+
+            # Optimizing the policy: one full-batch natural-gradient step in the trust region. The
+            # advantages are normalised once and the same tensor serves the gradient and every
+            # line-search try (CleanRL PR #435 re-evaluated the line search on raw advantages).
+            if args.norm_adv:
+                b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
+            with torch.no_grad():
+                old_dist = agent.get_distribution(b_obs)
+            policy_closure = functools.partial(
+                surrogate_and_kl,
+                agent,
+                b_obs,
+                b_actions,
+                b_logprobs,
+                b_advantages,
+                old_dist,
+                args.kl_reduction,
             )
+            stats = optimizer.step(policy_closure)
+            if args.explorler:
+                optimizer.record()  # an anchor at the end of every iteration
 
-        # flatten the batch
-        b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
-        b_logprobs = logprobs.reshape(-1)
-        b_actions = actions.reshape((-1,) + envs.single_action_space.shape)
-        b_advantages = advantages.reshape(-1)
-        b_returns = returns.reshape(-1)
-        b_values = values.reshape(-1)
+            # Optimizing the value network: Adam over minibatches, n_critic_updates epochs
+            b_inds = np.arange(args.batch_size)
+            for _epoch in range(args.n_critic_updates):
+                np.random.shuffle(b_inds)
+                for start in range(0, args.batch_size, args.critic_minibatch_size):
+                    end = start + args.critic_minibatch_size
+                    mb_inds = b_inds[start:end]
 
-        # Optimizing the policy: one full-batch natural-gradient step in the trust region. The
-        # advantages are normalised once and the same tensor serves the gradient and every
-        # line-search try (CleanRL PR #435 re-evaluated the line search on raw advantages).
-        if args.norm_adv:
-            b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
-        with torch.no_grad():
-            old_dist = agent.get_distribution(b_obs)
-        policy_closure = functools.partial(
-            surrogate_and_kl, agent, b_obs, b_actions, b_logprobs, b_advantages, old_dist, args.kl_reduction
-        )
-        stats = optimizer.step(policy_closure)
-        if args.explorler:
-            optimizer.record()  # an anchor at the end of every iteration
+                    newvalue = agent.get_value(b_obs[mb_inds]).view(-1)
+                    v_loss = ((newvalue - b_returns[mb_inds]) ** 2).mean()
 
-        # Optimizing the value network: Adam over minibatches, n_critic_updates epochs
-        b_inds = np.arange(args.batch_size)
-        for _epoch in range(args.n_critic_updates):
-            np.random.shuffle(b_inds)
-            for start in range(0, args.batch_size, args.critic_minibatch_size):
-                end = start + args.critic_minibatch_size
-                mb_inds = b_inds[start:end]
+                    critic_optimizer.zero_grad()
+                    v_loss.backward()
+                    critic_optimizer.step()
 
-                newvalue = agent.get_value(b_obs[mb_inds]).view(-1)
-                v_loss = ((newvalue - b_returns[mb_inds]) ** 2).mean()
+            y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+            var_y = np.var(y_true)
+            explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
 
-                critic_optimizer.zero_grad()
-                v_loss.backward()
-                critic_optimizer.step()
+            # TRPO's scalars (CleanRL's names where they exist)
+            lr = critic_optimizer.param_groups[0]["lr"]
+            writer.add_scalar("charts/learning_rate", lr, global_step)
+            writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+            writer.add_scalar("losses/policy_objective", stats["policy_objective"], global_step)
+            writer.add_scalar("losses/policy_improvement", stats["improvement"], global_step)
+            writer.add_scalar("losses/kl", stats["kl"], global_step)
+            writer.add_scalar("losses/entropy", old_dist.entropy().sum(1).mean().item(), global_step)
+            writer.add_scalar("charts/line_search_success", float(stats["line_search_success"]), global_step)
+            writer.add_scalar("charts/line_search_backtracks", stats["backtracks"], global_step)
+            writer.add_scalar("charts/step_size", stats["step_size"], global_step)
+            writer.add_scalar("losses/explained_variance", explained_var, global_step)
 
-        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
-        var_y = np.var(y_true)
-        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+            # ExploRLer: search the anchors' empty space between iterations, never inside one
+            search_due = (
+                args.explorler
+                and global_step >= args.explore_start
+                and iteration % args.explore_every == 0
+                and optimizer.num_anchors >= 2
+            )
+            if search_due and args.count_eval_steps:
+                bound = policies_per_search(args, optimizer.num_anchors) * args.eval_episodes * episode_cap
+                if counted_steps() + bound > budget_limit:
+                    search_due = False
+                    skipped_searches += 1
+                    writer.add_scalar("explorler/skipped_searches", skipped_searches, global_step)
+                    if skipped_searches == 1:
+                        policies = policies_per_search(args, optimizer.num_anchors)
+                        say(
+                            f"search skipped at iteration {iteration}: it could use up to {bound:,} env "
+                            f"steps ({policies} policies x {args.eval_episodes} episode(s) x {episode_cap:,} "
+                            f"steps) and end past the budget's limit of {budget_limit:,} counted steps; "
+                            "later searches that do not fit are skipped too"
+                        )
+            if search_due:
+                candidate_evaluator.obs_normalizer = ObsNormalizer.from_env(envs.envs[0])
+                candidate_evaluator.seed = candidate_seed(args, cycle)
+                steps_before = candidate_evaluator.total_env_steps
+                last_cycle_anchors = optimizer.anchors().cpu()  # kept for the landscape command
+                result = optimizer.explore(candidate_evaluator)
+                used = int(candidate_evaluator.total_env_steps - steps_before)
+                cycle += 1
+                eval_env_steps += used
+                total_env_steps += used  # what counts toward the budget is `counted_steps()`
+                last_gain = result.gain
+                writer.add_scalar("explorler/best_score", result.best_score, global_step)
+                if result.incumbent_score is not None:
+                    writer.add_scalar("explorler/incumbent_score", result.incumbent_score, global_step)
+                if result.gain is not None:
+                    writer.add_scalar("explorler/gain", result.gain, global_step)
+                writer.add_scalar("explorler/committed", float(result.committed), global_step)
+                writer.add_scalar("explorler/num_candidates", result.num_candidates, global_step)
+                writer.add_scalar("explorler/distance", result.distance, global_step)
+                writer.add_scalar("explorler/eval_env_steps", eval_env_steps, global_step)
+                writer.add_scalar("explorler/seconds", result.seconds, global_step)
+                writer.add_scalar("explorler/search_seconds", result.search_seconds, global_step)
+                scores = torch.as_tensor(result.scores, dtype=torch.float64).flatten()
+                scores = scores[torch.isfinite(scores)]
+                if scores.numel() > 0:
+                    writer.add_histogram("explorler/candidate_scores", scores.numpy(), global_step)
+                if args.landscape_every > 0 and cycle % args.landscape_every == 0:
+                    from explorler_optim.viz import log_landscape  # needs matplotlib
 
-        # TRPO's scalars (CleanRL's names where they exist)
-        lr = critic_optimizer.param_groups[0]["lr"]
-        writer.add_scalar("charts/learning_rate", lr, global_step)
-        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
-        writer.add_scalar("losses/policy_objective", stats["policy_objective"], global_step)
-        writer.add_scalar("losses/policy_improvement", stats["improvement"], global_step)
-        writer.add_scalar("losses/kl", stats["kl"], global_step)
-        writer.add_scalar("losses/entropy", old_dist.entropy().sum(1).mean().item(), global_step)
-        writer.add_scalar("charts/line_search_success", float(stats["line_search_success"]), global_step)
-        writer.add_scalar("charts/line_search_backtracks", stats["backtracks"], global_step)
-        writer.add_scalar("charts/step_size", stats["step_size"], global_step)
-        writer.add_scalar("losses/explained_variance", explained_var, global_step)
+                    log_landscape(writer, result, global_step)
+            writer.add_scalar("charts/total_env_steps", total_env_steps, global_step)
 
-        # ExploRLer: search the anchors' empty space between iterations, never inside one
-        if (
-            args.explorler
-            and global_step >= args.explore_start
-            and iteration % args.explore_every == 0
-            and optimizer.num_anchors >= 2
-        ):
-            candidate_evaluator.obs_normalizer = ObsNormalizer.from_env(envs.envs[0])
-            candidate_evaluator.seed = candidate_seed(args, cycle)
-            steps_before = candidate_evaluator.total_env_steps
-            last_cycle_anchors = optimizer.anchors().cpu()  # kept for the landscape command
-            result = optimizer.explore(candidate_evaluator)
-            used = int(candidate_evaluator.total_env_steps - steps_before)
-            cycle += 1
-            eval_env_steps += used
-            total_env_steps += used  # what counts toward the budget is `counted_steps()`
-            last_gain = result.gain
-            writer.add_scalar("explorler/best_score", result.best_score, global_step)
-            if result.incumbent_score is not None:
-                writer.add_scalar("explorler/incumbent_score", result.incumbent_score, global_step)
-            if result.gain is not None:
-                writer.add_scalar("explorler/gain", result.gain, global_step)
-            writer.add_scalar("explorler/committed", float(result.committed), global_step)
-            writer.add_scalar("explorler/num_candidates", result.num_candidates, global_step)
-            writer.add_scalar("explorler/distance", result.distance, global_step)
-            writer.add_scalar("explorler/eval_env_steps", eval_env_steps, global_step)
-            writer.add_scalar("explorler/seconds", result.seconds, global_step)
-            writer.add_scalar("explorler/search_seconds", result.search_seconds, global_step)
-            scores = torch.as_tensor(result.scores, dtype=torch.float64).flatten()
-            scores = scores[torch.isfinite(scores)]
-            if scores.numel() > 0:
-                writer.add_histogram("explorler/candidate_scores", scores.numpy(), global_step)
-            if args.landscape_every > 0 and cycle % args.landscape_every == 0:
-                from explorler_optim.viz import log_landscape  # needs matplotlib
+            finished = not next_iteration_fits()
+            if iteration % args.eval_every == 0 or finished:
+                t0 = time.time()
+                last_eval_return = honest_eval()
+                if args.save_model:
+                    checkpoint()
+                excluded_seconds += time.time() - t0
 
-                log_landscape(writer, result, global_step)
-        writer.add_scalar("charts/total_env_steps", total_env_steps, global_step)
-
-        finished = counted_steps() >= args.total_timesteps
-        if iteration % args.eval_every == 0 or finished:
-            t0 = time.time()
-            last_eval_return = honest_eval()
-            if args.save_model:
-                checkpoint()
-            excluded_seconds += time.time() - t0
-
-        sps = int((global_step - start_step) / max(time.time() - start_time - excluded_seconds, 1e-9))
-        writer.add_scalar("charts/SPS", sps, global_step)
-        postfix = {"step": global_step, "SPS": sps}
-        if not math.isnan(last_return):
-            postfix["ret"] = f"{last_return:.1f}"
-        if last_gain is not None:
-            postfix["gain"] = f"{last_gain:.1f}"
-        pbar.set_postfix(postfix, refresh=False)
-        pbar.update(min(counted_steps(), args.total_timesteps) - min(counted_before, args.total_timesteps))
+            sps = int((global_step - start_step) / max(time.time() - start_time - excluded_seconds, 1e-9))
+            writer.add_scalar("charts/SPS", sps, global_step)
+            postfix = {"step": f"{global_step:,}", "SPS": f"{sps:,}"}
+            if not math.isnan(last_return):
+                postfix["ret"] = f"{last_return:.1f}"
+            if last_gain is not None:
+                postfix["gain"] = f"{last_gain:.1f}"
+            pbar.set_postfix(postfix, refresh=False)
+            pbar.update(counted_steps() - counted_before)  # counted steps as they are, past the total too
+    except KeyboardInterrupt:
+        interrupted = True
 
     pbar.close()
-    if args.save_model:
+    counted = "counted" if args.count_eval_steps else "not counted"
+    say(
+        f"{counted_steps():,} counted env steps of the {args.total_timesteps:,} budget: {global_step:,} "
+        f"training + {eval_env_steps:,} candidate-evaluation ({counted})"
+        + (f"; {skipped_searches} search(es) skipped to stay within the budget" if skipped_searches else "")
+    )
+    if interrupted:
+        if args.save_model:
+            checkpoint()
+            kept = f"checkpoint of this moment written to {checkpoint_path} (continue with --resume)"
+        else:
+            kept = "no checkpoint written (run with --save-model to keep one, also on Ctrl-C)"
+        print(
+            f"interrupted at iteration {iteration}, {counted_steps():,} counted env steps: {kept}",
+            file=sys.stderr,
+        )
+    elif args.save_model:
         say(f"model saved to {checkpoint_path}")
     honest_evaluator.close()
     if candidate_evaluator is not None:
         candidate_evaluator.close()
     envs.close()
     writer.close()
+    if interrupted:
+        sys.exit(130)  # the shell's code for a run stopped by Ctrl-C

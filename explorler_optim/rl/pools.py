@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import multiprocessing as mp
 import pickle
+import signal
 import time
 import traceback
 from collections.abc import Callable
@@ -58,6 +59,9 @@ def _dumps(obj: Any, what: str) -> bytes:
 
 def _worker_main(conn: Connection, payload: bytes, num_threads: int) -> None:
     """A worker process: build the engine, then run jobs until told to stop (``None``)."""
+    # Ctrl-C reaches the whole process group: the parent handles it and closes the pool, so a
+    # worker must neither die mid-job nor print a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(num_threads)
     try:
         policy, make_env, fast, peel = pickle.loads(payload)
