@@ -48,7 +48,9 @@ class Args:
     checkpoint_path: str | None = None
     """where `--save-model` writes the checkpoint (default runs/{run_name}/{exp_name}.pt)"""
     resume: str | None = None
-    """path of a checkpoint to continue training from"""
+    """path of a checkpoint to continue training from, exactly where it stopped (envs, RNGs, counters)"""
+    init_from: str | None = None
+    """path of a checkpoint to start a new run from: its weights, normalisation and optimizer state"""
     eval_checkpoint: str | None = None
     """path of a checkpoint to evaluate honestly (its saved seed and env); no training"""
 
@@ -119,6 +121,8 @@ class Args:
     """ESA (and random walk): a candidate every this many steps, plus the final position (20: the paper's)"""
     gaussian_candidates: int = 10
     """gaussian search: number of candidates sampled (10: as many as ESA gives with the defaults)"""
+    fixed_candidate_starts: bool = False
+    """score every search's candidates on the same start states (the run's seed: the authors' scoring)"""
     eval_episodes: int = 1
     """deterministic episodes per candidate, same seeds for all candidates of a cycle (3: the paper's)"""
     include_incumbent: bool = True
@@ -133,6 +137,8 @@ class Args:
     """let the candidate evaluator drop hopeless candidates early (PolicyEvaluator racing)"""
     eval_workers: int = 1
     """worker processes of the candidate evaluator (1: evaluate in this process)"""
+    selection_truth_episodes: int = 0
+    """audit each search: every policy also on this many held-out episodes and the paper's 3 (0: off)"""
     landscape_every: int = 0
     """log the landscape view (anchors, candidates, scores) to TensorBoard every K cycles (0: off)"""
 
@@ -141,6 +147,8 @@ class Args:
     """iterations between honest evaluations of the current policy (also one at the end)"""
     final_eval_episodes: int = 10
     """deterministic episodes per honest evaluation"""
+    paper_metric_every: int = 0
+    """iterations between the paper's metric, paper/episodic_return (0: off; see the README)"""
 
     # computed at runtime from the fields above (CleanRL's names; not settable, so not in --help)
     batch_size: tyro.conf.Suppress[int] = 0
@@ -170,6 +178,8 @@ try:
         GaussianSearch,
         RandomWalkSearch,
     )
+    from explorler_optim.audit import SelectionAudit
+    from explorler_optim.checkpoint import env_state, load_env_state, load_rng_state, rng_state
     from explorler_optim.rl import ObsNormalizer, PolicyEvaluator
 except ImportError:  # running from a source checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -180,6 +190,8 @@ except ImportError:  # running from a source checkout without `pip install -e .`
         GaussianSearch,
         RandomWalkSearch,
     )
+    from explorler_optim.audit import SelectionAudit
+    from explorler_optim.checkpoint import env_state, load_env_state, load_rng_state, rng_state
     from explorler_optim.rl import ObsNormalizer, PolicyEvaluator
 
 
@@ -484,7 +496,14 @@ def policies_per_search(args, num_anchors):
 
 def candidate_seed(args, cycle):
     """Reset seed of episode 0 for every candidate of explore cycle `cycle` (episode k: +k)."""
+    if args.fixed_candidate_starts:
+        return args.seed  # the authors' scoring: the same start states every cycle
     return (args.seed * 1_000_003 + cycle * args.eval_episodes) % 999_000_000
+
+
+def truth_seed(args, cycle):
+    """Reset seed of the selection audit's held-out episode 0 at cycle `cycle`: no other run's seeds."""
+    return 2_000_000_000 + (args.seed % 1000) * 1_000_000 + cycle * args.selection_truth_episodes
 
 
 def honest_seed(args):
@@ -599,7 +618,14 @@ if __name__ == "__main__":
             require_matplotlib()  # fails now, not at the first search
         except ImportError as error:
             raise SystemExit(f"--landscape-every: {error}") from None
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    # --resume continues a run exactly: same TensorBoard run, envs mid-episode, RNGs where they were
+    resumed = torch.load(args.resume, map_location="cpu", weights_only=True) if args.resume else None
+    exact_resume = resumed is not None and "envs" in resumed  # checkpoints of earlier releases lack it
+    run_name = (
+        resumed["run_name"]
+        if exact_resume
+        else f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    )
     checkpoint_path = args.checkpoint_path or os.path.join("runs", run_name, f"{args.exp_name}.pt")
     say = (lambda msg: None) if args.quiet else tqdm.write
 
@@ -614,7 +640,10 @@ if __name__ == "__main__":
             name=run_name,
             save_code=True,
         )
-    writer = SummaryWriter(f"runs/{run_name}")
+    # a resumed run drops what the stopped one logged after its checkpoint
+    writer = SummaryWriter(
+        f"runs/{run_name}", purge_step=resumed["global_step"] + 1 if exact_resume else None
+    )
     writer.add_text(
         "hyperparameters",
         "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()),
@@ -681,6 +710,16 @@ if __name__ == "__main__":
             workers=args.eval_workers,
             racing=args.racing,
         )
+    # the paper's metric (3 episodes on the run's fixed start states) and the selection audit
+    paper_evaluator = None
+    if args.paper_metric_every > 0 or args.selection_truth_episodes > 0:
+        paper_evaluator = PolicyEvaluator(agent.actor_mean, eval_env_fn, episodes=3, seed=args.seed)
+    audit = None
+    if args.explorler and args.selection_truth_episodes > 0:
+        truth_evaluator = PolicyEvaluator(
+            agent.actor_mean, eval_env_fn, episodes=args.selection_truth_episodes
+        )
+        audit = SelectionAudit(candidate_evaluator, {"truth": truth_evaluator, "paper": paper_evaluator})
     honest_evaluator = PolicyEvaluator(
         agent.actor_mean,
         eval_env_fn,
@@ -697,8 +736,8 @@ if __name__ == "__main__":
     last_eval_return = None
     last_cycle_anchors = None  # the anchors of the last search, saved for the landscape command
     reset_seed = args.seed
-    if args.resume is not None:
-        ckpt = torch.load(args.resume, map_location=device, weights_only=True)
+    if resumed is not None:
+        ckpt = resumed
         if ckpt["explorler"] and not args.explorler:
             raise SystemExit("checkpoint was written with ExploRLer on; resume without --no-explorler")
         agent.load_state_dict(ckpt["agent"])
@@ -712,10 +751,25 @@ if __name__ == "__main__":
         cycle = ckpt["cycle"]
         last_eval_return = ckpt.get("eval_return")
         last_cycle_anchors = ckpt.get("last_cycle_anchors")
-        reset_seed = args.seed + 10_007 * iteration
-        torch.manual_seed(reset_seed)
-        envs.action_space.seed(reset_seed)
+        if not exact_resume:  # an earlier release's checkpoint: new episodes from a derived seed
+            reset_seed = args.seed + 10_007 * iteration
+            torch.manual_seed(reset_seed)
+            envs.action_space.seed(reset_seed)
         say(f"resumed from {args.resume} at global_step={global_step} iteration={iteration}")
+    elif args.init_from is not None:
+        # a new run from a trained one: its weights, statistics and optimizer; counters from zero
+        source = torch.load(args.init_from, map_location=device, weights_only=True)
+        if source["args"]["env_id"] != args.env_id:
+            raise SystemExit(
+                f"--init-from: {args.init_from} was trained on {source['args']['env_id']}, not {args.env_id}"
+            )
+        agent.load_state_dict(source["agent"])
+        optimizer.load_state_dict(source["optimizer"])
+        critic_optimizer.load_state_dict(source["critic_optimizer"])
+        load_normalizer_states(envs, source["obs_rms"], source["return_rms"])
+        if args.explorler:
+            optimizer.clear_anchors()  # the fork starts a new cycle
+        say(f"started from {args.init_from} (trained for {source['global_step']:,} steps)")
 
     def counted_steps():
         return total_env_steps if args.count_eval_steps else global_step
@@ -732,6 +786,15 @@ if __name__ == "__main__":
         writer.add_scalar("eval/episodic_return_vs_total_steps", score, total_env_steps)
         say(f"global_step={global_step}, total_env_steps={total_env_steps}, eval_return={score:.1f}")
         return score
+
+    def log_paper_metric(score=None):
+        """The paper's metric: a search's best candidate score, else 3 episodes on fixed starts."""
+        if args.paper_metric_every <= 0:
+            return
+        if score is None:
+            paper_evaluator.obs_normalizer = ObsNormalizer.from_env(envs.envs[0])
+            score = float(paper_evaluator())
+        writer.add_scalar("paper/episodic_return", score, global_step)
 
     def checkpoint():
         obs_states, ret_states = normalizer_states(envs)
@@ -754,6 +817,16 @@ if __name__ == "__main__":
                 "eval_return": last_eval_return,
                 "last_cycle_anchors": last_cycle_anchors,
                 "interrupted": interrupted,
+                # what --resume needs to continue exactly: the TensorBoard run, the envs mid-episode,
+                # the random generators and the loop's last observation
+                "run_name": run_name,
+                "envs": [env_state(env) for env in envs.envs],
+                "rng": rng_state(),
+                "next_obs": next_obs.cpu(),
+                "next_done": next_done.cpu(),
+                "last_return": last_return,
+                "last_gain": last_gain,
+                "skipped_searches": skipped_searches,
             },
         )
 
@@ -766,6 +839,11 @@ if __name__ == "__main__":
     dones = torch.zeros(horizon, device=device)
     values = torch.zeros(horizon, device=device)
 
+    if args.init_from is not None and resumed is None:
+        # the fork point, before the first reset updates the statistics: the checkpoint's own score
+        last_eval_return = honest_eval()
+        log_paper_metric()
+
     # start the game
     start_time = time.time()
     start_step = global_step
@@ -776,6 +854,16 @@ if __name__ == "__main__":
     last_return = float("nan")
     last_gain = None
     skipped_searches = 0  # searches not started because they could overrun the budget
+    if exact_resume:
+        for env, state in zip(envs.envs, resumed["envs"], strict=True):
+            load_env_state(env, state)
+        load_rng_state(resumed["rng"])
+        next_obs, next_done = resumed["next_obs"].to(device), resumed["next_done"].to(device)
+        last_return, last_gain, skipped_searches = (
+            resumed["last_return"],
+            resumed["last_gain"],
+            resumed["skipped_searches"],
+        )
     interrupted = False
     pbar = tqdm(
         total=args.total_timesteps,
@@ -930,7 +1018,17 @@ if __name__ == "__main__":
                 candidate_evaluator.seed = candidate_seed(args, cycle)
                 steps_before = candidate_evaluator.total_env_steps
                 last_cycle_anchors = optimizer.anchors().cpu()  # kept for the landscape command
-                result = optimizer.explore(candidate_evaluator)
+                if audit is not None:
+                    for evaluator in audit.audits.values():
+                        evaluator.obs_normalizer = candidate_evaluator.obs_normalizer
+                    truth_evaluator.seed = truth_seed(args, cycle)
+                result = optimizer.explore(candidate_evaluator if audit is None else audit)
+                if audit is not None:
+                    record = audit.add_result(
+                        result, cycle=cycle, global_step=global_step, total_timesteps=args.total_timesteps
+                    )
+                    audit.write_jsonl(os.path.join("runs", run_name, "selection_audit.jsonl"), [record])
+                log_paper_metric(result.best_score)
                 used = int(candidate_evaluator.total_env_steps - steps_before)
                 cycle += 1
                 eval_env_steps += used
@@ -955,14 +1053,19 @@ if __name__ == "__main__":
                     from explorler_optim.viz import log_landscape  # needs matplotlib
 
                     log_landscape(writer, result, global_step)
+            if (
+                not args.explorler
+                and args.paper_metric_every > 0
+                and iteration % args.paper_metric_every == 0
+            ):
+                log_paper_metric()
             writer.add_scalar("charts/total_env_steps", total_env_steps, global_step)
 
             finished = not next_iteration_fits()
-            if iteration % args.eval_every == 0 or finished:
+            evaluated = iteration % args.eval_every == 0 or finished
+            if evaluated:
                 t0 = time.time()
                 last_eval_return = honest_eval()
-                if args.save_model:
-                    checkpoint()
                 excluded_seconds += time.time() - t0
 
             sps = int((global_step - start_step) / max(time.time() - start_time - excluded_seconds, 1e-9))
@@ -974,6 +1077,8 @@ if __name__ == "__main__":
                 postfix["gain"] = f"{last_gain:.1f}"
             pbar.set_postfix(postfix, refresh=False)
             pbar.update(counted_steps() - counted_before)  # counted steps as they are, past the total too
+            if evaluated and args.save_model:
+                checkpoint()  # the iteration's end: --resume continues exactly from here
     except KeyboardInterrupt:
         interrupted = True
 
@@ -997,6 +1102,9 @@ if __name__ == "__main__":
     elif args.save_model:
         say(f"model saved to {checkpoint_path}")
     honest_evaluator.close()
+    for evaluator in [paper_evaluator, *(audit.audits.values() if audit else [])]:
+        if evaluator is not None:
+            evaluator.close()
     if candidate_evaluator is not None:
         candidate_evaluator.close()
     envs.close()

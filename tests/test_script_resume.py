@@ -1,0 +1,127 @@
+"""Both scripts: a killed run resumes exactly, a fork starts at its score, an audit changes nothing."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, ScriptUnderTest
+
+pytestmark = pytest.mark.slow  # runs the scripts
+
+pytest.importorskip("gymnasium")
+pytest.importorskip("mujoco")
+pytest.importorskip("tyro")
+pytest.importorskip("tensorboard")
+
+SCRIPTS = {
+    "ppo": ROOT / "single_file_baselines" / "ppo_continuous_action.py",
+    "trpo": ROOT / "single_file_baselines" / "trpo_continuous_action.py",
+}
+COMMON = [
+    "--env-id", "Hopper-v5", "--max-episode-steps", "50", "--num-steps", "64", "--explore-every", "2",
+    "--esa-steps", "4", "--eval-episodes", "1", "--final-eval-episodes", "2", "--eval-every", "1", "--quiet",
+]  # fmt: skip
+TINY = {
+    "ppo": [*COMMON, "--num-minibatches", "2", "--update-epochs", "2"],
+    "trpo": [*COMMON, "--n-critic-updates", "2"],
+}
+# results that do not depend on wall-clock time
+DETERMINISTIC_TAGS = [
+    "charts/episodic_return",
+    "losses/value_loss",
+    "eval/episodic_return",
+    "charts/total_env_steps",
+    "explorler/best_score",
+]
+
+
+@pytest.fixture(params=sorted(SCRIPTS))
+def algo(request):
+    return request.param
+
+
+def under_test(algo, tmp_path_factory):
+    return ScriptUnderTest(SCRIPTS[algo], TINY[algo], tmp_path_factory)
+
+
+def script_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), env.get("PYTHONPATH")] if p)
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def test_a_killed_run_resumes_exactly(algo, tmp_path_factory):
+    script = under_test(algo, tmp_path_factory)
+    args = ["--total-timesteps", 1920, "--save-model", "--checkpoint-path", "run.pt"]
+    whole = script.train("whole", *args)
+
+    cwd = tmp_path_factory.mktemp("killed")
+    command = [sys.executable, str(SCRIPTS[algo]), *TINY[algo], *map(str, args)]
+    proc = subprocess.Popen(
+        command, cwd=cwd, env=script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 300
+    while not (cwd / "run.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.kill()  # as a machine that goes away would: no handler runs
+    proc.wait()
+    stopped_at = torch.load(cwd / "run.pt", weights_only=True)["iteration"]
+    assert stopped_at < torch.load(whole.cwd / "run.pt", weights_only=True)["iteration"], "not stopped midway"
+
+    resumed = script.train_in(cwd, *args, "--resume", "run.pt")
+    assert len(list((cwd / "runs").iterdir())) == 1  # the same TensorBoard run, continued
+    for tag in DETERMINISTIC_TAGS:
+        assert resumed.scalars[tag] == whole.scalars[tag], tag
+
+
+def test_a_fork_starts_at_its_checkpoints_score_and_counts_from_zero(algo, tmp_path_factory):
+    script = under_test(algo, tmp_path_factory)
+    trained = script.train("trained", "--total-timesteps", 640, "--save-model", "--checkpoint-path", "run.pt")
+    checkpoint = torch.load(trained.cwd / "run.pt", weights_only=True)
+    fork = script.train(
+        "fork", "--no-explorler", "--total-timesteps", 256, "--paper-metric-every", 1,
+        "--init-from", trained.cwd / "run.pt",
+    )  # fmt: skip
+    first_step, first_score = fork.scalars["eval/episodic_return"][0]
+    assert first_step == 0 and first_score == pytest.approx(checkpoint["eval_return"], rel=1e-6)
+    assert fork.steps("losses/value_loss") == [64, 128, 192, 256]  # its own budget, from the fork
+    assert fork.steps("paper/episodic_return") == [0, 64, 128, 192, 256]
+    with pytest.raises(AssertionError, match="was trained on Hopper-v5"):
+        script.train("wrong-env", "--env-id", "Walker2d-v5", "--init-from", trained.cwd / "run.pt")
+
+
+def test_the_selection_audit_records_every_search_and_changes_nothing(tmp_path_factory):
+    script = under_test("ppo", tmp_path_factory)
+    plain = script.train("plain", "--total-timesteps", 1280)
+    audited = script.train("audited", "--total-timesteps", 1280, "--selection-truth-episodes", 3)
+    for tag in DETERMINISTIC_TAGS:
+        assert audited.scalars[tag] == plain.scalars[tag], tag
+    lines = (audited.run_dir / "selection_audit.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == len(plain.scalars["explorler/best_score"]) >= 2
+    for record in records:
+        rows = len(record["selection"])
+        assert len(record["truth"]) == len(record["paper"]) == rows >= 3
+        assert len(record["truth_returns"][0]) == 3 and len(record["paper_returns"][0]) == 3
+        assert record["incumbent_row"] and record["total_timesteps"] == 1280
+
+
+def test_fixed_candidate_starts_reuse_the_runs_seed_every_cycle():
+    for path in SCRIPTS.values():
+        spec = importlib.util.spec_from_file_location(f"{Path(path).stem}_seeds", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        fixed = module.Args(seed=7, fixed_candidate_starts=True, eval_episodes=3)
+        moving = module.Args(seed=7, eval_episodes=3)
+        assert {module.candidate_seed(fixed, cycle) for cycle in range(5)} == {7}
+        assert len({module.candidate_seed(moving, cycle) for cycle in range(5)}) == 5
+        truths = {module.truth_seed(module.Args(seed=7, selection_truth_episodes=20), c) for c in range(5)}
+        assert min(truths) > max(module.honest_seed(moving) + 10_000, 999_000_000)  # never a selection's
