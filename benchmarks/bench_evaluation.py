@@ -16,8 +16,8 @@ Two measurements in one run, on real PPO anchors:
 
 Results: JSON + markdown under ``benchmarks/results/evaluation/``.
 
-    python benchmarks/bench_evaluation.py                 # full run (~5-10 min on 2 busy cores)
-    python benchmarks/bench_evaluation.py --iterations 3 --num-steps 256 --timing-repeats 1  # smoke
+    python -m benchmarks.bench_evaluation                 # full run (~5-10 min on 2 busy cores)
+    python -m benchmarks.bench_evaluation --iterations 3 --num-steps 256 --timing-repeats 1  # smoke
 """
 
 from __future__ import annotations
@@ -39,12 +39,10 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from explorler_optim import ExploRLerOptimizer
+from explorler_optim.rl import ObsNormalizer, PolicyEvaluator
 
-from explorler_optim import ExploRLerOptimizer  # noqa: E402
-from explorler_optim.rl import ObsNormalizer, PolicyEvaluator  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv=None):
@@ -430,7 +428,7 @@ def timing(agent, comparer, args, log):
 def forward_microbench(agent, n=21, slots=3, reps=300):
     """Cost of one batched forward for n candidates x slots envs: baddbmm fast path vs
     torch.func.functional_call + vmap vs n separate module calls (in-place loading excluded)."""
-    from explorler_optim.rl import _BatchedPolicy
+    from explorler_optim.rl.batched import BatchedPolicy as _BatchedPolicy
 
     policy = agent.actor_mean
     obs_dim = policy[0].in_features

@@ -8,14 +8,13 @@ one torch thread, side by side in one run:
   into the parameters (``evaluate`` is a no-op callable);
 * the same ESA run directly in the raw P-dimensional space (``tests/reference_esa.py``).
 
-Usage: ``python benchmarks/bench_explore_overhead.py [--sizes 10000 100000 1000000] [--repeats 3]``
+Usage: ``python -m benchmarks.bench_explore_overhead [--sizes 10000 100000 1000000] [--repeats 3]``
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -25,7 +24,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import REPO, write_results  # noqa: E402
 from explorler_optim import ExploRLerOptimizer  # noqa: E402
 from tests.reference_esa import raw_space_esa  # noqa: E402

@@ -25,7 +25,7 @@ overhead per training step is `wall_explorler / steps_explorler - wall_baseline 
 CleanRL is NOT a dependency and its code is never copied into this repository; get it yourself:
 
     git clone https://github.com/vwxyzjn/cleanrl /tmp/cleanrl
-    python benchmarks/bench_ppo_sps.py --cleanrl /tmp/cleanrl/cleanrl/ppo_continuous_action.py \\
+    python -m benchmarks.bench_ppo_sps --cleanrl /tmp/cleanrl/cleanrl/ppo_continuous_action.py \\
         --cleanrl-commit "$(git -C /tmp/cleanrl rev-parse HEAD)"
 
 It needs only what our venv has (gymnasium, mujoco, torch, tyro, tensorboard). CleanRL's file
@@ -49,8 +49,7 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import REPO, write_results  # noqa: E402
+from benchmarks.common import REPO, write_results
 
 OURS = REPO / "single_file_baselines" / "ppo_continuous_action.py"
 OUT = REPO / "benchmarks" / "results" / "ppo_sps"

@@ -14,7 +14,7 @@ sb3-contrib is NOT a project dependency: install it in a venv of its own and pas
     /tmp/venv-sb3/bin/pip install torch==2.13.0 sb3-contrib "gymnasium[mujoco]" \\
         tyro tensorboard tqdm
     /tmp/venv-sb3/bin/pip install -e .
-    python benchmarks/bench_trpo_peer.py --sb3-python /tmp/venv-sb3/bin/python \\
+    python -m benchmarks.bench_trpo_peer --sb3-python /tmp/venv-sb3/bin/python \\
         --envs Hopper-v5 HalfCheetah-v5 --seeds 1 2 --total-timesteps 100000 --jobs 2
 
 Each run is one single-threaded process; `--jobs` runs that many at once, pairing the two
@@ -25,8 +25,6 @@ markdown, rewritten after every finished run) go to benchmarks/results/trpo_peer
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import importlib.util
 import json
 import math
 import os
@@ -41,28 +39,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
+from benchmarks.common import load_script, package_versions, write_results
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "single_file_baselines" / "trpo_continuous_action.py"
 OUT = REPO / "benchmarks" / "results" / "trpo_peer"
-sys.path.insert(0, str(REPO))
-
-
-def load_script():
-    """The single-file script as a module (its seeds and eval env builder, not its main)."""
-    spec = importlib.util.spec_from_file_location("trpo_continuous_action", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def versions(names):
-    out = {"python": sys.version.split()[0]}
-    for name in names:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 # ------------------------------------------------------------------------------------ sb3 worker
@@ -80,7 +61,7 @@ def sb3_worker(env_id: str, seed: int, total_timesteps: int, episodes: int) -> d
     from explorler_optim.rl import ObsNormalizer, PolicyEvaluator
 
     torch.set_num_threads(1)
-    script = load_script()
+    script = load_script(SCRIPT)
     venv = make_vec_env(env_id, n_envs=1, seed=seed)
     venv = VecNormalize(
         venv, norm_obs=True, norm_reward=True, clip_obs=10.0, clip_reward=10.0, gamma=0.99,
@@ -125,7 +106,9 @@ def sb3_worker(env_id: str, seed: int, total_timesteps: int, episodes: int) -> d
         "episode_returns": episode_returns,
         "train_seconds": seconds,
         "sps": model.num_timesteps / seconds,
-        "versions": versions(["sb3-contrib", "stable-baselines3", "torch", "gymnasium", "mujoco", "numpy"]),
+        "versions": package_versions(
+            ["sb3-contrib", "stable-baselines3", "torch", "gymnasium", "mujoco", "numpy"]
+        ),
     }
 
 
@@ -140,7 +123,7 @@ def step_check_worker(env_id: str, seed: int) -> dict:
     from stable_baselines3.common.vec_env import VecNormalize
 
     torch.set_num_threads(1)
-    script = load_script()
+    script = load_script(SCRIPT)
     venv = VecNormalize(make_vec_env(env_id, n_envs=1, seed=seed), clip_obs=10.0, epsilon=1e-8)
     model = TRPO("MlpPolicy", venv, seed=seed, device="cpu")
     model.set_logger(configure(None, [""]))
@@ -223,7 +206,7 @@ def run_ours(env_id: str, seed: int, total_timesteps: int, episodes: int, extra=
         "line_search_success_rate": sum(success) / len(success),
         "command": " ".join(cmd[1:]),
         "extra": list(extra),
-        "versions": versions(["torch", "gymnasium", "mujoco", "numpy"]),
+        "versions": package_versions(["torch", "gymnasium", "mujoco", "numpy"]),
     }
 
 
@@ -360,8 +343,6 @@ def main() -> None:
     if args.worker_step_check:
         print(json.dumps(step_check_worker(args.envs[0], args.seeds[0])))
         return
-
-    from benchmarks.common import write_results
 
     if args.step_check:
         checks = []

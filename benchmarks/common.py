@@ -49,6 +49,16 @@ def package_versions(names=("torch", "numpy", "gymnasium", "mujoco", "ray", "exp
     return versions
 
 
+def load_script(path: Path):
+    """A single-file script as a module: its functions and Args, not its main (behind ``__main__``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def provenance() -> dict:
     """Command, commit, package versions, machine and date of this run."""
     return {

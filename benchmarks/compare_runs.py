@@ -7,8 +7,8 @@ sweeps may evaluate at different intervals). The single-file scripts are determi
 for a given seed, so on the same machine type the differences should be 0; on other hardware or
 library versions expect seed-noise-sized differences instead.
 
-    python benchmarks/compare_runs.py benchmarks/results/small-2026-11-28 benchmarks/results/small
-    python benchmarks/compare_runs.py benchmarks/results/tune benchmarks/results/small --map lean=explorler
+    python -m benchmarks.compare_runs benchmarks/results/small-2026-11-28 benchmarks/results/small
+    python -m benchmarks.compare_runs benchmarks/results/tune benchmarks/results/small --map lean=explorler
 
 Prints one line per matched run and a summary; exits 1 if nothing could be matched.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sweep import load_result
+from benchmarks.sweep import load_result
 
 
 def load_runs(sweep_dir: Path) -> dict[str, list[dict]]:

@@ -20,8 +20,8 @@ random policy's return on the env (``RANDOM_SCORES``; 0 for unknown envs, or wit
 random". Wall-clock is the training time (``train_seconds``: the scripts' SPS excludes honest
 evaluation, includes candidate search).
 
-    python benchmarks/report.py --protocol small
-    python benchmarks/report.py --csv path/to/evaluations.csv --out path/to/folder
+    python -m benchmarks.report --protocol small
+    python -m benchmarks.report --csv path/to/evaluations.csv --out path/to/folder
 """
 
 from __future__ import annotations
@@ -37,12 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+from benchmarks.common import write_results
+from benchmarks.protocols import PROTOCOLS
 
-from common import write_results  # noqa: E402
-from protocols import PROTOCOLS  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 BASELINE = "baseline"
 # Mean return of a uniformly random policy (D4RL's reference minimum scores for the v2 tasks; the

@@ -20,8 +20,8 @@ as the scripts do.
 Needs ``stable-baselines3`` and ``sb3-contrib`` (the ``sb3`` extra: ``pip install -e ".[sb3]"``).
 Exits with status 3 and a message when they are missing.
 
-    python benchmarks/sb3_runner.py --algo trpo --env-id Hopper-v5 --seed 1 --total-timesteps 200000
-    python benchmarks/sb3_runner.py --algo ppo --env-id Hopper-v5 --seed 1 --explorler --explore-every 20
+    python -m benchmarks.sb3_runner --algo trpo --env-id Hopper-v5 --seed 1 --total-timesteps 200000
+    python -m benchmarks.sb3_runner --algo ppo --env-id Hopper-v5 --seed 1 --explorler --explore-every 20
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Means with 95% bootstrap intervals over searches (runs of one task are pooled; s
 are not independent, so the intervals are optimistic). Writes ``results.md``, ``results.json`` and
 ``selection_truth.png`` beside the sweep.
 
-    python benchmarks/sweep.py --protocol selection && python benchmarks/selection_truth.py
+    python -m benchmarks.sweep --protocol selection && python -m benchmarks.selection_truth
 """
 
 from __future__ import annotations
@@ -28,11 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+from benchmarks.common import atomic_write, provenance
 
-from common import atomic_write, provenance  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 PHASES = ("early", "middle", "late")
 METRICS = (

@@ -14,10 +14,10 @@ the runs' wall times added up (the machine time the grid needs, one core per run
 speed (raw Hopper-v5 steps per second, measured in this process just before the
 runs start; with Ray, on the driver's machine).
 
-    python benchmarks/sweep.py --protocol small                 # local, one job per core
-    python benchmarks/sweep.py --protocol smoke --jobs 2 --algos ppo --seeds 1
-    python benchmarks/sweep.py --protocol paper --ray-address auto   # an existing Ray cluster
-    python benchmarks/sweep.py --protocol small --dry-run       # print the commands only
+    python -m benchmarks.sweep --protocol small                 # local, one job per core
+    python -m benchmarks.sweep --protocol smoke --jobs 2 --algos ppo --seeds 1
+    python -m benchmarks.sweep --protocol paper --ray-address auto   # an existing Ray cluster
+    python -m benchmarks.sweep --protocol small --dry-run       # print the commands only
 
 With Ray (``--ray`` starts a local instance with ``--jobs`` CPUs; ``--ray-address`` joins a
 cluster) every run is a Ray task (1 CPU) that starts the same command; the repository and the
@@ -45,11 +45,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-from common import (  # noqa: E402
+from benchmarks.common import (
     atomic_write,
     cpu_model,
     git_commit,
@@ -57,7 +53,9 @@ from common import (  # noqa: E402
     package_versions,
     provenance,
 )
-from protocols import PROTOCOLS, SB3_FLAGS, SB3_RUNNER, SCRIPTS, VARIANTS, Protocol, variant_flags  # noqa: E402
+from benchmarks.protocols import PROTOCOLS, SB3_FLAGS, SB3_RUNNER, SCRIPTS, VARIANTS, Protocol, variant_flags
+
+HERE = Path(__file__).resolve().parent
 
 REPO = HERE.parent
 RESULTS = HERE / "results"
@@ -468,7 +466,7 @@ def run_ray(todo, jobs, timeout, address, on_done):
 
 def _ray_execute_run(name, command, run_dir, timeout, resume):
     # imported on the worker so that this task does not depend on how the driver imported us
-    import sweep as worker_sweep
+    from benchmarks import sweep as worker_sweep
 
     return worker_sweep.execute_run(name, command, run_dir, timeout, resume)
 

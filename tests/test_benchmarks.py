@@ -12,15 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "benchmarks"
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
+from benchmarks import common, protocols, report, sweep
 
-import common  # noqa: E402
-import protocols  # noqa: E402
-import report  # noqa: E402
-import sweep  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT_ALGOS = ["ppo", "trpo"]
 HAS_MPL = importlib.util.find_spec("matplotlib") is not None
@@ -28,7 +22,7 @@ HAS_MPL = importlib.util.find_spec("matplotlib") is not None
 
 def run_cli(script, *args, timeout=120):
     return subprocess.run(
-        [sys.executable, str(BENCH / script), *map(str, args)],
+        [sys.executable, "-m", f"benchmarks.{Path(script).stem}", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -438,7 +432,7 @@ def test_compare_runs_matches_names_and_common_points(tmp_path):
             "Hopper-v5__ppo__explorler__1": [(100, 5.0), (300, 7.5)],
         },
     )
-    compare_runs = importlib.import_module("compare_runs")
+    compare_runs = importlib.import_module("benchmarks.compare_runs")
     rows = {
         r["run"]: r
         for r in compare_runs.compare(compare_runs.load_runs(old), compare_runs.load_runs(new), {})
