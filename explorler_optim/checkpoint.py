@@ -194,7 +194,8 @@ def load_normalization_state(envs: Any, state: dict[str, Any]) -> None:
     Example:
         >>> import gymnasium as gym
         >>> def make():
-        ...     return gym.wrappers.NormalizeReward(gym.wrappers.NormalizeObservation(gym.make("Pendulum-v1")))
+        ...     env = gym.wrappers.NormalizeObservation(gym.make("Pendulum-v1"))
+        ...     return gym.wrappers.NormalizeReward(env)
         >>> trained, fresh = make(), make()
         >>> _ = trained.reset(seed=0)
         >>> load_normalization_state(fresh, normalization_state(trained))
