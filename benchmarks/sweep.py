@@ -57,7 +57,16 @@ from common import (  # noqa: E402
     package_versions,
     provenance,
 )
-from protocols import PROTOCOLS, SB3_FLAGS, SB3_RUNNER, SCRIPTS, VARIANTS, Protocol, variant_flags  # noqa: E402
+from protocols import (  # noqa: E402
+    PROTOCOLS,
+    RENAMED_FLAGS,
+    SB3_FLAGS,
+    SB3_RUNNER,
+    SCRIPTS,
+    VARIANTS,
+    Protocol,
+    variant_flags,
+)
 
 REPO = HERE.parent
 RESULTS = HERE / "results"
@@ -362,7 +371,8 @@ def done(run_dir: Path, command: list[str] | None = None) -> bool:
     record = load_result(run_dir)
     ok = record is not None and record.get("returncode") == 0 and bool(record.get("evaluations"))
     if ok and command is not None:
-        return shlex.split(record["command"])[1:] == command[1:]
+        recorded = [RENAMED_FLAGS.get(token, token) for token in shlex.split(record["command"])[1:]]
+        return recorded == command[1:]
     return ok
 
 
