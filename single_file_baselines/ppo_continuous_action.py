@@ -181,12 +181,10 @@ def parse_args(argv):
     new_argv = []
     for token in argv:
         flag, equals, value = token.partition("=")
-        if flag.replace("_", "-") in OLD_FLAGS:
-            new = OLD_FLAGS[flag.replace("_", "-")]
+        new = OLD_FLAGS.get(flag.replace("_", "-"))
+        if new is not None:
             warnings.warn(
-                f"{flag} is deprecated and goes in the next release: use {new}",
-                DeprecationWarning,
-                stacklevel=2,
+                f"{flag} is deprecated, gone in the next release: use {new}", DeprecationWarning, stacklevel=2
             )
             flag = new
         new_argv.append(flag + equals + value)
@@ -915,12 +913,14 @@ if __name__ == "__main__":
         )
     elif args.save_model:
         say(f"model saved to {checkpoint_path}")
-    heldout_evaluator.close()
-    for evaluator in [paper_evaluator, *(audit.audits.values() if audit else [])]:
+    for evaluator in [
+        heldout_evaluator,
+        candidate_evaluator,
+        paper_evaluator,
+        *(audit.audits.values() if audit else []),
+    ]:
         if evaluator is not None:
             evaluator.close()
-    if candidate_evaluator is not None:
-        candidate_evaluator.close()
     envs.close()
     writer.close()
     if interrupted:
