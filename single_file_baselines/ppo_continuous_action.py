@@ -372,6 +372,30 @@ def heldout_seed(args):
     return 1_000_000_000 + (args.seed % 1_000_000) * 1000
 
 
+def check_settings(args):
+    """(budget_limit, episode_cap), or an error that names the fix before anything is built."""
+    if args.budget_tolerance < 0:
+        raise SystemExit(f"--budget-tolerance must be >= 0, got {args.budget_tolerance}")
+    # the budget is the baseline's total (whole iterations, as CleanRL rounds); with candidate steps
+    # counted, nothing starts that could take the counted steps past it by more than the tolerance
+    budget_limit = args.num_iterations * args.batch_size + int(args.budget_tolerance * args.total_timesteps)
+    # a search's env steps are bounded by policies x episodes x this cap on an episode's length
+    episode_cap = args.max_episode_steps or gym.spec(args.env_id).max_episode_steps
+    if args.explorler and args.count_eval_steps and not episode_cap:
+        raise SystemExit(
+            f"{args.env_id} has no time limit, so the env steps of a search cannot be bounded within the "
+            "budget: pass --max-episode-steps N (or --no-count-eval-steps)"
+        )
+    if args.landscape_every > 0:
+        from explorler_optim.viz import require_matplotlib
+
+        try:
+            require_matplotlib()  # fails now, not at the first search
+        except ImportError as error:
+            raise SystemExit(f"--landscape-every: {error}") from None
+    return budget_limit, episode_cap
+
+
 def evaluate_checkpoint(args):
     """Held-out evaluation of a saved checkpoint with its saved statistics and seeds."""
     ckpt = torch.load(args.eval_checkpoint, map_location="cpu", weights_only=True)
@@ -422,25 +446,7 @@ if __name__ == "__main__":
     args.batch_size = int(args.num_envs * args.num_steps)
     args.minibatch_size = int(args.batch_size // args.num_minibatches)
     args.num_iterations = math.ceil(args.total_timesteps / args.batch_size)
-    if args.budget_tolerance < 0:
-        raise SystemExit(f"--budget-tolerance must be >= 0, got {args.budget_tolerance}")
-    # the budget is the baseline's total (whole iterations, as CleanRL rounds); with candidate steps
-    # counted, nothing starts that could take the counted steps past it by more than the tolerance
-    budget_limit = args.num_iterations * args.batch_size + int(args.budget_tolerance * args.total_timesteps)
-    # a search's env steps are bounded by policies x episodes x this cap on an episode's length
-    episode_cap = args.max_episode_steps or gym.spec(args.env_id).max_episode_steps
-    if args.explorler and args.count_eval_steps and not episode_cap:
-        raise SystemExit(
-            f"{args.env_id} has no time limit, so the env steps of a search cannot be bounded within the "
-            "budget: pass --max-episode-steps N (or --no-count-eval-steps)"
-        )
-    if args.landscape_every > 0:
-        from explorler_optim.viz import require_matplotlib
-
-        try:
-            require_matplotlib()  # fails now, not at the first search
-        except ImportError as error:
-            raise SystemExit(f"--landscape-every: {error}") from None
+    budget_limit, episode_cap = check_settings(args)
     # --resume continues a run exactly: same TensorBoard run, envs mid-episode, RNGs where they were
     resumed = torch.load(args.resume, map_location="cpu", weights_only=True) if args.resume else None
     exact_resume = resumed is not None and "envs" in resumed  # checkpoints of earlier releases lack it

@@ -147,8 +147,11 @@ def test_renamed_flags_keep_their_old_spelling_for_one_release(script):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     old = ["--final-eval-episodes", "3", "--explore-start=500", "--no-reset-optimizer-state"]
-    with pytest.warns(DeprecationWarning, match="--final-eval-episodes is deprecated.*--heldout-episodes"):
+    with pytest.warns(DeprecationWarning) as caught:
         args = module.parse_args(old)
+    messages = [str(warning.message) for warning in caught]
+    assert len(messages) == 3 and "--final-eval-episodes is deprecated" in messages[0]
+    assert "use --heldout-episodes" in messages[0] and "use --no-reset-state" in messages[2]
     assert (args.heldout_episodes, args.explore_start_step, args.reset_state) == (3, 500, False)
     new = module.parse_args(["--heldout-episodes", "3", "--explore-start-step=500", "--no-reset-state"])
     assert new == args
