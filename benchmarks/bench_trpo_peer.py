@@ -1,8 +1,8 @@
 """Peer comparison: this project's baseline TRPO (`--no-explorler`) vs sb3-contrib's TRPO.
 
 Both run at the same budget and seeds and are measured with the same honest protocol: after
-training, `final_eval_episodes` (10) deterministic episodes on a separate raw env, with the agent's
-own observation normalisation frozen, episode k reset with seed `honest_seed(seed) + k` (the
+training, `heldout_episodes` (10) deterministic episodes on a separate raw env, with the agent's
+own observation normalisation frozen, episode k reset with seed `heldout_seed(seed) + k` (the
 single-file script's seeds), scored by the project's `PolicyEvaluator`. sb3-contrib gets
 `VecNormalize` with the script's settings (obs and reward normalisation, clip 10, gamma 0.99,
 epsilon 1e-8) and its default TRPO, whose network (64-64 tanh, separate actor and critic,
@@ -92,7 +92,7 @@ def sb3_worker(env_id: str, seed: int, total_timesteps: int, episodes: int) -> d
         script.make_eval_env(env_id),
         episodes=episodes,
         obs_normalizer=norm,
-        seed=script.honest_seed(SimpleNamespace(seed=seed)),
+        seed=script.heldout_seed(SimpleNamespace(seed=seed)),
     )
     score = float(evaluator())
     episode_returns = evaluator.last_returns.reshape(-1).tolist()
@@ -182,7 +182,7 @@ def run_ours(env_id: str, seed: int, total_timesteps: int, episodes: int, extra=
         cmd = [
             sys.executable, str(SCRIPT), "--no-explorler", "--quiet",
             "--env-id", env_id, "--seed", str(seed), "--total-timesteps", str(total_timesteps),
-            "--final-eval-episodes", str(episodes), "--eval-every", str(10**9), *extra,
+            "--heldout-episodes", str(episodes), "--eval-every", str(10**9), *extra,
         ]  # fmt: skip
         start = time.time()
         proc = subprocess.run(cmd, cwd=cwd, env=child_env(), capture_output=True, text=True)

@@ -100,9 +100,13 @@ SB3_FLAGS = (
     "--total-timesteps",
     "--num-steps",
     "--eval-every",
-    "--final-eval-episodes",
+    "--heldout-episodes",
     "--max-episode-steps",
 )
+
+
+# Flags renamed in the scripts (old -> new): results recorded with the old spelling stay done.
+RENAMED_FLAGS = {"--final-eval-episodes": "--heldout-episodes", "--explore-start": "--explore-start-step"}
 
 
 def _flags(text: str) -> tuple[str, ...]:
@@ -161,7 +165,7 @@ SMOKE = Protocol(
     seeds=(1, 2),
     flags=_flags(
         "--total-timesteps 1536 --num-steps 256 --explore-every 2 --esa-steps 4 --eval-episodes 1"
-        " --eval-every 1 --final-eval-episodes 1 --max-episode-steps 100"
+        " --eval-every 1 --heldout-episodes 1 --max-episode-steps 100"
     ),
     algo_flags={
         "ppo": _flags("--num-minibatches 2 --update-epochs 2"),
@@ -201,7 +205,7 @@ SMALL = Protocol(
     algos=("ppo", "trpo"),
     variants=("baseline", "explorler", "explorler-paper"),
     seeds=(1, 2, 3),
-    flags=_flags(f"--total-timesteps {SMALL_STEPS} --eval-every {SMALL_EVAL_EVERY} --final-eval-episodes 10"),
+    flags=_flags(f"--total-timesteps {SMALL_STEPS} --eval-every {SMALL_EVAL_EVERY} --heldout-episodes 10"),
     budget_minutes=90,
 )
 
@@ -218,11 +222,11 @@ TUNE = Protocol(
     algos=("ppo",),
     variants=("baseline", "racing", "one-episode", "lean"),
     seeds=(1, 2),
-    flags=_flags(f"--total-timesteps {SMALL_STEPS} --eval-every 3 --final-eval-episodes 10"),
+    flags=_flags(f"--total-timesteps {SMALL_STEPS} --eval-every 3 --heldout-episodes 10"),
 )
 
 # `paper`: the paper's protocol. 1M steps of plain training, then 2M more with or without
-# ExploRLer: total 3M with `--explore-start 1000000` (no search before global step 1M; the
+# ExploRLer: total 3M with `--explore-start-step 1000000` (no search before global step 1M; the
 # baseline ignores it). Honest evaluation every 25 iterations (~51k training steps): ~58 points.
 PAPER = Protocol(
     name="paper",
@@ -232,7 +236,7 @@ PAPER = Protocol(
     variants=("baseline", "explorler", "explorler-paper", "explorler-paper-full", "sb3"),
     seeds=(1, 2, 3, 4, 5),
     flags=_flags(
-        "--total-timesteps 3000000 --explore-start 1000000 --eval-every 25 --final-eval-episodes 10"
+        "--total-timesteps 3000000 --explore-start-step 1000000 --eval-every 25 --heldout-episodes 10"
     ),
     ray=True,
 )
@@ -266,15 +270,13 @@ FINETUNE = Protocol(
     algos=("ppo", "trpo"),
     variants=("baseline", "explorler", "explorler-paper", "explorler-paper-full"),
     seeds=(1, 2, 3),
-    flags=_flags(
-        f"--total-timesteps {FINETUNE_STEPS} --eval-every {SMALL_EVAL_EVERY} --final-eval-episodes 10"
-    ),
+    flags=_flags(f"--total-timesteps {FINETUNE_STEPS} --eval-every {SMALL_EVAL_EVERY} --heldout-episodes 10"),
     # the paper's metric at the points where the paper's schedule searches (see VARIANT_ALGO_FLAGS)
     algo_flags={"ppo": _flags("--paper-metric-every 1"), "trpo": _flags("--paper-metric-every 10")},
     tasks=(("Hopper-v5", "ppo"), ("Hopper-v5", "trpo"), ("Walker2d-v5", "ppo")),
     variant_tasks={"explorler-paper-full": (("Hopper-v5", "ppo"),)},
     pretrain=Pretrain(
-        flags=_flags("--no-explorler --total-timesteps 1000000 --eval-every 50 --final-eval-episodes 10")
+        flags=_flags("--no-explorler --total-timesteps 1000000 --eval-every 50 --heldout-episodes 10")
     ),
     resumable=True,
     budget_minutes=300,

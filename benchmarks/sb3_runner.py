@@ -3,7 +3,7 @@
 Trains with the libraries' default hyperparameters (the same rollout length and budget as the
 single-file scripts, observation and reward normalisation by ``VecNormalize`` as the scripts'
 wrappers do, clip 10) and measures it exactly as the scripts do: every ``--eval-every``
-iterations and at the end, ``--final-eval-episodes`` deterministic episodes on a separate raw env
+iterations and at the end, ``--heldout-episodes`` deterministic episodes on a separate raw env
 with the observation statistics frozen at that moment, reset seeds from the scripts' honest seed
 sequence. Logged to TensorBoard under ``runs/`` with the scripts' tags (``eval/episodic_return``
 at training steps, ``eval/episodic_return_vs_total_steps``, ``charts/total_env_steps``,
@@ -45,7 +45,9 @@ def parse_args(argv=None):
     p.add_argument("--total-timesteps", type=int, default=1_000_000)
     p.add_argument("--num-steps", type=int, default=2048, help="rollout length (n_steps)")
     p.add_argument("--eval-every", type=int, default=10, help="iterations between evaluations")
-    p.add_argument("--final-eval-episodes", type=int, default=10)
+    p.add_argument(  # --final-eval-episodes: the name before 0.2, kept for one release
+        "--heldout-episodes", "--final-eval-episodes", type=int, default=10, help="episodes per evaluation"
+    )
     p.add_argument("--max-episode-steps", type=int, default=None)
     p.add_argument("--gamma", type=float, default=0.99)
     p.add_argument("--explorler", action="store_true", help="add ExploRLerCallback")
@@ -173,7 +175,7 @@ def main(argv=None) -> int:
     def honest_eval() -> None:
         step, total_steps = steps()
         t0 = time.time()
-        score = honest_return(model, venv, eval_env, honest_seed(args.seed), args.final_eval_episodes)
+        score = honest_return(model, venv, eval_env, honest_seed(args.seed), args.heldout_episodes)
         writer.add_scalar("eval/episodic_return", score, step)
         writer.add_scalar("eval/episodic_return_vs_total_steps", score, total_steps)
         writer.add_scalar("charts/total_env_steps", total_steps, step)

@@ -53,7 +53,16 @@ from benchmarks.common import (
     package_versions,
     provenance,
 )
-from benchmarks.protocols import PROTOCOLS, SB3_FLAGS, SB3_RUNNER, SCRIPTS, VARIANTS, Protocol, variant_flags
+from benchmarks.protocols import (
+    PROTOCOLS,
+    RENAMED_FLAGS,
+    SB3_FLAGS,
+    SB3_RUNNER,
+    SCRIPTS,
+    VARIANTS,
+    Protocol,
+    variant_flags,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -360,7 +369,8 @@ def done(run_dir: Path, command: list[str] | None = None) -> bool:
     record = load_result(run_dir)
     ok = record is not None and record.get("returncode") == 0 and bool(record.get("evaluations"))
     if ok and command is not None:
-        return shlex.split(record["command"])[1:] == command[1:]
+        recorded = [RENAMED_FLAGS.get(token, token) for token in shlex.split(record["command"])[1:]]
+        return recorded == command[1:]
     return ok
 
 

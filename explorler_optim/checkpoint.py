@@ -5,7 +5,9 @@ last checkpoint should end exactly where an uninterrupted run ends. That needs m
 networks and the optimizer: the global random generators (:func:`rng_state`) and the state of every
 environment, mid-episode (:func:`env_state`), including its wrappers' running statistics and the
 simulator's physics state. Everything is stored as tensors and plain Python values, so
-``torch.load(weights_only=True)`` reads it.
+``torch.load(weights_only=True)`` reads it. :func:`normalization_state` keeps just the running
+statistics of the ``NormalizeObservation`` / ``NormalizeReward`` wrappers, what a policy needs
+to be evaluated or trained further (``--init-from``, ``--eval-checkpoint``).
 
 Example:
     >>> import gymnasium as gym
@@ -30,7 +32,18 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-__all__ = ["env_state", "load_env_state", "load_rng_state", "rng_state", "save_checkpoint"]
+__all__ = [
+    "env_state",
+    "find_wrapper",
+    "load_env_state",
+    "load_normalization_state",
+    "load_rng_state",
+    "load_running_stats_state",
+    "normalization_state",
+    "rng_state",
+    "running_stats_state",
+    "save_checkpoint",
+]
 
 # attributes that are structure, not state: the wrapped env, spaces, cached metadata
 _STRUCTURE = {
@@ -69,6 +82,133 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def find_wrapper(env: Any, cls: type) -> Any:
+    """The outermost wrapper of type ``cls`` in ``env``'s chain (``env``, ``env.env``, ...).
+
+    Raises:
+        ValueError: no wrapper of that type; build the env with it.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> env = gym.wrappers.ClipAction(gym.wrappers.NormalizeObservation(gym.make("Pendulum-v1")))
+        >>> type(find_wrapper(env, gym.wrappers.NormalizeObservation)).__name__
+        'NormalizeObservation'
+    """
+    layer = env
+    while layer is not None:
+        if isinstance(layer, cls):
+            return layer
+        layer = getattr(layer, "env", None)
+    raise ValueError(
+        f"no {cls.__name__} wrapper in {env}; build the env with gymnasium.wrappers.{cls.__name__}"
+    )
+
+
+def running_stats_state(rms: Any) -> dict[str, Any]:
+    """A copy of running mean/variance statistics (gymnasium's ``RunningMeanStd``) as tensors.
+
+    Args:
+        rms: an object with ``mean``, ``var`` and ``count`` (e.g. a ``NormalizeObservation``
+            wrapper's ``obs_rms``).
+
+    Returns:
+        ``{"mean": float64 tensor, "var": float64 tensor, "count": float}``.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> running_stats_state(SimpleNamespace(mean=np.zeros(2), var=np.ones(2), count=3))["count"]
+        3.0
+    """
+    return {
+        "mean": torch.as_tensor(np.asarray(rms.mean, dtype=np.float64)).clone(),
+        "var": torch.as_tensor(np.asarray(rms.var, dtype=np.float64)).clone(),
+        "count": float(rms.count),
+    }
+
+
+def load_running_stats_state(rms: Any, state: dict[str, Any]) -> None:
+    """Set ``rms.mean``, ``rms.var`` and ``rms.count`` from :func:`running_stats_state`'s dict.
+
+    Args:
+        rms: the statistics to overwrite (e.g. a ``NormalizeObservation`` wrapper's ``obs_rms``).
+        state: what :func:`running_stats_state` returned.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> rms = SimpleNamespace(mean=np.zeros(2), var=np.ones(2), count=1.0)
+        >>> load_running_stats_state(rms, {"mean": torch.ones(2), "var": torch.ones(2), "count": 5.0})
+        >>> rms.mean.tolist(), rms.count
+        ([1.0, 1.0], 5.0)
+    """
+    rms.mean = state["mean"].numpy().astype(np.float64).copy()
+    rms.var = state["var"].numpy().astype(np.float64).copy()
+    rms.count = float(state["count"])
+
+
+def _sub_envs(envs: Any) -> list[Any]:
+    return list(envs.envs) if hasattr(envs, "envs") else [envs]
+
+
+def normalization_state(envs: Any) -> dict[str, list[dict[str, Any]]]:
+    """The observation and reward normalisation statistics of every env of a vector env.
+
+    Args:
+        envs: a ``gymnasium.vector.SyncVectorEnv`` (or a single env) whose envs carry
+            ``NormalizeObservation`` and ``NormalizeReward`` wrappers.
+
+    Returns:
+        ``{"obs_rms": [...], "return_rms": [...]}``, one :func:`running_stats_state` per env:
+        merge it into a checkpoint dict, and pass that dict to :func:`load_normalization_state`.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> env = gym.wrappers.NormalizeReward(gym.wrappers.NormalizeObservation(gym.make("Pendulum-v1")))
+        >>> _ = env.reset(seed=0)
+        >>> saved = normalization_state(env)
+        >>> saved["obs_rms"][0]["mean"].shape, len(saved["return_rms"])
+        (torch.Size([3]), 1)
+    """
+    import gymnasium as gym
+
+    sub_envs = _sub_envs(envs)
+    return {
+        "obs_rms": [
+            running_stats_state(find_wrapper(e, gym.wrappers.NormalizeObservation).obs_rms) for e in sub_envs
+        ],
+        "return_rms": [
+            running_stats_state(find_wrapper(e, gym.wrappers.NormalizeReward).return_rms) for e in sub_envs
+        ],
+    }
+
+
+def load_normalization_state(envs: Any, state: dict[str, Any]) -> None:
+    """Load :func:`normalization_state`'s statistics into the wrappers of every env of ``envs``.
+
+    Args:
+        envs: a vector env (or a single env) built with the same normalisation wrappers.
+        state: a dict with the keys ``"obs_rms"`` and ``"return_rms"`` (a whole checkpoint will
+            do). Envs past the saved ones get the last saved env's statistics.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> def make():
+        ...     env = gym.wrappers.NormalizeObservation(gym.make("Pendulum-v1"))
+        ...     return gym.wrappers.NormalizeReward(env)
+        >>> trained, fresh = make(), make()
+        >>> _ = trained.reset(seed=0)
+        >>> load_normalization_state(fresh, normalization_state(trained))
+        >>> bool((fresh.env.obs_rms.mean == trained.env.obs_rms.mean).all())
+        True
+    """
+    import gymnasium as gym
+
+    obs_states, return_states = state["obs_rms"], state["return_rms"]
+    for i, env in enumerate(_sub_envs(envs)):
+        j = min(i, len(obs_states) - 1)
+        load_running_stats_state(find_wrapper(env, gym.wrappers.NormalizeObservation).obs_rms, obs_states[j])
+        load_running_stats_state(find_wrapper(env, gym.wrappers.NormalizeReward).return_rms, return_states[j])
 
 
 def rng_state() -> dict[str, Any]:

@@ -90,6 +90,35 @@ class ExploreResult:
             return None
         return self.best_score - self.incumbent_score
 
+    def scalars(self) -> dict[str, float]:
+        """The scalar values of this search worth logging, by name (e.g. for TensorBoard).
+
+        Returns:
+            ``best_score``, ``incumbent_score`` and ``gain`` (only when the incumbent was scored),
+            ``committed`` (1.0 or 0.0), ``num_candidates``, ``distance``, ``seconds`` and
+            ``search_seconds``, in that order.
+
+        Example:
+            >>> result = ExploreResult(torch.tensor([1.0, 3.0]), 2.0, 1, 3.0, True, 2, 0.5, 0.1, 0.01)
+            >>> result.scalars()["gain"], result.scalars()["committed"]
+            (1.0, 1.0)
+            >>> for name, value in result.scalars().items():  # doctest: +SKIP
+            ...     writer.add_scalar(f"explorler/{name}", value, global_step)
+        """
+        values: dict[str, float] = {"best_score": self.best_score}
+        if self.incumbent_score is not None:
+            values["incumbent_score"] = self.incumbent_score
+        if self.gain is not None:
+            values["gain"] = self.gain
+        values.update(
+            committed=float(self.committed),
+            num_candidates=self.num_candidates,
+            distance=self.distance,
+            seconds=self.seconds,
+            search_seconds=self.search_seconds,
+        )
+        return values
+
 
 class _InvalidScore(ValueError):
     pass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import math
+import warnings
 
 import torch
 from torch import Tensor
@@ -267,20 +268,35 @@ class GaussianSearch(SearchOperator):
     subspace coordinates draws from exactly that Gaussian at any network size.
 
     Args:
-        num: number of samples.
+        num_candidates: number of samples.
         scale: multiplies the standard deviation (1.0: the fitted Gaussian).
+        num: deprecated spelling of ``num_candidates`` (a ``DeprecationWarning``; removed in the
+            next release).
 
     Example:
-        >>> GaussianSearch(num=8).candidates(torch.randn(10, 50), torch.Generator().manual_seed(0)).shape
+        >>> search = GaussianSearch(num_candidates=8)
+        >>> search.candidates(torch.randn(10, 50), torch.Generator().manual_seed(0)).shape
         torch.Size([8, 50])
     """
 
-    def __init__(self, num: int = 20, scale: float = 1.0) -> None:
-        if int(num) != num or num < 1:
-            raise ValueError(f"num must be a positive integer, got {num!r}")
+    def __init__(self, num_candidates: int = 20, scale: float = 1.0, *, num: int | None = None) -> None:
+        if num is not None:
+            warnings.warn(
+                "GaussianSearch(num=...) is deprecated; pass num_candidates=...",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            num_candidates = num
+        if int(num_candidates) != num_candidates or num_candidates < 1:
+            raise ValueError(f"num_candidates must be a positive integer, got {num_candidates!r}")
         if not scale >= 0:
             raise ValueError(f"scale must be non-negative, got {scale!r}")
-        self.num, self.scale = int(num), float(scale)
+        self.num_candidates, self.scale = int(num_candidates), float(scale)
+
+    @property
+    def num(self) -> int:
+        """Deprecated: :attr:`num_candidates`."""
+        return self.num_candidates
 
     def search(self, coords: Tensor, generator: torch.Generator | None = None) -> Tensor:
         _check_anchor_count(coords.shape[0])
@@ -288,10 +304,10 @@ class GaussianSearch(SearchOperator):
         mean = coords.mean(0)
         centred = coords - mean
         # noise @ centred has covariance centred^T centred: the anchors' sample covariance times n-1.
-        noise = torch.randn(self.num, coords.shape[0], generator=generator, dtype=torch.float64)
+        noise = torch.randn(self.num_candidates, coords.shape[0], generator=generator, dtype=torch.float64)
         noise = noise.to(coords.device)
         spread = self.scale / math.sqrt(coords.shape[0] - 1)
         return mean + spread * noise @ centred
 
     def extra_repr(self) -> str:
-        return f"num={self.num}, scale={self.scale:g}"
+        return f"num_candidates={self.num_candidates}, scale={self.scale:g}"

@@ -1,7 +1,7 @@
 """PPO for continuous actions, CleanRL style, with ExploRLer between iterations.
 
 One file, top to bottom. `python ppo_continuous_action.py` runs ExploRLer-PPO on Hopper-v5;
-`--no-explorler` runs the plain PPO baseline with the same code, seeds and honest evaluation.
+`--no-explorler` runs the plain PPO baseline with the same code, seeds and held-out evaluation.
 The ExploRLer part is small: the Adam optimizer is wrapped in `ExploRLerOptimizer`, an anchor is
 recorded after every epoch, and `optimizer.explore(evaluator)` runs between iterations.
 
@@ -11,7 +11,7 @@ recorded after every epoch, and `optimizer.explore(evaluator)` runs between iter
     python single_file_baselines/ppo_continuous_action.py --eval-checkpoint runs/<run>/<name>.pt
     tensorboard --logdir runs
 
-Compare runs by `eval/episodic_return`: the current policy on `final_eval_episodes` held-out
+Compare runs by `eval/episodic_return`: the current policy on `heldout_episodes` held-out
 deterministic episodes, with the same seeds in both modes and never counted in the budget.
 """
 
@@ -50,7 +50,7 @@ class Args:
     quiet: bool = False
     """if toggled, no console output (no progress bar, no messages)"""
     save_model: bool = False
-    """if toggled, write a checkpoint (at every honest evaluation and at the end, same file)"""
+    """if toggled, write a checkpoint (at every held-out evaluation and at the end, same file)"""
     checkpoint_path: str | None = None
     """where `--save-model` writes the checkpoint (default runs/{run_name}/{exp_name}.pt)"""
     resume: str | None = None
@@ -58,7 +58,7 @@ class Args:
     init_from: str | None = None
     """path of a checkpoint to start a new run from: its weights, normalisation and optimizer state"""
     eval_checkpoint: str | None = None
-    """path of a checkpoint to evaluate honestly (its saved seed and env); no training"""
+    """path of a checkpoint to evaluate on held-out episodes (its saved seed and env); no training"""
 
     # Algorithm specific arguments
     env_id: str = "Hopper-v5"
@@ -103,8 +103,8 @@ class Args:
     """if toggled, wrap Adam in ExploRLerOptimizer and explore between iterations"""
     explore_every: int = 20
     """iterations per explore cycle (default from benchmarks `tune`; 1 is the paper's schedule)"""
-    explore_start: int = 0
-    """training steps (global_step) before which no search runs (1M: pretrain, then explore)"""
+    explore_start_step: int = 0
+    """training env steps (global_step) before which no search runs (1M: pretrain, then explore)"""
     max_anchors: int = 10
     """anchors kept: an anchor is recorded at every epoch end, the last max_anchors are searched"""
     search: Literal["esa", "random-walk", "checkpoint-average", "gaussian"] = "esa"
@@ -131,7 +131,7 @@ class Args:
     """deterministic episodes per candidate, same seeds for all candidates of a cycle (3: the paper's)"""
     include_incumbent: bool = True
     """score the current policy too and commit a candidate only if it beats it"""
-    reset_optimizer_state: bool = True
+    reset_state: bool = True
     """after a commit, clear Adam's moments of the explored parameters"""
     count_eval_steps: bool = True
     """count candidate-evaluation env steps toward total_timesteps (off: the paper's accounting)"""
@@ -146,11 +146,11 @@ class Args:
     landscape_every: int = 0
     """log the landscape view (anchors, candidates, scores) to TensorBoard every K cycles (0: off)"""
 
-    # Honest measurement (the same for baseline and ExploRLer; never counted in the budget)
+    # Held-out evaluation (the same for baseline and ExploRLer; never counted in the budget)
     eval_every: int = 10
-    """iterations between honest evaluations of the current policy (also one at the end)"""
-    final_eval_episodes: int = 10
-    """deterministic episodes per honest evaluation"""
+    """iterations between held-out evaluations of the current policy (also one at the end)"""
+    heldout_episodes: int = 10
+    """deterministic held-out episodes per evaluation (every `eval_every` iterations, at the end)"""
     paper_metric_every: int = 0
     """iterations between the paper's metric, paper/episodic_return (0: off; see the README)"""
 
@@ -163,9 +163,37 @@ class Args:
     """ceil(total_timesteps / batch_size): the baseline's iterations (fewer when eval steps count)"""
 
 
+# renamed settings: old flags (and old checkpoints' args) still work in this release, with a warning
+RENAMED = {
+    "final_eval_episodes": "heldout_episodes",
+    "explore_start": "explore_start_step",
+    "reset_optimizer_state": "reset_state",
+}
+OLD_FLAGS = {
+    f"--{no}{old}".replace("_", "-"): f"--{no}{new}".replace("_", "-")
+    for old, new in RENAMED.items()
+    for no in ("", "no-")
+}
+
+
+def parse_args(argv):
+    """`tyro.cli(Args)`; a renamed flag's old spelling is replaced by the new one, with a warning."""
+    new_argv = []
+    for token in argv:
+        flag, equals, value = token.partition("=")
+        new = OLD_FLAGS.get(flag.replace("_", "-"))
+        if new is not None:
+            warnings.warn(
+                f"{flag} is deprecated, gone in the next release: use {new}", DeprecationWarning, stacklevel=2
+            )
+            flag = new
+        new_argv.append(flag + equals + value)
+    return tyro.cli(Args, args=new_argv)
+
+
 if __name__ == "__main__":
     # parsed before the heavy imports below, so that `--help` and a mistyped flag answer at once
-    args = tyro.cli(Args)
+    args = parse_args(sys.argv[1:])
 
 import gymnasium as gym
 import numpy as np
@@ -183,21 +211,21 @@ try:
         GaussianSearch,
         RandomWalkSearch,
     )
-    from explorler_optim.audit import SelectionAudit
-    from explorler_optim.checkpoint import env_state, load_env_state, load_rng_state, rng_state
-    from explorler_optim.rl import ObsNormalizer, PolicyEvaluator
-except ImportError:  # running from a source checkout without `pip install -e .`
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from explorler_optim import (
-        CheckpointAverage,
-        EmptySpaceSearch,
-        ExploRLerOptimizer,
-        GaussianSearch,
-        RandomWalkSearch,
-    )
-    from explorler_optim.audit import SelectionAudit
-    from explorler_optim.checkpoint import env_state, load_env_state, load_rng_state, rng_state
-    from explorler_optim.rl import ObsNormalizer, PolicyEvaluator
+except ModuleNotFoundError as error:
+    raise SystemExit(
+        f"{error}: install the package first, `pip install -e .` in the repository root"
+    ) from None
+from explorler_optim.audit import SelectionAudit
+from explorler_optim.checkpoint import (
+    env_state,
+    load_env_state,
+    load_normalization_state,
+    load_rng_state,
+    normalization_state,
+    rng_state,
+    save_checkpoint,
+)
+from explorler_optim.rl import ObsNormalizer, PolicyEvaluator
 
 
 def make_env(env_id, idx, gamma, max_episode_steps=None):
@@ -226,14 +254,6 @@ def build_eval_env(env_id, max_episode_steps=None):
 def make_eval_env(env_id, max_episode_steps=None):
     """A picklable zero-arg env builder (evaluator worker processes need one)."""
     return functools.partial(build_eval_env, env_id, max_episode_steps)
-
-
-def find_wrapper(env, cls):
-    while env is not None:
-        if isinstance(env, cls):
-            return env
-        env = getattr(env, "env", None)
-    raise ValueError(f"no {cls.__name__} wrapper in {env}")
 
 
 SQRT2 = float(np.sqrt(2))
@@ -320,7 +340,7 @@ def make_search(args):
         )
     if args.search == "checkpoint-average":
         return CheckpointAverage()
-    return GaussianSearch(num=args.gaussian_candidates)
+    return GaussianSearch(num_candidates=args.gaussian_candidates)
 
 
 def policies_per_search(args, num_anchors):
@@ -347,71 +367,56 @@ def truth_seed(args, cycle):
     return 2_000_000_000 + (args.seed % 1000) * 1_000_000 + cycle * args.selection_truth_episodes
 
 
-def honest_seed(args):
-    """Reset seed of honest episode 0; disjoint from candidate seeds, the same in both modes."""
+def heldout_seed(args):
+    """Reset seed of held-out episode 0; disjoint from candidate seeds, the same in both modes."""
     return 1_000_000_000 + (args.seed % 1_000_000) * 1000
 
 
-def rms_state(rms):
-    return {
-        "mean": torch.as_tensor(np.asarray(rms.mean, dtype=np.float64)).clone(),
-        "var": torch.as_tensor(np.asarray(rms.var, dtype=np.float64)).clone(),
-        "count": float(rms.count),
-    }
+def check_settings(args):
+    """(budget_limit, episode_cap), or an error that names the fix before anything is built."""
+    if args.budget_tolerance < 0:
+        raise SystemExit(f"--budget-tolerance must be >= 0, got {args.budget_tolerance}")
+    # the budget is the baseline's total (whole iterations, as CleanRL rounds); with candidate steps
+    # counted, nothing starts that could take the counted steps past it by more than the tolerance
+    budget_limit = args.num_iterations * args.batch_size + int(args.budget_tolerance * args.total_timesteps)
+    # a search's env steps are bounded by policies x episodes x this cap on an episode's length
+    episode_cap = args.max_episode_steps or gym.spec(args.env_id).max_episode_steps
+    if args.explorler and args.count_eval_steps and not episode_cap:
+        raise SystemExit(
+            f"{args.env_id} has no time limit, so the env steps of a search cannot be bounded within the "
+            "budget: pass --max-episode-steps N (or --no-count-eval-steps)"
+        )
+    if args.landscape_every > 0:
+        from explorler_optim.viz import require_matplotlib
 
-
-def load_rms_state(rms, state):
-    rms.mean = state["mean"].numpy().astype(np.float64).copy()
-    rms.var = state["var"].numpy().astype(np.float64).copy()
-    rms.count = float(state["count"])
-
-
-def normalizer_states(envs):
-    obs = [rms_state(find_wrapper(e, gym.wrappers.NormalizeObservation).obs_rms) for e in envs.envs]
-    ret = [rms_state(find_wrapper(e, gym.wrappers.NormalizeReward).return_rms) for e in envs.envs]
-    return obs, ret
-
-
-def load_normalizer_states(envs, obs_states, ret_states):
-    for i, e in enumerate(envs.envs):
-        j = min(i, len(obs_states) - 1)
-        load_rms_state(find_wrapper(e, gym.wrappers.NormalizeObservation).obs_rms, obs_states[j])
-        load_rms_state(find_wrapper(e, gym.wrappers.NormalizeReward).return_rms, ret_states[j])
-
-
-def save_checkpoint(path, payload):
-    """Atomic write: a crash mid-save never leaves a truncated checkpoint behind."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        try:
+            require_matplotlib()  # fails now, not at the first search
+        except ImportError as error:
+            raise SystemExit(f"--landscape-every: {error}") from None
+    return budget_limit, episode_cap
 
 
 def evaluate_checkpoint(args):
-    """Honest evaluation of a saved checkpoint with its saved statistics and seeds."""
+    """Held-out evaluation of a saved checkpoint with its saved statistics and seeds."""
     ckpt = torch.load(args.eval_checkpoint, map_location="cpu", weights_only=True)
-    saved = Args(**{k: v for k, v in ckpt["args"].items() if k in Args.__dataclass_fields__})
+    saved = {RENAMED.get(k, k): v for k, v in ckpt["args"].items()}  # also before the renames
+    saved = Args(**{k: v for k, v in saved.items() if k in Args.__dataclass_fields__})
     # the env rebuilt with the training wrappers, holding the saved statistics: the normaliser is
     # read from it exactly as during training
     stats_env = make_env(saved.env_id, 0, saved.gamma, saved.max_episode_steps)()
-    load_rms_state(find_wrapper(stats_env, gym.wrappers.NormalizeObservation).obs_rms, ckpt["obs_rms"][0])
+    load_normalization_state(stats_env, ckpt)
     obs_dim = int(np.prod(stats_env.observation_space.shape))
     act_dim = int(np.prod(stats_env.action_space.shape))
     agent = Agent(obs_dim, act_dim)
     agent.load_state_dict(ckpt["agent"])
     agent.eval()
-    episodes = args.final_eval_episodes
+    episodes = args.heldout_episodes
     evaluator = PolicyEvaluator(
         agent.actor_mean,
         make_eval_env(saved.env_id, saved.max_episode_steps),
         episodes=episodes,
         obs_normalizer=ObsNormalizer.from_env(stats_env),
-        seed=honest_seed(saved),
+        seed=heldout_seed(saved),
     )
     score = float(evaluator())
     evaluator.close()
@@ -441,25 +446,7 @@ if __name__ == "__main__":
     args.batch_size = int(args.num_envs * args.num_steps)
     args.minibatch_size = int(args.batch_size // args.num_minibatches)
     args.num_iterations = math.ceil(args.total_timesteps / args.batch_size)
-    if args.budget_tolerance < 0:
-        raise SystemExit(f"--budget-tolerance must be >= 0, got {args.budget_tolerance}")
-    # the budget is the baseline's total (whole iterations, as CleanRL rounds); with candidate steps
-    # counted, nothing starts that could take the counted steps past it by more than the tolerance
-    budget_limit = args.num_iterations * args.batch_size + int(args.budget_tolerance * args.total_timesteps)
-    # a search's env steps are bounded by policies x episodes x this cap on an episode's length
-    episode_cap = args.max_episode_steps or gym.spec(args.env_id).max_episode_steps
-    if args.explorler and args.count_eval_steps and not episode_cap:
-        raise SystemExit(
-            f"{args.env_id} has no time limit, so the env steps of a search cannot be bounded within the "
-            "budget: pass --max-episode-steps N (or --no-count-eval-steps)"
-        )
-    if args.landscape_every > 0:
-        from explorler_optim.viz import require_matplotlib
-
-        try:
-            require_matplotlib()  # fails now, not at the first search
-        except ImportError as error:
-            raise SystemExit(f"--landscape-every: {error}") from None
+    budget_limit, episode_cap = check_settings(args)
     # --resume continues a run exactly: same TensorBoard run, envs mid-episode, RNGs where they were
     resumed = torch.load(args.resume, map_location="cpu", weights_only=True) if args.resume else None
     exact_resume = resumed is not None and "envs" in resumed  # checkpoints of earlier releases lack it
@@ -523,7 +510,7 @@ if __name__ == "__main__":
             max_anchors=args.max_anchors,
             search=make_search(args),
             include_incumbent=args.include_incumbent,
-            reset_state=args.reset_optimizer_state,
+            reset_state=args.reset_state,
             seed=args.seed,
             on_invalid="skip",
         )
@@ -553,12 +540,12 @@ if __name__ == "__main__":
             agent.actor_mean, eval_env_fn, episodes=args.selection_truth_episodes
         )
         audit = SelectionAudit(candidate_evaluator, {"truth": truth_evaluator, "paper": paper_evaluator})
-    honest_evaluator = PolicyEvaluator(
+    heldout_evaluator = PolicyEvaluator(
         agent.actor_mean,
         eval_env_fn,
-        episodes=args.final_eval_episodes,
+        episodes=args.heldout_episodes,
         obs_normalizer=ObsNormalizer.from_env(envs.envs[0]),
-        seed=honest_seed(args),
+        seed=heldout_seed(args),
     )
 
     global_step = 0  # training env steps
@@ -575,7 +562,7 @@ if __name__ == "__main__":
             raise SystemExit("checkpoint was written with ExploRLer on; resume without --no-explorler")
         agent.load_state_dict(ckpt["agent"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        load_normalizer_states(envs, ckpt["obs_rms"], ckpt["return_rms"])
+        load_normalization_state(envs, ckpt)
         global_step = ckpt["global_step"]
         total_env_steps = ckpt["total_env_steps"]
         eval_env_steps = ckpt["eval_env_steps"]
@@ -597,7 +584,7 @@ if __name__ == "__main__":
             )
         agent.load_state_dict(source["agent"])
         optimizer.load_state_dict(source["optimizer"])
-        load_normalizer_states(envs, source["obs_rms"], source["return_rms"])
+        load_normalization_state(envs, source)
         if args.explorler:
             optimizer.clear_anchors()  # the fork starts a new cycle
         say(f"started from {args.init_from} (trained for {source['global_step']:,} steps)")
@@ -609,10 +596,10 @@ if __name__ == "__main__":
         """Another iteration starts while the budget is not reached and it cannot overrun the limit."""
         return counted_steps() < args.total_timesteps and counted_steps() + args.batch_size <= budget_limit
 
-    def honest_eval():
-        honest_evaluator.obs_normalizer = ObsNormalizer.from_env(envs.envs[0])
-        honest_evaluator.seed = honest_seed(args)
-        score = float(honest_evaluator())
+    def heldout_eval():
+        heldout_evaluator.obs_normalizer = ObsNormalizer.from_env(envs.envs[0])
+        heldout_evaluator.seed = heldout_seed(args)
+        score = float(heldout_evaluator())
         writer.add_scalar("eval/episodic_return", score, global_step)
         writer.add_scalar("eval/episodic_return_vs_total_steps", score, total_env_steps)
         say(f"global_step={global_step}, total_env_steps={total_env_steps}, eval_return={score:.1f}")
@@ -628,7 +615,6 @@ if __name__ == "__main__":
         writer.add_scalar("paper/episodic_return", score, global_step)
 
     def checkpoint():
-        obs_states, ret_states = normalizer_states(envs)
         save_checkpoint(
             checkpoint_path,
             {
@@ -636,8 +622,7 @@ if __name__ == "__main__":
                 "agent": agent.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "explorler": bool(args.explorler),
-                "obs_rms": obs_states,
-                "return_rms": ret_states,
+                **normalization_state(envs),  # "obs_rms", "return_rms"
                 "args": dict(vars(args)),
                 "global_step": int(global_step),
                 "total_env_steps": int(total_env_steps),
@@ -671,13 +656,13 @@ if __name__ == "__main__":
 
     if args.init_from is not None and resumed is None:
         # the fork point, before the first reset updates the statistics: the checkpoint's own score
-        last_eval_return = honest_eval()
+        last_eval_return = heldout_eval()
         log_paper_metric()
 
     # start the game
     start_time = time.time()
     start_step = global_step
-    excluded_seconds = 0.0  # honest evaluation time (measurement, not training cost)
+    excluded_seconds = 0.0  # held-out evaluation time (measurement, not training cost)
     next_obs, _ = envs.reset(seed=reset_seed)
     next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
     next_done = torch.zeros(args.num_envs, device=device)
@@ -706,9 +691,11 @@ if __name__ == "__main__":
     # Ctrl-C stops the run cleanly: the envs and evaluators are closed and, with --save-model, the
     # state at that moment is written (a checkpoint that --resume continues from)
     try:
-        while next_iteration_fits():
+        first_iteration = iteration + 1  # 1, or after --resume the checkpoint's iteration + 1
+        for iteration in range(first_iteration, args.num_iterations + 1):
+            if not next_iteration_fits():  # counted candidate steps: fewer than num_iterations
+                break
             counted_before = counted_steps()
-            iteration += 1
             # Annealing the rate: linear in the counted steps, so it reaches ~0 at the budget either way
             if args.anneal_lr:
                 frac = max(1.0 - counted_before / args.total_timesteps, 0.0)
@@ -834,7 +821,7 @@ if __name__ == "__main__":
             # ExploRLer: search the anchors' empty space between iterations, never inside one
             search_due = (
                 args.explorler
-                and global_step >= args.explore_start
+                and global_step >= args.explore_start_step
                 and iteration % args.explore_every == 0
                 and optimizer.num_anchors >= 2
             )
@@ -873,17 +860,9 @@ if __name__ == "__main__":
                 eval_env_steps += used
                 total_env_steps += used  # what counts toward the budget is `counted_steps()`
                 last_gain = result.gain
-                writer.add_scalar("explorler/best_score", result.best_score, global_step)
-                if result.incumbent_score is not None:
-                    writer.add_scalar("explorler/incumbent_score", result.incumbent_score, global_step)
-                if result.gain is not None:
-                    writer.add_scalar("explorler/gain", result.gain, global_step)
-                writer.add_scalar("explorler/committed", float(result.committed), global_step)
-                writer.add_scalar("explorler/num_candidates", result.num_candidates, global_step)
-                writer.add_scalar("explorler/distance", result.distance, global_step)
+                for name, value in result.scalars().items():
+                    writer.add_scalar(f"explorler/{name}", value, global_step)
                 writer.add_scalar("explorler/eval_env_steps", eval_env_steps, global_step)
-                writer.add_scalar("explorler/seconds", result.seconds, global_step)
-                writer.add_scalar("explorler/search_seconds", result.search_seconds, global_step)
                 scores = torch.as_tensor(result.scores, dtype=torch.float64).flatten()
                 scores = scores[torch.isfinite(scores)]
                 if scores.numel() > 0:
@@ -904,7 +883,7 @@ if __name__ == "__main__":
             evaluated = iteration % args.eval_every == 0 or finished
             if evaluated:
                 t0 = time.time()
-                last_eval_return = honest_eval()
+                last_eval_return = heldout_eval()
                 excluded_seconds += time.time() - t0
 
             sps = int((global_step - start_step) / max(time.time() - start_time - excluded_seconds, 1e-9))
@@ -940,12 +919,14 @@ if __name__ == "__main__":
         )
     elif args.save_model:
         say(f"model saved to {checkpoint_path}")
-    honest_evaluator.close()
-    for evaluator in [paper_evaluator, *(audit.audits.values() if audit else [])]:
+    for evaluator in [
+        heldout_evaluator,
+        candidate_evaluator,
+        paper_evaluator,
+        *(audit.audits.values() if audit else []),
+    ]:
         if evaluator is not None:
             evaluator.close()
-    if candidate_evaluator is not None:
-        candidate_evaluator.close()
     envs.close()
     writer.close()
     if interrupted:

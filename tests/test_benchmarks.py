@@ -50,8 +50,8 @@ def test_commands_put_variant_flags_last_and_sb3_gets_budget_flags_only():
     paper = protocols.PROTOCOLS["paper"]
     sb3 = sweep.build_command(paper, sweep.Run("Ant-v5", "trpo", "sb3", 1))
     assert sb3[1] == str(protocols.SB3_RUNNER) and sb3[sb3.index("--algo") + 1] == "trpo"
-    assert "--total-timesteps" in sb3 and "--explore-start" not in sb3
-    assert "--explore-start" in sweep.build_command(paper, sweep.Run("Ant-v5", "ppo", "explorler", 1))
+    assert "--total-timesteps" in sb3 and "--explore-start-step" not in sb3
+    assert "--explore-start-step" in sweep.build_command(paper, sweep.Run("Ant-v5", "ppo", "explorler", 1))
     trpo_paper = sweep.build_command(proto, sweep.Run("Hopper-v5", "trpo", "explorler-paper", 1))
     assert trpo_paper[-3:] == ["--explore-every", "10", "--no-count-eval-steps"]  # the paper's TRPO schedule
     # the full paper variant spells out the authors' scoring, so it does not move with the defaults
@@ -181,6 +181,12 @@ def test_smoke_sweep_local_resumable_and_report(tmp_path):
     )
     assert sweep.done(out / "runs" / names[0], probe)
     assert not sweep.done(out / "runs" / names[0], [*probe, "--eval-every", "2"])
+    # a result recorded before a flag was renamed is still done
+    result_file = out / "runs" / names[0] / "result.json"
+    record = json.loads(result_file.read_text())
+    record["command"] = record["command"].replace("--heldout-episodes", "--final-eval-episodes")
+    result_file.write_text(json.dumps(record))
+    assert "--final-eval-episodes" in record["command"] and sweep.done(out / "runs" / names[0], probe)
 
     # the report runs on the sweep's CSV
     rep = run_cli("report.py", "--csv", out / "evaluations.csv", "--bootstrap", 200)

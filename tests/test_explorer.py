@@ -80,14 +80,14 @@ def test_explorer_reset_state_clears_only_its_params_in_the_given_optimizer():
 
 def test_explorer_state_dict_round_trip_reproduces_the_next_search():
     model = make_model()
-    explorer = Explorer(model.parameters(), search=GaussianSearch(num=5), seed=3)
+    explorer = Explorer(model.parameters(), search=GaussianSearch(num_candidates=5), seed=3)
     for _ in range(4):
         with torch.no_grad():
             model[0].weight.add_(0.1)
         explorer.record()
     state = roundtrip(explorer.state_dict())
     twin_model = copy.deepcopy(model)
-    twin = Explorer(twin_model.parameters(), search=GaussianSearch(num=5), seed=99)
+    twin = Explorer(twin_model.parameters(), search=GaussianSearch(num_candidates=5), seed=99)
     twin.load_state_dict(state)
     a = explorer.explore(lambda: distance_score(model.parameters()))
     b = twin.explore(lambda: distance_score(twin_model.parameters()))
@@ -234,3 +234,25 @@ def test_no_private_torch_machinery_is_used():
         source = inspect.getsource(module)
         assert "_patch_step_function" not in source and "_optimizer_step" not in source
         assert "Optimizer.__init__(" not in source
+
+
+def test_result_scalars_name_what_the_scripts_log():
+    model = make_model()
+    explorer = Explorer(model.parameters(), search=GaussianSearch(num_candidates=3), seed=0)
+    for _ in range(3):
+        with torch.no_grad():
+            model[0].weight.add_(0.1)
+        explorer.record()
+    result = explorer.explore(lambda: distance_score(model.parameters()))
+    scalars = result.scalars()
+    assert list(scalars) == [
+        "best_score", "incumbent_score", "gain", "committed", "num_candidates", "distance", "seconds",
+        "search_seconds",
+    ]  # fmt: skip
+    assert scalars["gain"] == result.gain and scalars["committed"] == float(result.committed)
+    assert all(isinstance(value, int | float) for value in scalars.values())
+    blind = Explorer(model.parameters(), search=GaussianSearch(num_candidates=3), include_incumbent=False)
+    blind.record()
+    blind.record()
+    blind_scalars = blind.explore(lambda: 0.0).scalars()
+    assert "incumbent_score" not in blind_scalars and "gain" not in blind_scalars

@@ -370,7 +370,7 @@ def roundtrip(obj):
     return torch.load(buffer, weights_only=True)
 
 
-@pytest.mark.parametrize("search", [EmptySpaceSearch(), GaussianSearch(num=7)])
+@pytest.mark.parametrize("search", [EmptySpaceSearch(), GaussianSearch(num_candidates=7)])
 def test_state_dict_round_trip_reproduces_the_next_explore(search):
     model, opt = fresh(seed=3, search=search, anchor_dtype=torch.bfloat16)
     cycle(model, opt, anchors=6)

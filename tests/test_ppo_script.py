@@ -27,7 +27,7 @@ TINY = [
     "--explore-every", "1",
     "--esa-steps", "4",
     "--eval-episodes", "1",
-    "--final-eval-episodes", "1",
+    "--heldout-episodes", "1",
     "--eval-every", "2",
     "--quiet",
 ]  # fmt: skip
@@ -164,7 +164,7 @@ def test_checkpoint_save_evaluate_resume(script, tmp_path_factory):
 
     # the saved model, evaluated later with its saved statistics, scores what it scored at save
     logged = first.values("eval/episodic_return")[-1]
-    proc = script.run(cwd, "--eval-checkpoint", ckpt_path, "--final-eval-episodes", 1)
+    proc = script.run(cwd, "--eval-checkpoint", ckpt_path, "--heldout-episodes", 1)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["eval_episodic_return"] == pytest.approx(ckpt["eval_return"], abs=1e-9)
     assert result["eval_episodic_return"] == pytest.approx(logged, rel=1e-5)

@@ -266,7 +266,7 @@ def test_benchmark_runner_with_the_callback_logs_training_and_total_steps(tmp_pa
     import sb3_runner
 
     argv = ["--algo", "ppo", "--env-id", ENV, "--total-timesteps", "256", "--num-steps", "128"]
-    argv += ["--eval-every", "1", "--final-eval-episodes", "1", "--explorler", "--explore-every", "1"]
+    argv += ["--eval-every", "1", "--heldout-episodes", "1", "--explorler", "--explore-every", "1"]
     assert sb3_runner.main([*argv, "--no-count-eval-steps"]) == 0
     (run,) = (tmp_path / "runs").iterdir()
     acc = EventAccumulator(str(run))

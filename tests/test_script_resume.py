@@ -26,7 +26,7 @@ SCRIPTS = {
 }
 COMMON = [
     "--env-id", "Hopper-v5", "--max-episode-steps", "50", "--num-steps", "64", "--explore-every", "2",
-    "--esa-steps", "4", "--eval-episodes", "1", "--final-eval-episodes", "2", "--eval-every", "1", "--quiet",
+    "--esa-steps", "4", "--eval-episodes", "1", "--heldout-episodes", "2", "--eval-every", "1", "--quiet",
 ]  # fmt: skip
 TINY = {
     "ppo": [*COMMON, "--num-minibatches", "2", "--update-epochs", "2"],
@@ -124,4 +124,4 @@ def test_fixed_candidate_starts_reuse_the_runs_seed_every_cycle():
         assert {module.candidate_seed(fixed, cycle) for cycle in range(5)} == {7}
         assert len({module.candidate_seed(moving, cycle) for cycle in range(5)}) == 5
         truths = {module.truth_seed(module.Args(seed=7, selection_truth_episodes=20), c) for c in range(5)}
-        assert min(truths) > max(module.honest_seed(moving) + 10_000, 999_000_000)  # never a selection's
+        assert min(truths) > max(module.heldout_seed(moving) + 10_000, 999_000_000)  # never a selection's

@@ -176,10 +176,10 @@ def test_checkpoint_average_is_the_mean():
 
 def test_gaussian_matches_the_anchor_mean_and_covariance():
     anchors = torch.tensor(ppo_like_anchors(6, 5, seed=1, step=0.5))
-    samples = GaussianSearch(num=40_000).candidates(anchors, torch.Generator().manual_seed(0))
+    samples = GaussianSearch(num_candidates=40_000).candidates(anchors, torch.Generator().manual_seed(0))
     torch.testing.assert_close(samples.mean(0), anchors.mean(0), atol=0.03, rtol=0)
     torch.testing.assert_close(samples.T.cov(), anchors.T.cov(), atol=0.05, rtol=0.05)
-    again = GaussianSearch(num=40_000).candidates(anchors, torch.Generator().manual_seed(0))
+    again = GaussianSearch(num_candidates=40_000).candidates(anchors, torch.Generator().manual_seed(0))
     assert torch.equal(samples, again)
 
 
@@ -197,4 +197,15 @@ def test_random_walk_shares_starts_and_schedule_with_esa():
 
 def test_reprs_show_settings():
     assert "agents=5" in repr(EmptySpaceSearch()) and "step_size=0.001" in repr(EmptySpaceSearch())
-    assert repr(GaussianSearch(num=3)) == "GaussianSearch(num=3, scale=1)"
+    assert repr(GaussianSearch(num_candidates=3)) == "GaussianSearch(num_candidates=3, scale=1)"
+
+
+def test_gaussian_num_is_a_deprecated_spelling_of_num_candidates():
+    with pytest.warns(DeprecationWarning, match="num_candidates"):
+        old = GaussianSearch(num=4)
+    assert old.num_candidates == 4 and old.num == 4
+    anchors = torch.randn(5, 12, dtype=torch.float64)
+    torch.testing.assert_close(
+        old.candidates(anchors, torch.Generator().manual_seed(0)),
+        GaussianSearch(num_candidates=4).candidates(anchors, torch.Generator().manual_seed(0)),
+    )

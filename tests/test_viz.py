@@ -94,7 +94,7 @@ def test_landscape_command_on_a_tiny_checkpoint(tmp_path):
     tiny = [
         "--env-id", "Hopper-v5", "--total-timesteps", "512", "--num-steps", "128", "--num-minibatches", "2",
         "--update-epochs", "3", "--explore-every", "2", "--esa-steps", "4", "--eval-episodes", "1",
-        "--final-eval-episodes", "1", "--max-episode-steps", "30", "--save-model", "--checkpoint-path",
+        "--heldout-episodes", "1", "--max-episode-steps", "30", "--save-model", "--checkpoint-path",
         str(checkpoint), "--quiet", "--landscape-every", "1",
     ]  # fmt: skip
     subprocess.run([sys.executable, str(script), *tiny], cwd=tmp_path, check=True, timeout=120)
@@ -209,7 +209,7 @@ def test_landscape_command_on_a_two_anchor_trpo_checkpoint(tmp_path, capsys):
     tiny = [
         "--env-id", "Hopper-v5", "--total-timesteps", "256", "--num-steps", "64", "--critic-minibatch-size",
         "32", "--n-critic-updates", "1", "--max-anchors", "2", "--explore-every", "2", "--esa-steps", "4",
-        "--final-eval-episodes", "1", "--max-episode-steps", "30", "--save-model", "--checkpoint-path",
+        "--heldout-episodes", "1", "--max-episode-steps", "30", "--save-model", "--checkpoint-path",
         str(checkpoint), "--quiet", "--no-count-eval-steps",
     ]  # fmt: skip
     subprocess.run([sys.executable, str(script), *tiny], cwd=tmp_path, check=True, timeout=120)
