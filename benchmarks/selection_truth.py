@@ -98,8 +98,11 @@ def load(sweep_dir: Path) -> list[dict]:
     for path in sorted(sweep_dir.glob("runs/*/**/selection_audit.jsonl")):
         run = path.relative_to(sweep_dir / "runs").parts[0]
         env, algo, variant, seed = run.split("__")
-        for line in path.read_text().splitlines():
+        records = {}
+        for line in path.read_text().splitlines():  # a resumed run may log a search twice: keep the last
             record = json.loads(line)
+            records[record.get("cycle", len(records))] = record
+        for record in records.values():
             fraction = record["global_step"] / record["total_timesteps"]
             phase = PHASES[min(int(fraction * 3), 2)]
             rows.append(
@@ -116,7 +119,11 @@ def summarise(rows: list[dict], seed: int = 0) -> dict:
         groups.setdefault((row["task"], "all"), []).append(row)
         groups.setdefault(("all tasks", "all"), []).append(row)
     summary = {}
-    for (task, phase), members in sorted(groups.items()):
+    phase_order = {phase: i for i, phase in enumerate((*PHASES, "all"))}
+    ordered = sorted(
+        groups.items(), key=lambda item: (item[0][0] == "all tasks", item[0][0], phase_order[item[0][1]])
+    )
+    for (task, phase), members in ordered:
         entry = {"searches": len(members), "commits": sum(m["committed"] for m in members)}
         for key, _ in METRICS:
             entry[key] = bootstrap_mean([m.get(key, np.nan) for m in members], rng)

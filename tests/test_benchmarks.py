@@ -455,3 +455,30 @@ def test_compare_runs_matches_names_and_common_points(tmp_path):
     proc = run_cli("compare_runs.py", old, new, "--map", "lean=explorler")
     assert proc.returncode == 0 and "2 runs matched, 1 identical" in proc.stdout
     assert run_cli("compare_runs.py", old, tmp_path / "new" / "runs").returncode == 1  # nothing to match
+
+
+def test_selection_truth_metrics_on_a_known_search(tmp_path):
+    from benchmarks import selection_truth
+
+    assert selection_truth.spearman([1, 2, 3], [10, 30, 20]) == pytest.approx(0.5)
+    record = {
+        "incumbent_row": True,
+        "selection": [5.0, 9.0, 1.0, 7.0],  # row 1 looks best to the selection ...
+        "truth": [10.0, 8.0, 14.0, 12.0],  # ... but is truly worse than the incumbent; row 2 is best
+        "paper": [0.0, 1.0, 3.0, 2.0],  # the paper's scoring picks row 2
+        "selected_row": 1,
+        "committed": True,
+        "global_step": 50,
+        "total_timesteps": 100,
+        "cycle": 0,
+    }
+    metrics = selection_truth.search_metrics(record)
+    assert metrics["oracle_gain"] == 4.0 and metrics["realised_gain"] == -2.0 and metrics["worse"] == 1.0
+    assert metrics["paper_realised_gain"] == 4.0 and metrics["paper_spearman"] == pytest.approx(0.8)
+    run = tmp_path / "runs" / "Hopper-v5__ppo__audit__1" / "runs" / "tb"
+    run.mkdir(parents=True)
+    lines = [json.dumps(record), json.dumps({**record, "selected_row": 2})]  # cycle 0 logged twice: last wins
+    (run / "selection_audit.jsonl").write_text("\n".join(lines) + "\n")
+    rows = selection_truth.load(tmp_path)
+    assert len(rows) == 1 and rows[0]["realised_gain"] == 4.0 and rows[0]["phase"] == "middle"
+    assert selection_truth.main([str(tmp_path)]) == 0 and (tmp_path / "results.md").exists()
