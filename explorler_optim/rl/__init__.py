@@ -28,6 +28,7 @@ One idea per module:
 ``pools``          ``ProcessPool`` / ``RayPool``: persistent engines in workers or Ray actors
 ``racing``         ``racing_schedule`` and ``race``: successive halving under a budget
 ``evaluator``      ``PolicyEvaluator``: the public entry point tying the above together
+``search_step``    ``SearchStep``: one search between RL iterations, its budget rule and logging
 =================  ==========================================================================
 
 Importing this package imports torch and numpy only; gymnasium is imported when envs are
@@ -38,8 +39,9 @@ from explorler_optim.rl.batched import BatchedPolicy
 from explorler_optim.rl.evaluator import PolicyEvaluator
 from explorler_optim.rl.normalize import ObsNormalizer
 from explorler_optim.rl.racing import racing_schedule
+from explorler_optim.rl.search_step import SearchStep
 
 # the name this class had when rl was one module (benchmarks/bench_evaluation.py imports it)
 _BatchedPolicy = BatchedPolicy
 
-__all__ = ["ObsNormalizer", "PolicyEvaluator", "racing_schedule"]
+__all__ = ["ObsNormalizer", "PolicyEvaluator", "SearchStep", "racing_schedule"]
