@@ -738,11 +738,8 @@ if __name__ == "__main__":
         critic_optimizer.load_state_dict(ckpt["critic_optimizer"])
         load_normalization_state(envs, ckpt)
         search.load_state_dict(ckpt)  # the search cycle, its env steps, last anchors, last gain, skips
-        global_step, total_env_steps, iteration = (
-            ckpt["global_step"],
-            ckpt["total_env_steps"],
-            ckpt["iteration"],
-        )
+        global_step, total_env_steps = ckpt["global_step"], ckpt["total_env_steps"]
+        iteration = ckpt["iteration"]
         last_eval_return = ckpt.get("eval_return")
         if not exact_resume:  # an earlier release's checkpoint: new episodes from a derived seed
             reset_seed = args.seed + 10_007 * iteration
@@ -1005,16 +1002,7 @@ if __name__ == "__main__":
         interrupted = True
 
     pbar.close()
-    counted = "counted" if args.count_eval_steps else "not counted"
-    say(
-        f"{counted_steps():,} counted env steps of the {args.total_timesteps:,} budget: {global_step:,} "
-        f"training + {search.eval_env_steps:,} candidate-evaluation ({counted})"
-        + (
-            f"; {search.skipped_searches} search(es) skipped to stay within the budget"
-            if search.skipped_searches
-            else ""
-        )
-    )
+    say(search.summary(counted_steps(), global_step, args.total_timesteps, args.count_eval_steps))
     if interrupted:
         if args.save_model:
             checkpoint()
@@ -1027,12 +1015,8 @@ if __name__ == "__main__":
         )
     elif args.save_model:
         say(f"model saved to {checkpoint_path}")
-    for evaluator in [
-        heldout_evaluator,
-        candidate_evaluator,
-        paper_evaluator,
-        *(audit.audits.values() if audit else []),
-    ]:
+    search.close()  # the candidate evaluator and the audit's
+    for evaluator in [heldout_evaluator, paper_evaluator]:
         if evaluator is not None:
             evaluator.close()
     envs.close()

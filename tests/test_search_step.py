@@ -115,3 +115,20 @@ def test_errors_name_the_fix():
         SearchStep(opt, None, candidate_seed=lambda c: c).run(None, 0)
     with pytest.raises(RuntimeError, match="writer="):
         SearchStep(opt, Score(policy), candidate_seed=lambda c: c).log(None, 0)
+
+
+def test_summary_names_skipped_searches_and_close_closes_the_evaluators():
+    policy, opt = _optimizer(2)
+    closed = []
+
+    class Closing(Score):
+        def close(self):
+            closed.append(self)
+
+    search = SearchStep(opt, Closing(policy), candidate_seed=lambda c: c)
+    search.skipped_searches, search.eval_env_steps = 2, 30
+    line = search.summary(130, 100, 200, counted=False)
+    assert line.startswith("130 counted env steps of the 200 budget: 100 training + 30 candidate-evaluation")
+    assert "(not counted); 2 search(es) skipped" in line
+    search.close()
+    assert closed == [search.evaluator]

@@ -204,6 +204,36 @@ class SearchStep:
 
             log_landscape(writer, result, global_step)
 
+    def summary(
+        self, counted_steps: int, global_step: int, total_timesteps: int, counted: bool = True
+    ) -> str:
+        """The end-of-run line: counted env steps of the budget, training and candidate steps, skips.
+
+        Args:
+            counted_steps: env steps counted toward the budget.
+            global_step: training env steps.
+            total_timesteps: the budget.
+            counted: whether candidate-evaluation steps count toward the budget.
+
+        Example:
+            >>> step = SearchStep(None, None, candidate_seed=int)
+            >>> step.eval_env_steps = 200
+            >>> step.summary(1200, 1000, 1280)
+            '1,200 counted env steps of the 1,280 budget: 1,000 training + 200 candidate-evaluation (counted)'
+        """
+        skipped, how = self.skipped_searches, "counted" if counted else "not counted"
+        return (
+            f"{counted_steps:,} counted env steps of the {total_timesteps:,} budget: {global_step:,} "
+            f"training + {self.eval_env_steps:,} candidate-evaluation ({how})"
+            + (f"; {skipped} search(es) skipped to stay within the budget" if skipped else "")
+        )
+
+    def close(self) -> None:
+        """Close the candidate evaluator and the audit's evaluators (their envs and workers)."""
+        for evaluator in [self.evaluator, *(self.audit.audits.values() if self.audit else [])]:
+            if evaluator is not None:
+                evaluator.close()
+
     def state_dict(self) -> dict[str, Any]:
         """The counters, under the checkpoint keys the scripts use."""
         return {
