@@ -215,9 +215,8 @@ except ModuleNotFoundError as error:
     raise SystemExit(
         f"{error}: install the package first, `pip install -e .` in the repository root"
     ) from None
-from explorler_optim.audit import SelectionAudit
 from explorler_optim.checkpoint import load_normalization_state, load_run_state, run_state, save_checkpoint
-from explorler_optim.rl import ObsNormalizer, PolicyEvaluator, SearchStep
+from explorler_optim.rl import ObsNormalizer, PolicyEvaluator, RunEvaluators, SearchStep
 
 
 def make_env(env_id, idx, gamma, max_episode_steps=None):
@@ -509,44 +508,30 @@ if __name__ == "__main__":
     else:
         optimizer = adam
 
-    # evaluators on their own envs: deterministic actions, frozen copies of the obs statistics
-    eval_env_fn = make_eval_env(args.env_id, args.max_episode_steps)
-    candidate_evaluator = None
-    if args.explorler:
-        candidate_evaluator = PolicyEvaluator(
-            agent.actor_mean,
-            eval_env_fn,
-            episodes=args.eval_episodes,
-            obs_normalizer=ObsNormalizer.from_env(envs.envs[0]),
-            seed=candidate_seed(args, 0),
-            workers=args.eval_workers,
-            racing=args.racing,
-        )
-    # the paper's metric (3 episodes on the run's fixed start states) and the selection audit
-    paper_evaluator = None
-    if args.paper_metric_every > 0 or args.selection_truth_episodes > 0:
-        paper_evaluator = PolicyEvaluator(agent.actor_mean, eval_env_fn, episodes=3, seed=args.seed)
-    audit = None
-    if args.explorler and args.selection_truth_episodes > 0:
-        truth_evaluator = PolicyEvaluator(
-            agent.actor_mean, eval_env_fn, episodes=args.selection_truth_episodes
-        )
-        audit = SelectionAudit(candidate_evaluator, {"truth": truth_evaluator, "paper": paper_evaluator})
-    heldout_evaluator = PolicyEvaluator(
+    # evaluators on their own envs: deterministic actions, frozen copies of the obs statistics; the
+    # paper's metric (3 episodes on the run's fixed start states) and the selection audit if asked
+    evaluators = RunEvaluators.build(
         agent.actor_mean,
-        eval_env_fn,
-        episodes=args.heldout_episodes,
-        obs_normalizer=ObsNormalizer.from_env(envs.envs[0]),
-        seed=heldout_seed(args),
+        make_eval_env(args.env_id, args.max_episode_steps),
+        envs.envs[0],
+        heldout_episodes=args.heldout_episodes,
+        heldout_seed=heldout_seed(args),
+        candidate_episodes=args.eval_episodes if args.explorler else 0,
+        candidate_seed=candidate_seed(args, 0),
+        workers=args.eval_workers,
+        racing=args.racing,
+        paper_metric=args.paper_metric_every > 0,
+        paper_seed=args.seed,
+        truth_episodes=args.selection_truth_episodes,
     )
     # ExploRLer's search between iterations: when it is due, its budget rule, its env steps, its logs
     search = SearchStep(
         optimizer,
-        candidate_evaluator,
+        evaluators.candidate,
         candidate_seed=functools.partial(candidate_seed, args),
         every=args.explore_every,
         start_step=args.explore_start_step,
-        audit=audit,
+        audit=evaluators.audit,
         truth_seed=functools.partial(truth_seed, args),
         audit_path=os.path.join("runs", run_name, "selection_audit.jsonl"),
         budget_limit=budget_limit if args.count_eval_steps else None,
@@ -600,9 +585,9 @@ if __name__ == "__main__":
         return counted_steps() < args.total_timesteps and counted_steps() + args.batch_size <= budget_limit
 
     def heldout_eval():
-        heldout_evaluator.obs_normalizer = ObsNormalizer.from_env(envs.envs[0])
-        heldout_evaluator.seed = heldout_seed(args)
-        score = float(heldout_evaluator())
+        evaluators.heldout.obs_normalizer = ObsNormalizer.from_env(envs.envs[0])
+        evaluators.heldout.seed = heldout_seed(args)
+        score = float(evaluators.heldout())
         writer.add_scalar("eval/episodic_return", score, global_step)
         writer.add_scalar("eval/episodic_return_vs_total_steps", score, total_env_steps)
         say(f"global_step={global_step}, total_env_steps={total_env_steps}, eval_return={score:.1f}")
@@ -613,8 +598,8 @@ if __name__ == "__main__":
         if args.paper_metric_every <= 0:
             return
         if score is None:
-            paper_evaluator.obs_normalizer = ObsNormalizer.from_env(envs.envs[0])
-            score = float(paper_evaluator())
+            evaluators.paper.obs_normalizer = ObsNormalizer.from_env(envs.envs[0])
+            score = float(evaluators.paper())
         writer.add_scalar("paper/episodic_return", score, global_step)
 
     def checkpoint():
@@ -854,10 +839,7 @@ if __name__ == "__main__":
         )
     elif args.save_model:
         say(f"model saved to {checkpoint_path}")
-    search.close()  # the candidate evaluator and the audit's
-    for evaluator in [heldout_evaluator, paper_evaluator]:
-        if evaluator is not None:
-            evaluator.close()
+    evaluators.close()
     envs.close()
     writer.close()
     if interrupted:

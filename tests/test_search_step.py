@@ -132,3 +132,38 @@ def test_summary_names_skipped_searches_and_close_closes_the_evaluators():
     assert "(not counted); 2 search(es) skipped" in line
     search.close()
     assert closed == [search.evaluator]
+
+
+def test_run_evaluators_builds_what_the_flags_ask_for_and_closes_them():
+    import gymnasium as gym
+
+    from explorler_optim.rl import RunEvaluators
+
+    def make():
+        return gym.make("Pendulum-v1", max_episode_steps=5)
+
+    stats_env = gym.wrappers.NormalizeObservation(make())
+    policy = torch.nn.Linear(3, 1)
+    plain = RunEvaluators.build(policy, make, stats_env, heldout_episodes=1, heldout_seed=7)
+    assert (plain.candidate, plain.paper, plain.audit) == (None, None, None) and plain.heldout.seed == 7
+    paper_only = RunEvaluators.build(
+        policy, make, stats_env, heldout_episodes=1, heldout_seed=7, truth_episodes=2
+    )  # no candidates (no ExploRLer): the paper's evaluator, no audit
+    assert paper_only.paper is not None and paper_only.audit is None
+    full = RunEvaluators.build(
+        policy,
+        make,
+        stats_env,
+        heldout_episodes=1,
+        heldout_seed=7,
+        candidate_episodes=2,
+        candidate_seed=3,
+        paper_metric=True,
+        paper_seed=11,
+        truth_episodes=4,
+    )
+    assert (full.candidate.episodes, full.candidate.seed, full.paper.seed) == (2, 3, 11)
+    assert full.audit.selector is full.candidate and full.audit.audits["paper"] is full.paper
+    assert full.audit.audits["truth"].episodes == 4
+    for evaluators in (plain, paper_only, full):
+        evaluators.close()
