@@ -38,9 +38,11 @@ __all__ = [
     "load_env_state",
     "load_normalization_state",
     "load_rng_state",
+    "load_run_state",
     "load_running_stats_state",
     "normalization_state",
     "rng_state",
+    "run_state",
     "running_stats_state",
     "save_checkpoint",
 ]
@@ -279,6 +281,76 @@ def load_env_state(env: Any, state: list[dict[str, Any]]) -> None:
                 _load_mujoco_state(layer, value)
             else:
                 setattr(layer, name, _decode(value, getattr(layer, name, None)))
+
+
+def run_state(envs: Any, next_obs: torch.Tensor, next_done: torch.Tensor) -> dict[str, Any]:
+    """What resuming a training loop exactly needs beyond the networks, optimizers and counters.
+
+    Args:
+        envs: the training vector env (a ``SyncVectorEnv``, or a single env), mid-episode.
+        next_obs: the loop's last observation (the next rollout's first).
+        next_done: the loop's last done flags.
+
+    Returns:
+        ``{"obs_rms", "return_rms", "envs", "rng", "next_obs", "next_done"}``: the normalisation
+        statistics (:func:`normalization_state`), every env's :func:`env_state`, the global random
+        generators (:func:`rng_state`) and the two tensors on the CPU. Merge it into the checkpoint
+        dict; :func:`load_run_state` restores it.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> def make():
+        ...     env = gym.wrappers.NormalizeObservation(gym.make("Pendulum-v1"))
+        ...     return gym.wrappers.NormalizeReward(env)
+        >>> envs = gym.vector.SyncVectorEnv([make])
+        >>> obs, _ = envs.reset(seed=0)
+        >>> saved = run_state(envs, torch.as_tensor(obs), torch.zeros(1))
+        >>> first = envs.step(np.zeros((1, 1)))[0]
+        >>> next_obs, next_done = load_run_state(envs, saved)
+        >>> bool((envs.step(np.zeros((1, 1)))[0] == first).all()), next_done.tolist()
+        (True, [0.0])
+    """
+    return {
+        **normalization_state(envs),
+        "envs": [env_state(env) for env in _sub_envs(envs)],
+        "rng": rng_state(),
+        "next_obs": next_obs.cpu(),
+        "next_done": next_done.cpu(),
+    }
+
+
+def load_run_state(
+    envs: Any, state: dict[str, Any], device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Restore :func:`run_state` into ``envs`` and the global generators; returns (next_obs, next_done).
+
+    The envs' states include their wrappers' normalisation statistics, so ``"obs_rms"`` and
+    ``"return_rms"`` (kept for :func:`load_normalization_state`) are not read again.
+
+    Args:
+        envs: a vector env built the same way as the saved one (same number of envs, same wrappers).
+        state: :func:`run_state`'s dict (a whole checkpoint will do).
+        device: where the returned tensors go (default: the CPU).
+
+    Raises:
+        KeyError: ``state`` has no ``"envs"``: a checkpoint of a release before exact resume; restore
+            what it has with :func:`load_normalization_state` and start new episodes.
+        ValueError: the envs' number or wrappers differ from the saved ones.
+
+    Example: see :func:`run_state`.
+    """
+    if "envs" not in state:
+        raise KeyError(
+            "load_run_state: no 'envs' in this checkpoint (written before exact resume); restore it with "
+            "load_normalization_state and reset the envs instead"
+        )
+    sub_envs, saved = _sub_envs(envs), state["envs"]
+    if len(sub_envs) != len(saved):
+        raise ValueError(f"load_run_state: {len(sub_envs)} envs, but {len(saved)} saved; build as many")
+    for env, env_saved in zip(sub_envs, saved, strict=True):
+        load_env_state(env, env_saved)
+    load_rng_state(state["rng"])
+    return state["next_obs"].to(device or "cpu"), state["next_done"].to(device or "cpu")
 
 
 def _is_space(value: Any) -> bool:

@@ -210,17 +210,8 @@ except ModuleNotFoundError as error:
     raise SystemExit(
         f"{error}: install the package first, `pip install -e .` in the repository root"
     ) from None
-from explorler_optim.audit import SelectionAudit
-from explorler_optim.checkpoint import (
-    env_state,
-    load_env_state,
-    load_normalization_state,
-    load_rng_state,
-    normalization_state,
-    rng_state,
-    save_checkpoint,
-)
-from explorler_optim.rl import ObsNormalizer, PolicyEvaluator
+from explorler_optim.checkpoint import load_normalization_state, load_run_state, run_state, save_checkpoint
+from explorler_optim.rl import ObsNormalizer, PolicyEvaluator, RunEvaluators, SearchStep
 
 
 def make_env(env_id, idx, gamma, max_episode_steps=None):
@@ -684,44 +675,44 @@ if __name__ == "__main__":
     else:
         optimizer = natural_gradient
 
-    # evaluators on their own envs: deterministic actions, frozen copies of the obs statistics
-    eval_env_fn = make_eval_env(args.env_id, args.max_episode_steps)
-    candidate_evaluator = None
-    if args.explorler:
-        candidate_evaluator = PolicyEvaluator(
-            agent.actor_mean,
-            eval_env_fn,
-            episodes=args.eval_episodes,
-            obs_normalizer=ObsNormalizer.from_env(envs.envs[0]),
-            seed=candidate_seed(args, 0),
-            workers=args.eval_workers,
-            racing=args.racing,
-        )
-    # the paper's metric (3 episodes on the run's fixed start states) and the selection audit
-    paper_evaluator = None
-    if args.paper_metric_every > 0 or args.selection_truth_episodes > 0:
-        paper_evaluator = PolicyEvaluator(agent.actor_mean, eval_env_fn, episodes=3, seed=args.seed)
-    audit = None
-    if args.explorler and args.selection_truth_episodes > 0:
-        truth_evaluator = PolicyEvaluator(
-            agent.actor_mean, eval_env_fn, episodes=args.selection_truth_episodes
-        )
-        audit = SelectionAudit(candidate_evaluator, {"truth": truth_evaluator, "paper": paper_evaluator})
-    heldout_evaluator = PolicyEvaluator(
+    # evaluators on their own envs: deterministic actions, frozen copies of the obs statistics; the
+    # paper's metric (3 episodes on the run's fixed start states) and the selection audit if asked
+    evaluators = RunEvaluators.build(
         agent.actor_mean,
-        eval_env_fn,
-        episodes=args.heldout_episodes,
-        obs_normalizer=ObsNormalizer.from_env(envs.envs[0]),
-        seed=heldout_seed(args),
+        make_eval_env(args.env_id, args.max_episode_steps),
+        envs.envs[0],
+        heldout_episodes=args.heldout_episodes,
+        heldout_seed=heldout_seed(args),
+        candidate_episodes=args.eval_episodes if args.explorler else 0,
+        candidate_seed=candidate_seed(args, 0),
+        workers=args.eval_workers,
+        racing=args.racing,
+        paper_metric=args.paper_metric_every > 0,
+        paper_seed=args.seed,
+        truth_episodes=args.selection_truth_episodes,
+    )
+    # ExploRLer's search between iterations: when it is due, its budget rule, its env steps, its logs
+    search = SearchStep(
+        optimizer,
+        evaluators.candidate,
+        candidate_seed=functools.partial(candidate_seed, args),
+        every=args.explore_every,
+        start_step=args.explore_start_step,
+        audit=evaluators.audit,
+        truth_seed=functools.partial(truth_seed, args),
+        audit_path=os.path.join("runs", run_name, "selection_audit.jsonl"),
+        budget_limit=budget_limit if args.count_eval_steps else None,
+        policies_per_search=functools.partial(policies_per_search, args),
+        episode_cap=episode_cap,
+        landscape_every=args.landscape_every,
+        writer=writer,
+        say=say,
     )
 
     global_step = 0  # training env steps
-    total_env_steps = 0  # training + candidate-evaluation env steps
-    eval_env_steps = 0  # candidate-evaluation env steps
+    total_env_steps = 0  # training + candidate-evaluation env steps (those: search.eval_env_steps)
     iteration = 0
-    cycle = 0
     last_eval_return = None
-    last_cycle_anchors = None  # the anchors of the last search, saved for the landscape command
     reset_seed = args.seed
     if resumed is not None:
         ckpt = resumed
@@ -731,13 +722,10 @@ if __name__ == "__main__":
         optimizer.load_state_dict(ckpt["optimizer"])
         critic_optimizer.load_state_dict(ckpt["critic_optimizer"])
         load_normalization_state(envs, ckpt)
-        global_step = ckpt["global_step"]
-        total_env_steps = ckpt["total_env_steps"]
-        eval_env_steps = ckpt["eval_env_steps"]
+        search.load_state_dict(ckpt)  # the search cycle, its env steps, last anchors, last gain, skips
+        global_step, total_env_steps = ckpt["global_step"], ckpt["total_env_steps"]
         iteration = ckpt["iteration"]
-        cycle = ckpt["cycle"]
         last_eval_return = ckpt.get("eval_return")
-        last_cycle_anchors = ckpt.get("last_cycle_anchors")
         if not exact_resume:  # an earlier release's checkpoint: new episodes from a derived seed
             reset_seed = args.seed + 10_007 * iteration
             torch.manual_seed(reset_seed)
@@ -766,9 +754,9 @@ if __name__ == "__main__":
         return counted_steps() < args.total_timesteps and counted_steps() + args.batch_size <= budget_limit
 
     def heldout_eval():
-        heldout_evaluator.obs_normalizer = ObsNormalizer.from_env(envs.envs[0])
-        heldout_evaluator.seed = heldout_seed(args)
-        score = float(heldout_evaluator())
+        evaluators.heldout.obs_normalizer = ObsNormalizer.from_env(envs.envs[0])
+        evaluators.heldout.seed = heldout_seed(args)
+        score = float(evaluators.heldout())
         writer.add_scalar("eval/episodic_return", score, global_step)
         writer.add_scalar("eval/episodic_return_vs_total_steps", score, total_env_steps)
         say(f"global_step={global_step}, total_env_steps={total_env_steps}, eval_return={score:.1f}")
@@ -779,8 +767,8 @@ if __name__ == "__main__":
         if args.paper_metric_every <= 0:
             return
         if score is None:
-            paper_evaluator.obs_normalizer = ObsNormalizer.from_env(envs.envs[0])
-            score = float(paper_evaluator())
+            evaluators.paper.obs_normalizer = ObsNormalizer.from_env(envs.envs[0])
+            score = float(evaluators.paper())
         writer.add_scalar("paper/episodic_return", score, global_step)
 
     def checkpoint():
@@ -792,26 +780,18 @@ if __name__ == "__main__":
                 "optimizer": optimizer.state_dict(),
                 "critic_optimizer": critic_optimizer.state_dict(),
                 "explorler": bool(args.explorler),
-                **normalization_state(envs),  # "obs_rms", "return_rms"
                 "args": dict(vars(args)),
                 "global_step": int(global_step),
                 "total_env_steps": int(total_env_steps),
-                "eval_env_steps": int(eval_env_steps),
                 "iteration": int(iteration),
-                "cycle": int(cycle),
                 "eval_return": last_eval_return,
-                "last_cycle_anchors": last_cycle_anchors,
                 "interrupted": interrupted,
-                # what --resume needs to continue exactly: the TensorBoard run, the envs mid-episode,
-                # the random generators and the loop's last observation
-                "run_name": run_name,
-                "envs": [env_state(env) for env in envs.envs],
-                "rng": rng_state(),
-                "next_obs": next_obs.cpu(),
-                "next_done": next_done.cpu(),
+                "run_name": run_name,  # --resume continues the same TensorBoard run
                 "last_return": last_return,
-                "last_gain": last_gain,
-                "skipped_searches": skipped_searches,
+                **search.state_dict(),  # "cycle", "eval_env_steps", "last_cycle_anchors", "last_gain", ...
+                # the normalisation statistics, and what --resume needs to continue exactly: the envs
+                # mid-episode, the random generators and the loop's last observation
+                **run_state(envs, next_obs, next_done),
             },
         )
 
@@ -837,18 +817,9 @@ if __name__ == "__main__":
     next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
     next_done = torch.zeros(args.num_envs, device=device)
     last_return = float("nan")
-    last_gain = None
-    skipped_searches = 0  # searches not started because they could overrun the budget
-    if exact_resume:
-        for env, state in zip(envs.envs, resumed["envs"], strict=True):
-            load_env_state(env, state)
-        load_rng_state(resumed["rng"])
-        next_obs, next_done = resumed["next_obs"].to(device), resumed["next_done"].to(device)
-        last_return, last_gain, skipped_searches = (
-            resumed["last_return"],
-            resumed["last_gain"],
-            resumed["skipped_searches"],
-        )
+    if exact_resume:  # the envs mid-episode, the random generators and the loop's last observation
+        next_obs, next_done = load_run_state(envs, resumed, device)
+        last_return = resumed["last_return"]
     interrupted = False
     pbar = tqdm(
         total=args.total_timesteps,
@@ -980,58 +951,12 @@ if __name__ == "__main__":
             writer.add_scalar("losses/explained_variance", explained_var, global_step)
 
             # ExploRLer: search the anchors' empty space between iterations, never inside one
-            search_due = (
-                args.explorler
-                and global_step >= args.explore_start_step
-                and iteration % args.explore_every == 0
-                and optimizer.num_anchors >= 2
-            )
-            if search_due and args.count_eval_steps:
-                bound = policies_per_search(args, optimizer.num_anchors) * args.eval_episodes * episode_cap
-                if counted_steps() + bound > budget_limit:
-                    search_due = False
-                    skipped_searches += 1
-                    writer.add_scalar("explorler/skipped_searches", skipped_searches, global_step)
-                    if skipped_searches == 1:
-                        policies = policies_per_search(args, optimizer.num_anchors)
-                        say(
-                            f"search skipped at iteration {iteration}: it could use up to {bound:,} env "
-                            f"steps ({policies} policies x {args.eval_episodes} episode(s) x {episode_cap:,} "
-                            f"steps) and end past the budget's limit of {budget_limit:,} counted steps; "
-                            "later searches that do not fit are skipped too"
-                        )
-            if search_due:
-                candidate_evaluator.obs_normalizer = ObsNormalizer.from_env(envs.envs[0])
-                candidate_evaluator.seed = candidate_seed(args, cycle)
-                steps_before = candidate_evaluator.total_env_steps
-                last_cycle_anchors = optimizer.anchors().cpu()  # kept for the landscape command
-                if audit is not None:
-                    for evaluator in audit.audits.values():
-                        evaluator.obs_normalizer = candidate_evaluator.obs_normalizer
-                    truth_evaluator.seed = truth_seed(args, cycle)
-                result = optimizer.explore(candidate_evaluator if audit is None else audit)
-                if audit is not None:
-                    record = audit.add_result(
-                        result, cycle=cycle, global_step=global_step, total_timesteps=args.total_timesteps
-                    )
-                    audit.write_jsonl(os.path.join("runs", run_name, "selection_audit.jsonl"), [record])
-                log_paper_metric(result.best_score)
-                used = int(candidate_evaluator.total_env_steps - steps_before)
-                cycle += 1
-                eval_env_steps += used
+            if search.due(iteration, global_step, counted_steps()):  # skipped if it could overrun the budget
+                normalizer = ObsNormalizer.from_env(envs.envs[0])  # the training env's statistics now
+                result, used = search.run(normalizer, global_step, args.total_timesteps)
                 total_env_steps += used  # what counts toward the budget is `counted_steps()`
-                last_gain = result.gain
-                for name, value in result.scalars().items():
-                    writer.add_scalar(f"explorler/{name}", value, global_step)
-                writer.add_scalar("explorler/eval_env_steps", eval_env_steps, global_step)
-                scores = torch.as_tensor(result.scores, dtype=torch.float64).flatten()
-                scores = scores[torch.isfinite(scores)]
-                if scores.numel() > 0:
-                    writer.add_histogram("explorler/candidate_scores", scores.numpy(), global_step)
-                if args.landscape_every > 0 and cycle % args.landscape_every == 0:
-                    from explorler_optim.viz import log_landscape  # needs matplotlib
-
-                    log_landscape(writer, result, global_step)
+                log_paper_metric(result.best_score)
+                search.log(result, global_step)  # the explorler/* scalars, histogram and landscape
             if (
                 not args.explorler
                 and args.paper_metric_every > 0
@@ -1052,8 +977,8 @@ if __name__ == "__main__":
             postfix = {"step": f"{global_step:,}", "SPS": f"{sps:,}"}
             if not math.isnan(last_return):
                 postfix["ret"] = f"{last_return:.1f}"
-            if last_gain is not None:
-                postfix["gain"] = f"{last_gain:.1f}"
+            if search.last_gain is not None:
+                postfix["gain"] = f"{search.last_gain:.1f}"
             pbar.set_postfix(postfix, refresh=False)
             pbar.update(counted_steps() - counted_before)  # counted steps as they are, past the total too
             if evaluated and args.save_model:
@@ -1062,12 +987,7 @@ if __name__ == "__main__":
         interrupted = True
 
     pbar.close()
-    counted = "counted" if args.count_eval_steps else "not counted"
-    say(
-        f"{counted_steps():,} counted env steps of the {args.total_timesteps:,} budget: {global_step:,} "
-        f"training + {eval_env_steps:,} candidate-evaluation ({counted})"
-        + (f"; {skipped_searches} search(es) skipped to stay within the budget" if skipped_searches else "")
-    )
+    say(search.summary(counted_steps(), global_step, args.total_timesteps, args.count_eval_steps))
     if interrupted:
         if args.save_model:
             checkpoint()
@@ -1080,14 +1000,7 @@ if __name__ == "__main__":
         )
     elif args.save_model:
         say(f"model saved to {checkpoint_path}")
-    for evaluator in [
-        heldout_evaluator,
-        candidate_evaluator,
-        paper_evaluator,
-        *(audit.audits.values() if audit else []),
-    ]:
-        if evaluator is not None:
-            evaluator.close()
+    evaluators.close()
     envs.close()
     writer.close()
     if interrupted:

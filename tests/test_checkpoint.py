@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from explorler_optim.checkpoint import env_state, load_env_state, load_rng_state, rng_state, save_checkpoint
+from explorler_optim.checkpoint import (
+    env_state,
+    load_env_state,
+    load_rng_state,
+    load_run_state,
+    rng_state,
+    run_state,
+    save_checkpoint,
+)
 
 
 def roundtrip(obj):
@@ -99,3 +107,40 @@ def test_save_checkpoint_is_atomic_and_readable_by_others(tmp_path):
         save_checkpoint(path, {"bad": lambda: 0})  # torch.save cannot pickle a lambda
     assert torch.load(path, weights_only=True) == {"step": 1}  # the old file survived the failed write
     assert sorted(p.name for p in path.parent.iterdir()) == ["run.pt"]  # no temp file left behind
+
+
+def _normalized_vector_env(n=2):
+    def make():
+        return gym.wrappers.NormalizeReward(gym.wrappers.NormalizeObservation(gym.make("Pendulum-v1")))
+
+    return gym.vector.SyncVectorEnv([make] * n)
+
+
+def test_run_state_resumes_vector_env_and_generators_exactly(tmp_path):
+    envs = _normalized_vector_env()
+    obs, _ = envs.reset(seed=3)
+    for _ in range(5):
+        obs = envs.step(np.ones((2, 1)))[0]
+    path = tmp_path / "run.pt"
+    save_checkpoint(path, run_state(envs, torch.as_tensor(obs), torch.tensor([0.0, 1.0])))
+    expected = [envs.step(np.ones((2, 1)))[0] for _ in range(3)], torch.rand(3)
+
+    saved = torch.load(path, weights_only=True)
+    assert {"obs_rms", "return_rms", "envs", "rng", "next_obs", "next_done"} <= saved.keys()
+    fresh = _normalized_vector_env()
+    fresh.reset(seed=99)
+    next_obs, next_done = load_run_state(fresh, saved)
+    assert torch.equal(next_obs, torch.as_tensor(obs)) and next_done.tolist() == [0.0, 1.0]
+    got = [fresh.step(np.ones((2, 1)))[0] for _ in range(3)], torch.rand(3)
+    assert all(np.array_equal(a, b) for a, b in zip(expected[0], got[0], strict=True))
+    assert torch.equal(expected[1], got[1])
+
+
+def test_load_run_state_names_the_fix_for_old_checkpoints_and_other_env_counts():
+    envs = _normalized_vector_env()
+    obs, _ = envs.reset(seed=0)
+    state = run_state(envs, torch.as_tensor(obs), torch.zeros(2))
+    with pytest.raises(KeyError, match="load_normalization_state"):
+        load_run_state(envs, {k: v for k, v in state.items() if k != "envs"})
+    with pytest.raises(ValueError, match="build as many"):
+        load_run_state(_normalized_vector_env(3), state)

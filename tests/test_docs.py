@@ -13,6 +13,8 @@ import explorler_optim.optimizer
 import explorler_optim.rl.batched
 import explorler_optim.rl.normalize
 import explorler_optim.rl.racing
+import explorler_optim.rl.run_evaluators
+import explorler_optim.rl.search_step
 import explorler_optim.search
 import explorler_optim.subspace
 
@@ -29,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
         explorler_optim.rl.batched,
         explorler_optim.rl.normalize,
         explorler_optim.rl.racing,
+        explorler_optim.rl.run_evaluators,
+        explorler_optim.rl.search_step,
         explorler_optim.search,
         explorler_optim.subspace,
     ],

@@ -21,14 +21,16 @@ candidate that played the most episodes. See ``racing_schedule`` and ``last_epis
 
 One idea per module:
 
-=================  ==========================================================================
-``normalize``      ``ObsNormalizer``: frozen observation statistics copied from the training env
-``batched``        ``BatchedPolicy``: one forward pass for N stacked candidate weight sets
-``rollout``        ``RolloutEngine``: plays a ``RolloutJob``'s (candidate, episode) pairs
-``pools``          ``ProcessPool`` / ``RayPool``: persistent engines in workers or Ray actors
-``racing``         ``racing_schedule`` and ``race``: successive halving under a budget
-``evaluator``      ``PolicyEvaluator``: the public entry point tying the above together
-=================  ==========================================================================
+==================  ==========================================================================
+``normalize``       ``ObsNormalizer``: frozen observation statistics copied from the training env
+``batched``         ``BatchedPolicy``: one forward pass for N stacked candidate weight sets
+``rollout``         ``RolloutEngine``: plays a ``RolloutJob``'s (candidate, episode) pairs
+``pools``           ``ProcessPool`` / ``RayPool``: persistent engines in workers or Ray actors
+``racing``          ``racing_schedule`` and ``race``: successive halving under a budget
+``evaluator``       ``PolicyEvaluator``: the public entry point tying the above together
+``search_step``     ``SearchStep``: one search between RL iterations, its budget rule and logging
+``run_evaluators``  ``RunEvaluators``: a training run's held-out, candidate, paper and audit evaluators
+==================  ==========================================================================
 
 Importing this package imports torch and numpy only; gymnasium is imported when envs are
 stepped, Ray only when ``backend="ray"`` is used.
@@ -38,8 +40,10 @@ from explorler_optim.rl.batched import BatchedPolicy
 from explorler_optim.rl.evaluator import PolicyEvaluator
 from explorler_optim.rl.normalize import ObsNormalizer
 from explorler_optim.rl.racing import racing_schedule
+from explorler_optim.rl.run_evaluators import RunEvaluators
+from explorler_optim.rl.search_step import SearchStep
 
 # the name this class had when rl was one module (benchmarks/bench_evaluation.py imports it)
 _BatchedPolicy = BatchedPolicy
 
-__all__ = ["ObsNormalizer", "PolicyEvaluator", "racing_schedule"]
+__all__ = ["ObsNormalizer", "PolicyEvaluator", "RunEvaluators", "SearchStep", "racing_schedule"]

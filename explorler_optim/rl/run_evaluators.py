@@ -1,0 +1,120 @@
+"""The evaluators of one training run: held-out, candidate scoring, the paper's metric, the audit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from explorler_optim.audit import SelectionAudit
+from explorler_optim.rl.evaluator import PolicyEvaluator
+from explorler_optim.rl.normalize import ObsNormalizer
+
+__all__ = ["RunEvaluators"]
+
+
+@dataclass
+class RunEvaluators:
+    """The evaluators a training run uses, each on its own envs with deterministic actions.
+
+    Build them with :meth:`build`; :meth:`close` closes them all.
+
+    Attributes:
+        heldout: the held-out evaluation of the current policy (never counted in a budget).
+        candidate: scores a search's candidates (``None`` without ExploRLer).
+        paper: the paper's metric, ``paper_episodes`` episodes from fixed start states (``None``
+            when neither the metric nor the audit needs it).
+        audit: a ``SelectionAudit`` that scores every search's candidates again with a
+            ``"truth"`` evaluator and ``paper`` (``None`` without one).
+    """
+
+    heldout: PolicyEvaluator
+    candidate: PolicyEvaluator | None = None
+    paper: PolicyEvaluator | None = None
+    audit: SelectionAudit | None = None
+
+    @classmethod
+    def build(
+        cls,
+        policy: nn.Module,
+        make_env: Callable[[], Any],
+        stats_env: Any,
+        *,
+        heldout_episodes: int,
+        heldout_seed: int,
+        candidate_episodes: int = 0,
+        candidate_seed: int = 0,
+        workers: int = 1,
+        racing: bool = False,
+        paper_metric: bool = False,
+        paper_seed: int = 0,
+        paper_episodes: int = 3,
+        truth_episodes: int = 0,
+    ) -> RunEvaluators:
+        """The run's evaluators of ``policy`` (e.g. the actor's mean network).
+
+        Args:
+            policy: the deterministic policy the evaluators play.
+            make_env: builds one evaluation env (without the training env's normalisation).
+            stats_env: the training env whose observation statistics the candidate and held-out
+                evaluators start with (e.g. ``envs.envs[0]``); refresh them before each use.
+            heldout_episodes: held-out episodes per evaluation.
+            heldout_seed: the held-out episodes' first reset seed.
+            candidate_episodes: episodes per candidate; 0: no candidate evaluator (no ExploRLer).
+            candidate_seed: the candidate evaluator's first reset seed.
+            workers: the candidate evaluator's worker processes.
+            racing: race the candidates (successive halving).
+            paper_metric: build the paper's metric evaluator (also built for the audit).
+            paper_seed: the paper metric's reset seed (the run's fixed start states).
+            paper_episodes: the paper metric's episodes.
+            truth_episodes: with a candidate evaluator, audit every search's selection with this
+                many held-out episodes per candidate; 0: no audit.
+
+        Example:
+            >>> import gymnasium as gym
+            >>> make = lambda: gym.make("Pendulum-v1", max_episode_steps=20)
+            >>> stats_env = gym.wrappers.NormalizeObservation(make())
+            >>> evaluators = RunEvaluators.build(
+            ...     torch.nn.Linear(3, 1), make, stats_env, heldout_episodes=2, heldout_seed=0,
+            ...     candidate_episodes=1, truth_episodes=2)
+            >>> sorted(evaluators.audit.audits), evaluators.paper.episodes
+            (['paper', 'truth'], 3)
+            >>> round(evaluators.heldout(), 6) < 0  # Pendulum's returns are negative
+            True
+            >>> evaluators.close()
+        """
+        candidate = None
+        if candidate_episodes > 0:
+            candidate = PolicyEvaluator(
+                policy,
+                make_env,
+                episodes=candidate_episodes,
+                obs_normalizer=ObsNormalizer.from_env(stats_env),
+                seed=candidate_seed,
+                workers=workers,
+                racing=racing,
+            )
+        paper = None
+        if paper_metric or truth_episodes > 0:
+            paper = PolicyEvaluator(policy, make_env, episodes=paper_episodes, seed=paper_seed)
+        audit = None
+        if candidate is not None and paper is not None and truth_episodes > 0:
+            truth = PolicyEvaluator(policy, make_env, episodes=truth_episodes)
+            audit = SelectionAudit(candidate, {"truth": truth, "paper": paper})
+        heldout = PolicyEvaluator(
+            policy,
+            make_env,
+            episodes=heldout_episodes,
+            obs_normalizer=ObsNormalizer.from_env(stats_env),
+            seed=heldout_seed,
+        )
+        return cls(heldout=heldout, candidate=candidate, paper=paper, audit=audit)
+
+    def close(self) -> None:
+        """Close every evaluator (their envs and worker processes)."""
+        audits: list[Any] = list(self.audit.audits.values()) if self.audit else []
+        for evaluator in [self.heldout, self.candidate, self.paper, *audits]:
+            if evaluator is not None:
+                evaluator.close()

@@ -1,0 +1,253 @@
+"""ExploRLer's step between RL iterations: search the anchors' empty space, keep the best policy.
+
+:class:`SearchStep` is what a training loop calls after every iteration's update. It decides
+whether a search is due (every ``every`` iterations, from ``start_step`` on, with two anchors or
+more, and, under a step budget, only when the search cannot take the counted env steps past the
+budget's limit), points the candidate evaluator at the training env's current observation
+statistics and this cycle's start states, runs ``optimizer.explore`` (through a
+:class:`~explorler_optim.audit.SelectionAudit` when one is given), and counts the env steps the
+candidates used. :meth:`SearchStep.log` writes the search's ``explorler/*`` scalars, the candidate
+scores' histogram and, every ``landscape_every`` cycles, the loss-landscape figure.
+
+Its counters (``cycle``, ``eval_env_steps``, ``skipped_searches``, ``last_gain`` and the last
+search's anchors) go into checkpoints with :meth:`SearchStep.state_dict` under the keys the
+single-file scripts have always used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from explorler_optim.explorer import ExploreResult
+
+__all__ = ["SearchStep"]
+
+
+class SearchStep:
+    """One ExploRLer search between RL iterations, its budget rule, accounting and logging.
+
+    Args:
+        optimizer: the ``ExploRLerOptimizer`` whose anchors are searched.
+        evaluator: scores candidates (e.g. a ``PolicyEvaluator``); it needs ``obs_normalizer``,
+            ``seed`` and ``total_env_steps`` attributes. ``None`` makes a disabled step (a run
+            without ExploRLer): :meth:`due` is always false, its counters still go into checkpoints.
+        candidate_seed: the evaluator's reset seed for search cycle ``cycle``.
+        every: search after every ``every``-th iteration.
+        start_step: no search before this many training env steps.
+        audit: a ``SelectionAudit`` around ``evaluator``: it scores the candidates, its other
+            evaluators score them again on held-out episodes and every search's record is appended
+            to ``audit_path``.
+        truth_seed: the reset seed of the audit's ``"truth"`` evaluator for cycle ``cycle``.
+        audit_path: the JSON-lines file of the audit's records (needed with ``audit``).
+        budget_limit: with a budget on counted env steps (candidate steps counted), a search is
+            skipped when ``counted_steps + policies_per_search(num_anchors) * episodes *
+            episode_cap`` would exceed it; ``None``: no budget rule.
+        policies_per_search: how many policies a search with ``num_anchors`` anchors scores
+            (needed with ``budget_limit``).
+        episode_cap: the longest an episode can be (needed with ``budget_limit``).
+        landscape_every: :meth:`log` draws the loss landscape every this many cycles (0: never).
+        writer: a TensorBoard ``SummaryWriter`` for :meth:`log` and the skipped-search count.
+        say: prints the one message about skipped searches (default: nothing).
+
+    Raises:
+        ValueError: with an evaluator, ``budget_limit`` without ``policies_per_search`` and
+            ``episode_cap``, or ``audit`` without ``truth_seed`` and ``audit_path``; pass them.
+
+    Example:
+        >>> from explorler_optim import ExploRLerOptimizer
+        >>> policy = torch.nn.Linear(2, 1)
+        >>> opt = ExploRLerOptimizer(torch.optim.SGD(policy.parameters(), lr=0.1), seed=0)
+        >>> class Score:  # a stand-in for PolicyEvaluator: 10 env steps per policy scored
+        ...     obs_normalizer, seed, total_env_steps = None, 0, 0
+        ...     def __call__(self):
+        ...         self.total_env_steps += 10
+        ...         return -policy.weight.square().sum().item()
+        >>> search = SearchStep(opt, Score(), candidate_seed=lambda cycle: 100 + cycle, every=2)
+        >>> for iteration in range(1, 3):
+        ...     _ = policy.weight.data.add_(1.0); opt.record()
+        ...     if search.due(iteration, global_step=0, counted_steps=0):
+        ...         result, used = search.run(obs_normalizer=None, global_step=0)
+        >>> search.cycle, used == search.eval_env_steps > 0
+        (1, True)
+    """
+
+    def __init__(
+        self,
+        optimizer: Any,
+        evaluator: Any | None,
+        *,
+        candidate_seed: Callable[[int], int],
+        every: int = 1,
+        start_step: int = 0,
+        audit: Any | None = None,
+        truth_seed: Callable[[int], int] | None = None,
+        audit_path: str | os.PathLike | None = None,
+        budget_limit: int | None = None,
+        policies_per_search: Callable[[int], int] | None = None,
+        episode_cap: int | None = None,
+        landscape_every: int = 0,
+        writer: Any | None = None,
+        say: Callable[[str], Any] | None = None,
+    ) -> None:
+        if (
+            evaluator is not None
+            and budget_limit is not None
+            and (policies_per_search is None or not episode_cap)
+        ):
+            raise ValueError("SearchStep: budget_limit needs policies_per_search and episode_cap; pass them")
+        if audit is not None and (truth_seed is None or audit_path is None):
+            raise ValueError("SearchStep: audit needs truth_seed and audit_path; pass them")
+        self.optimizer = optimizer
+        self.evaluator = evaluator
+        self.candidate_seed = candidate_seed
+        self.every = int(every)
+        self.start_step = int(start_step)
+        self.audit = audit
+        self.truth_seed = truth_seed
+        self.audit_path = audit_path
+        self.budget_limit = budget_limit
+        self.policies_per_search = policies_per_search
+        self.episode_cap = episode_cap
+        self.landscape_every = int(landscape_every)
+        self.writer = writer
+        self.say = say or (lambda msg: None)
+        self.cycle = 0  # searches run
+        self.eval_env_steps = 0  # env steps the candidates used, all searches together
+        self.skipped_searches = 0  # searches not started because they could overrun the budget
+        self.last_gain: float | None = None
+        self.last_anchors: torch.Tensor | None = None  # the last search's anchors (landscape command)
+
+    def due(self, iteration: int, global_step: int, counted_steps: int) -> bool:
+        """Whether a search runs after iteration ``iteration``; counts (and logs) a skipped one.
+
+        Args:
+            iteration: the iteration just finished (1-based).
+            global_step: training env steps so far.
+            counted_steps: env steps counted toward the budget so far.
+        """
+        if self.evaluator is None or global_step < self.start_step or iteration % self.every != 0:
+            return False
+        if self.optimizer.num_anchors < 2:
+            return False
+        if self.budget_limit is None:
+            return True
+        assert self.policies_per_search is not None and self.episode_cap is not None
+        policies = self.policies_per_search(self.optimizer.num_anchors)
+        bound = policies * self.evaluator.episodes * self.episode_cap
+        if counted_steps + bound <= self.budget_limit:
+            return True
+        self.skipped_searches += 1
+        if self.writer is not None:
+            self.writer.add_scalar("explorler/skipped_searches", self.skipped_searches, global_step)
+        if self.skipped_searches == 1:
+            self.say(
+                f"search skipped at iteration {iteration}: it could use up to {bound:,} env "
+                f"steps ({policies} policies x {self.evaluator.episodes} episode(s) x {self.episode_cap:,} "
+                f"steps) and end past the budget's limit of {self.budget_limit:,} counted steps; "
+                "later searches that do not fit are skipped too"
+            )
+        return False
+
+    def run(
+        self, obs_normalizer: Any, global_step: int, total_timesteps: int = 0
+    ) -> tuple[ExploreResult, int]:
+        """Run one search; returns its result and the env steps its candidates used.
+
+        Args:
+            obs_normalizer: the training env's current observation statistics (an
+                ``ObsNormalizer``), given to the evaluator (and the audit's evaluators).
+            global_step: training env steps so far (for the audit's record).
+            total_timesteps: the run's budget (for the audit's record).
+        """
+        evaluator = self.evaluator
+        if evaluator is None:
+            raise RuntimeError("SearchStep.run: this step has no evaluator; build it with one")
+        evaluator.obs_normalizer = obs_normalizer
+        evaluator.seed = self.candidate_seed(self.cycle)
+        steps_before = evaluator.total_env_steps
+        self.last_anchors = self.optimizer.anchors().cpu()
+        if self.audit is not None:
+            assert self.truth_seed is not None and self.audit_path is not None
+            for audit_evaluator in self.audit.audits.values():
+                audit_evaluator.obs_normalizer = obs_normalizer
+            self.audit.audits["truth"].seed = self.truth_seed(self.cycle)
+        result = self.optimizer.explore(evaluator if self.audit is None else self.audit)
+        if self.audit is not None:
+            record = self.audit.add_result(
+                result, cycle=self.cycle, global_step=global_step, total_timesteps=total_timesteps
+            )
+            self.audit.write_jsonl(self.audit_path, [record])
+        used = int(evaluator.total_env_steps - steps_before)
+        self.cycle += 1
+        self.eval_env_steps += used
+        self.last_gain = result.gain
+        return result, used
+
+    def log(self, result: ExploreResult, global_step: int) -> None:
+        """Write ``result``'s ``explorler/*`` scalars, the score histogram and the landscape figure."""
+        writer = self.writer
+        if writer is None:
+            raise RuntimeError("SearchStep.log: no writer; build the step with writer=SummaryWriter(...)")
+        for name, value in result.scalars().items():
+            writer.add_scalar(f"explorler/{name}", value, global_step)
+        writer.add_scalar("explorler/eval_env_steps", self.eval_env_steps, global_step)
+        scores = torch.as_tensor(result.scores, dtype=torch.float64).flatten()
+        scores = scores[torch.isfinite(scores)]
+        if scores.numel() > 0:
+            writer.add_histogram("explorler/candidate_scores", scores.numpy(), global_step)
+        if self.landscape_every > 0 and self.cycle % self.landscape_every == 0:
+            from explorler_optim.viz import log_landscape  # needs matplotlib
+
+            log_landscape(writer, result, global_step)
+
+    def summary(
+        self, counted_steps: int, global_step: int, total_timesteps: int, counted: bool = True
+    ) -> str:
+        """The end-of-run line: counted env steps of the budget, training and candidate steps, skips.
+
+        Args:
+            counted_steps: env steps counted toward the budget.
+            global_step: training env steps.
+            total_timesteps: the budget.
+            counted: whether candidate-evaluation steps count toward the budget.
+
+        Example:
+            >>> step = SearchStep(None, None, candidate_seed=int)
+            >>> step.eval_env_steps = 200
+            >>> step.summary(1200, 1000, 1280)
+            '1,200 counted env steps of the 1,280 budget: 1,000 training + 200 candidate-evaluation (counted)'
+        """
+        skipped, how = self.skipped_searches, "counted" if counted else "not counted"
+        return (
+            f"{counted_steps:,} counted env steps of the {total_timesteps:,} budget: {global_step:,} "
+            f"training + {self.eval_env_steps:,} candidate-evaluation ({how})"
+            + (f"; {skipped} search(es) skipped to stay within the budget" if skipped else "")
+        )
+
+    def close(self) -> None:
+        """Close the candidate evaluator and the audit's evaluators (their envs and workers)."""
+        for evaluator in [self.evaluator, *(self.audit.audits.values() if self.audit else [])]:
+            if evaluator is not None:
+                evaluator.close()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The counters, under the checkpoint keys the scripts use."""
+        return {
+            "eval_env_steps": int(self.eval_env_steps),
+            "cycle": int(self.cycle),
+            "last_cycle_anchors": self.last_anchors,
+            "last_gain": self.last_gain,
+            "skipped_searches": self.skipped_searches,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s counters (a checkpoint's; older ones may lack the last two)."""
+        self.eval_env_steps = state["eval_env_steps"]
+        self.cycle = state["cycle"]
+        self.last_anchors = state.get("last_cycle_anchors")
+        self.last_gain = state.get("last_gain")
+        self.skipped_searches = state.get("skipped_searches", 0)

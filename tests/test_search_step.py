@@ -1,0 +1,169 @@
+"""SearchStep: when a search is due, the budget rule, env-step accounting, logging, state."""
+
+import pytest
+import torch
+
+from explorler_optim import ExploRLerOptimizer
+from explorler_optim.rl import SearchStep
+
+
+class Writer:
+    def __init__(self):
+        self.scalars, self.histograms = [], []
+
+    def add_scalar(self, tag, value, step):
+        self.scalars.append((tag, value, step))
+
+    def add_histogram(self, tag, values, step):
+        self.histograms.append((tag, list(values), step))
+
+
+class Score:
+    """A PolicyEvaluator stand-in: 7 env steps per policy scored."""
+
+    episodes = 2
+
+    def __init__(self, policy):
+        self.policy, self.obs_normalizer, self.seed, self.total_env_steps, self.seeds = policy, None, 0, 0, []
+
+    def __call__(self):
+        self.total_env_steps += 7
+        self.seeds.append(self.seed)
+        return -self.policy.weight.square().sum().item()
+
+
+def _optimizer(anchors):
+    policy = torch.nn.Linear(2, 1)
+    opt = ExploRLerOptimizer(torch.optim.SGD(policy.parameters(), lr=0.1), seed=0)
+    for _ in range(anchors):
+        policy.weight.data.add_(1.0)
+        opt.record()
+    return policy, opt
+
+
+def test_due_follows_schedule_start_step_and_anchor_count():
+    policy, opt = _optimizer(2)
+    search = SearchStep(opt, Score(policy), candidate_seed=lambda c: c, every=2, start_step=100)
+    assert not search.due(1, global_step=200, counted_steps=0)  # not a multiple of every
+    assert not search.due(2, global_step=50, counted_steps=0)  # before start_step
+    assert search.due(2, global_step=200, counted_steps=0)
+    assert not SearchStep(_optimizer(1)[1], Score(policy), candidate_seed=lambda c: c).due(1, 0, 0)
+    assert not SearchStep(opt, None, candidate_seed=lambda c: c).due(2, 200, 0)  # disabled
+
+
+def test_a_search_that_could_overrun_the_budget_is_skipped_counted_and_announced_once():
+    policy, opt = _optimizer(2)
+    writer, messages = Writer(), []
+    search = SearchStep(
+        opt,
+        Score(policy),
+        candidate_seed=lambda c: c,
+        budget_limit=1000,
+        policies_per_search=lambda anchors: 5,
+        episode_cap=50,
+        writer=writer,
+        say=messages.append,
+    )
+    assert search.due(1, 0, counted_steps=500)  # 500 + 5 x 2 x 50 = 1000 fits
+    assert not search.due(2, 10, counted_steps=501)
+    assert not search.due(3, 20, counted_steps=600)
+    assert search.skipped_searches == 2
+    assert writer.scalars == [("explorler/skipped_searches", 1, 10), ("explorler/skipped_searches", 2, 20)]
+    assert len(messages) == 1 and "500 env steps (5 policies x 2 episode(s) x 50 steps)" in messages[0]
+
+
+def test_run_counts_env_steps_advances_the_cycle_and_logs():
+    policy, opt = _optimizer(3)
+    score, writer = Score(policy), Writer()
+    search = SearchStep(opt, score, candidate_seed=lambda c: 100 + c, writer=writer)
+    anchors = opt.anchors().cpu()
+    result, used = search.run(obs_normalizer="stats", global_step=64)
+    assert used == 7 * len(score.seeds) == search.eval_env_steps and search.cycle == 1
+    assert score.obs_normalizer == "stats" and set(score.seeds) == {100}
+    assert torch.equal(search.last_anchors, anchors) and search.last_gain == result.gain
+    search.log(result, global_step=64)
+    tags = {tag for tag, _, _ in writer.scalars}
+    assert {"explorler/eval_env_steps", *(f"explorler/{name}" for name in result.scalars())} == tags
+    assert writer.histograms[0][0] == "explorler/candidate_scores"
+    for _ in range(2):
+        policy.weight.data.add_(1.0)
+        opt.record()
+    search.run(obs_normalizer="stats", global_step=128)
+    assert set(score.seeds) == {100, 101}
+
+
+def test_state_dict_round_trip_and_old_checkpoints():
+    policy, opt = _optimizer(2)
+    search = SearchStep(opt, Score(policy), candidate_seed=lambda c: c)
+    search.run(None, 0)
+    state = search.state_dict()
+    assert set(state) == {"cycle", "eval_env_steps", "last_cycle_anchors", "last_gain", "skipped_searches"}
+    other = SearchStep(opt, Score(policy), candidate_seed=lambda c: c)
+    other.load_state_dict(state)
+    assert other.state_dict().keys() == state.keys() and other.cycle == 1
+    other.load_state_dict({"cycle": 4, "eval_env_steps": 9})  # an earlier release's checkpoint
+    assert (other.cycle, other.last_gain, other.skipped_searches, other.last_anchors) == (4, None, 0, None)
+
+
+def test_errors_name_the_fix():
+    policy, opt = _optimizer(2)
+    with pytest.raises(ValueError, match="policies_per_search and episode_cap"):
+        SearchStep(opt, Score(policy), candidate_seed=lambda c: c, budget_limit=10)
+    with pytest.raises(ValueError, match="truth_seed and audit_path"):
+        SearchStep(opt, Score(policy), candidate_seed=lambda c: c, audit=object())
+    with pytest.raises(RuntimeError, match="build it with one"):
+        SearchStep(opt, None, candidate_seed=lambda c: c).run(None, 0)
+    with pytest.raises(RuntimeError, match="writer="):
+        SearchStep(opt, Score(policy), candidate_seed=lambda c: c).log(None, 0)
+
+
+def test_summary_names_skipped_searches_and_close_closes_the_evaluators():
+    policy, opt = _optimizer(2)
+    closed = []
+
+    class Closing(Score):
+        def close(self):
+            closed.append(self)
+
+    search = SearchStep(opt, Closing(policy), candidate_seed=lambda c: c)
+    search.skipped_searches, search.eval_env_steps = 2, 30
+    line = search.summary(130, 100, 200, counted=False)
+    assert line.startswith("130 counted env steps of the 200 budget: 100 training + 30 candidate-evaluation")
+    assert "(not counted); 2 search(es) skipped" in line
+    search.close()
+    assert closed == [search.evaluator]
+
+
+def test_run_evaluators_builds_what_the_flags_ask_for_and_closes_them():
+    import gymnasium as gym
+
+    from explorler_optim.rl import RunEvaluators
+
+    def make():
+        return gym.make("Pendulum-v1", max_episode_steps=5)
+
+    stats_env = gym.wrappers.NormalizeObservation(make())
+    policy = torch.nn.Linear(3, 1)
+    plain = RunEvaluators.build(policy, make, stats_env, heldout_episodes=1, heldout_seed=7)
+    assert (plain.candidate, plain.paper, plain.audit) == (None, None, None) and plain.heldout.seed == 7
+    paper_only = RunEvaluators.build(
+        policy, make, stats_env, heldout_episodes=1, heldout_seed=7, truth_episodes=2
+    )  # no candidates (no ExploRLer): the paper's evaluator, no audit
+    assert paper_only.paper is not None and paper_only.audit is None
+    full = RunEvaluators.build(
+        policy,
+        make,
+        stats_env,
+        heldout_episodes=1,
+        heldout_seed=7,
+        candidate_episodes=2,
+        candidate_seed=3,
+        paper_metric=True,
+        paper_seed=11,
+        truth_episodes=4,
+    )
+    assert (full.candidate.episodes, full.candidate.seed, full.paper.seed) == (2, 3, 11)
+    assert full.audit.selector is full.candidate and full.audit.audits["paper"] is full.paper
+    assert full.audit.audits["truth"].episodes == 4
+    for evaluators in (plain, paper_only, full):
+        evaluators.close()
