@@ -190,6 +190,26 @@ def _scalars(acc, tag):
         return []
 
 
+def read_paper_metric(tb_root: Path) -> list[dict]:
+    """The paper's metric of one run (``paper/episodic_return``): training step and value per point.
+
+    For an ExploRLer run it is the best candidate's selection score at each search; for a plain run
+    a 3-episode deterministic evaluation on the run's fixed start states (``--paper-metric-every``).
+    Empty when the run did not log it.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    points = []
+    for directory in sorted({f.parent for f in Path(tb_root).rglob("events.out.tfevents.*")}):
+        acc = EventAccumulator(str(directory), size_guidance={"scalars": 0})
+        acc.Reload()
+        points += [
+            {"training_steps": int(e.step), "return": float(e.value)}
+            for e in _scalars(acc, "paper/episodic_return")
+        ]
+    return points
+
+
 def read_evaluations(tb_root: Path) -> list[dict]:
     """Honest evaluations of one run from its TensorBoard events (under ``tb_root``).
 
@@ -321,6 +341,7 @@ def execute_run(
     }
     try:
         record["evaluations"] = read_evaluations(run_dir_path / "runs")
+        record["paper_metric"] = read_paper_metric(run_dir_path / "runs")
     except Exception as exc:  # a broken event file must not lose the record
         record["evaluations"] = []
         record["read_error"] = repr(exc)
@@ -614,10 +635,31 @@ def main(argv=None) -> int:
     return summarize(protocol, runs, out, args, extra, subset, speed, failed)
 
 
+def collect_paper_metric(out: Path) -> list[dict]:
+    """The paper's metric of every finished run under ``out/runs`` (read from its TensorBoard files
+    when its record predates ``paper_metric``); rows of env, algo, variant, seed, step and value."""
+    rows = []
+    for run_dir in sorted((out / "runs").glob("*__*__*__*")):
+        record = load_result(run_dir)
+        if record is None or record.get("returncode") != 0:
+            continue
+        points = record.get("paper_metric")
+        if points is None and (run_dir / "runs").exists():
+            points = read_paper_metric(run_dir / "runs")
+        env, algo, variant, seed = run_dir.name.split("__")
+        rows += [{"env": env, "algo": algo, "variant": variant, "seed": int(seed), **p} for p in points or []]
+    return rows
+
+
 def summarize(protocol, runs, out, args, extra, subset, speed, failed) -> int:
     """Rebuild ``evaluations.csv`` and ``sweep.json`` from every result file; print where they are."""
     rows = collect(out)
     path = write_csv(out, rows)
+    paper_rows = collect_paper_metric(out)
+    if paper_rows:  # the protocol logs the paper's metric too (`--paper-metric-every`)
+        fields = ("env", "algo", "variant", "seed", "training_steps", "return")
+        lines = [",".join(fields)] + [",".join(str(r[f]) for f in fields) for r in paper_rows]
+        atomic_write(out / "paper_metric.csv", "\n".join(lines) + "\n")
     summary = {
         "protocol": protocol.name,
         "grid": {

@@ -482,3 +482,24 @@ def test_selection_truth_metrics_on_a_known_search(tmp_path):
     rows = selection_truth.load(tmp_path)
     assert len(rows) == 1 and rows[0]["realised_gain"] == 4.0 and rows[0]["phase"] == "middle"
     assert selection_truth.main([str(tmp_path)]) == 0 and (tmp_path / "results.md").exists()
+
+
+def test_the_papers_metric_is_read_from_a_runs_tensorboard_files(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir = tmp_path / "runs" / "Hopper-v5__ppo__baseline__1"
+    writer = SummaryWriter(str(run_dir / "runs" / "tb"))
+    for step, value in [(0, 10.0), (64, 12.5)]:
+        writer.add_scalar("paper/episodic_return", value, step)
+    writer.add_scalar("eval/episodic_return", 1.0, 64)
+    writer.close()
+    assert sweep.read_paper_metric(run_dir / "runs") == [
+        {"training_steps": 0, "return": 10.0},
+        {"training_steps": 64, "return": 12.5},
+    ]
+    (run_dir / sweep.RESULT_FILE).write_text(json.dumps({"returncode": 0, "evaluations": [{"return": 1.0}]}))
+    rows = sweep.collect_paper_metric(tmp_path)  # an older record without the field: read from the files
+    assert [(r["variant"], r["training_steps"], r["return"]) for r in rows] == [
+        ("baseline", 0, 10.0),
+        ("baseline", 64, 12.5),
+    ]
