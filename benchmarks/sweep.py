@@ -391,8 +391,32 @@ def done(run_dir: Path, command: list[str] | None = None) -> bool:
     ok = record is not None and record.get("returncode") == 0 and bool(record.get("evaluations"))
     if ok and command is not None:
         recorded = [RENAMED_FLAGS.get(token, token) for token in shlex.split(record["command"])[1:]]
-        return recorded == command[1:]
+        return len(recorded) == len(command) - 1 and all(
+            same_token(old, new, checkout_of(recorded[0])) for old, new in zip(recorded, command[1:])
+        )
     return ok
+
+
+def checkout_of(script: str) -> str | None:
+    """The repository folder a recorded script path lies in, or None if it is not one of ours."""
+    for ours in (*SCRIPTS.values(), SB3_RUNNER):
+        relative = str(ours.relative_to(REPO))
+        if script.endswith(relative):
+            return script[: -len(relative)]
+    return None
+
+
+def same_token(old: str, new: str, old_checkout: str | None) -> bool:
+    """Equal, or equal once a path in the recorded checkout is moved to this one.
+
+    A sweep started from another clone or worktree of the repository must not re-run finished runs
+    only because the scripts' absolute paths changed.
+    """
+    if old == new:
+        return True
+    if old_checkout is None or not old.startswith(old_checkout):
+        return False
+    return str(REPO / old[len(old_checkout) :]) == new
 
 
 def sb3_available(python: str) -> bool:

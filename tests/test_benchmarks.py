@@ -123,6 +123,25 @@ def test_plan_resumes_a_stopped_run_and_waits_for_its_pretraining(tmp_path):
         assert set(proto.variants) <= set(protocols.VARIANTS)
 
 
+def test_a_finished_run_recorded_from_another_checkout_is_not_run_again(tmp_path):
+    finetune = protocols.PROTOCOLS["finetune"]
+    args = sweep.parse_args(["--protocol", "finetune"])
+    pretrain = sweep.Run("Hopper-v5", "ppo", sweep.PRETRAIN, 1)
+    command = sweep.build_command(finetune, pretrain, [], sys.executable, tmp_path)
+    elsewhere = [token.replace(str(sweep.REPO), "/elsewhere/checkout") for token in command]
+    assert elsewhere[1] != command[1]
+    run_dir = sweep.run_dir_of(tmp_path, pretrain)
+    run_dir.mkdir(parents=True)
+    record = {"returncode": 0, "evaluations": [{"return": 1.0}], "command": sweep.shlex.join(elsewhere)}
+    (run_dir / sweep.RESULT_FILE).write_text(json.dumps(record))
+    todo, skipped = sweep.plan(finetune, [pretrain], tmp_path, args, [])
+    assert todo == [] and skipped == 1
+    changed = [*elsewhere, "--learning-rate", "1e-4"]
+    (run_dir / sweep.RESULT_FILE).write_text(json.dumps({**record, "command": sweep.shlex.join(changed)}))
+    todo, skipped = sweep.plan(finetune, [pretrain], tmp_path, args, [])
+    assert [entry[0] for entry in todo] == [pretrain] and skipped == 0  # flags changed: run again
+
+
 @pytest.mark.slow
 def test_smoke_sweep_local_resumable_and_report(tmp_path):
     out = tmp_path / "smoke"
