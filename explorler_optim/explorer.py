@@ -90,6 +90,24 @@ class ExploreResult:
             return None
         return self.best_score - self.incumbent_score
 
+    @property
+    def kept_row(self) -> int | None:
+        """The row of the scored batch (as ``evaluate_many`` saw it) holding the parameters kept.
+
+        After the search, training resumes from the committed candidate, or from the incumbent
+        (row 0 when it was scored) when nothing was committed; ``None`` when the kept parameters
+        were not scored. An evaluator that kept its episodes (``PolicyEvaluator(keep_transitions=
+        True).episodes_of(row)``) thus hands over the on-policy episodes of the next iteration.
+
+        Example:
+            >>> ExploreResult(torch.tensor([1.0, 3.0]), 2.0, 1, 3.0, True, 2, 0.5, 0.1, 0.01).kept_row
+            2
+        """
+        scored_incumbent = self.incumbent_score is not None
+        if self.committed:
+            return self.best_index + int(scored_incumbent)
+        return 0 if scored_incumbent else None
+
     def scalars(self) -> dict[str, float]:
         """The scalar values of this search worth logging, by name (e.g. for TensorBoard).
 

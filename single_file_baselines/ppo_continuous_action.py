@@ -16,6 +16,7 @@ deterministic episodes, with the same seeds in both modes and never counted in t
 """
 
 import functools
+import itertools
 import json
 import math
 import os
@@ -131,6 +132,8 @@ class Args:
     """deterministic episodes per candidate, same seeds for all candidates of a cycle (3: the paper's)"""
     include_incumbent: bool = True
     """score the current policy too and commit a candidate only if it beats it"""
+    reuse_candidate_rollouts: Literal["none", "winner", "all"] = "none"
+    """train on the search's episodes, scored stochastically: the kept policy's (winner), or all (weighted)"""
     reset_state: bool = True
     """after a commit, clear Adam's moments of the explored parameters"""
     count_eval_steps: bool = True
@@ -216,7 +219,7 @@ except ModuleNotFoundError as error:
         f"{error}: install the package first, `pip install -e .` in the repository root"
     ) from None
 from explorler_optim.checkpoint import load_normalization_state, load_run_state, run_state, save_checkpoint
-from explorler_optim.rl import ObsNormalizer, PolicyEvaluator, RunEvaluators, SearchStep
+from explorler_optim.rl import ObsNormalizer, PolicyEvaluator, RewardNormalizer, RunEvaluators, SearchStep
 
 
 def make_env(env_id, idx, gamma, max_episode_steps=None):
@@ -287,13 +290,14 @@ class Agent(nn.Module):
         return action, probs.log_prob(action).sum(1), probs.entropy().sum(1), self.critic(x)
 
 
-def compute_gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda):
+def compute_gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda, traces=None):
     """GAE(lambda) over a (num_steps, num_envs) rollout; returns (advantages, returns).
 
     `dones[t]` says the obs at step t starts a new episode (the previous step ended one): with
     same-step autoreset that obs is already the reset obs, so neither the value nor the lambda
     trace crosses the boundary. As in CleanRL, done = terminated | truncated (no bootstrap on
-    truncation either).
+    truncation either). `traces[t]` (off-policy steps only) cuts the lambda trace into step t by
+    a truncated importance ratio, as V-trace's c_t.
     """
     num_steps = rewards.shape[0]
     advantages = torch.zeros_like(rewards)
@@ -306,8 +310,57 @@ def compute_gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda
             nextnonterminal = 1.0 - dones[t + 1]
             nextvalues = values[t + 1]
         delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
-        advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+        trace = nextnonterminal if traces is None or t == num_steps - 1 else nextnonterminal * traces[t + 1]
+        advantages[t] = lastgaelam = delta + gamma * gae_lambda * trace * lastgaelam
     return advantages, advantages + values
+
+
+def reused_batch(agent, episodes, kept_row, reward_normalizer, args, device):
+    """A search's episodes as extra rows of the next iteration's batch (`--reuse-candidate-rollouts`).
+
+    The episodes of the policy that training resumes from (`kept_row`) are on-policy. With `all`,
+    the other candidates' episodes join them, each step weighted by its truncated importance ratio
+    min(1, pi(a|s) / mu(a|s)) against the candidate that played it (V-trace's rho_t and c_t): the
+    weight scales the step's policy loss and cuts the GAE trace. Rewards are scaled as the training
+    env scales them now; episodes are whole, so none is bootstrapped (done, as in `compute_gae`).
+    """
+    columns = {}
+    for episode in episodes:
+        if len(episode) == 0 or (episode.candidate != kept_row and args.reuse_candidate_rollouts != "all"):
+            continue
+        steps = len(episode)
+        episode_obs = torch.as_tensor(episode.observations, device=device)
+        episode_actions = torch.as_tensor(episode.actions, device=device)
+        scaled = torch.as_tensor(reward_normalizer(episode.rewards), dtype=torch.float32, device=device)
+        with torch.no_grad():
+            _, logprob, _, value = agent.get_action_and_value(episode_obs, episode_actions)
+        if episode.candidate == kept_row:
+            weight = torch.ones(steps, device=device)  # played by the current policy: on-policy
+        else:
+            behaviour = torch.as_tensor(episode.log_probs, device=device)
+            weight = (logprob - behaviour).exp().clamp(max=1.0)
+        advantage, target = compute_gae(
+            scaled[:, None],
+            value.view(steps, 1),
+            torch.zeros(steps, 1, device=device),
+            next_value=torch.zeros(1, 1, device=device),
+            next_done=torch.ones(1, device=device),
+            gamma=args.gamma,
+            gae_lambda=args.gae_lambda,
+            traces=weight[:, None],
+        )
+        row = {
+            "obs": episode_obs,
+            "actions": episode_actions,
+            "logprobs": logprob,
+            "advantages": advantage.view(-1),
+            "returns": target.view(-1),
+            "values": value.view(-1),
+            "weights": weight,
+        }
+        for key, value_of_key in row.items():
+            columns.setdefault(key, []).append(value_of_key)
+    return {key: torch.cat(parts) for key, parts in columns.items()} or None
 
 
 def make_search(args):
@@ -372,6 +425,10 @@ def check_settings(args):
     budget_limit = args.num_iterations * args.batch_size + int(args.budget_tolerance * args.total_timesteps)
     # a search's env steps are bounded by policies x episodes x this cap on an episode's length
     episode_cap = args.max_episode_steps or gym.spec(args.env_id).max_episode_steps
+    if args.reuse_candidate_rollouts != "none" and not args.explorler:
+        raise SystemExit(
+            "--reuse-candidate-rollouts reuses a search's episodes: it needs ExploRLer (drop --no-explorler)"
+        )
     if args.explorler and args.count_eval_steps and not episode_cap:
         raise SystemExit(
             f"{args.env_id} has no time limit, so the env steps of a search cannot be bounded within the "
@@ -523,6 +580,8 @@ if __name__ == "__main__":
         paper_metric=args.paper_metric_every > 0,
         paper_seed=args.seed,
         truth_episodes=args.selection_truth_episodes,
+        # reused episodes must be the stochastic policy's, with each action's log-probability
+        candidate_log_std=agent.actor_logstd if args.reuse_candidate_rollouts != "none" else None,
     )
     # ExploRLer's search between iterations: when it is due, its budget rule, its env steps, its logs
     search = SearchStep(
@@ -547,6 +606,7 @@ if __name__ == "__main__":
     iteration = 0
     last_eval_return = None
     reset_seed = args.seed
+    reused = None  # the last search's episodes, waiting to join the next batch (--reuse-candidate-rollouts)
     if resumed is not None:
         ckpt = resumed
         if ckpt["explorler"] and not args.explorler:
@@ -558,6 +618,7 @@ if __name__ == "__main__":
         global_step, total_env_steps = ckpt["global_step"], ckpt["total_env_steps"]
         iteration = ckpt["iteration"]
         last_eval_return = ckpt.get("eval_return")
+        reused = ckpt.get("reused")
         if not exact_resume:  # an earlier release's checkpoint: new episodes from a derived seed
             reset_seed = args.seed + 10_007 * iteration
             torch.manual_seed(reset_seed)
@@ -618,6 +679,7 @@ if __name__ == "__main__":
                 "interrupted": interrupted,
                 "run_name": run_name,  # --resume continues the same TensorBoard run
                 "last_return": last_return,
+                "reused": reused,
                 **search.state_dict(),  # "cycle", "eval_env_steps", "last_cycle_anchors", "last_gain", ...
                 # the normalisation statistics, and what --resume needs to continue exactly: the envs
                 # mid-episode, the random generators and the loop's last observation
@@ -663,8 +725,8 @@ if __name__ == "__main__":
     # state at that moment is written (a checkpoint that --resume continues from)
     try:
         first_iteration = iteration + 1  # 1, or after --resume the checkpoint's iteration + 1
-        for iteration in range(first_iteration, args.num_iterations + 1):
-            if not next_iteration_fits():  # counted candidate steps: fewer than num_iterations
+        for iteration in itertools.count(first_iteration):  # to num_iterations without ExploRLer
+            if not next_iteration_fits():  # counted candidate steps: fewer iterations; reused ones: more
                 break
             counted_before = counted_steps()
             # Annealing the rate: linear in the counted steps, so it reaches ~0 at the budget either way
@@ -672,7 +734,10 @@ if __name__ == "__main__":
                 frac = max(1.0 - counted_before / args.total_timesteps, 0.0)
                 optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
-            for step in range(args.num_steps):
+            # reused search episodes take the place of as many training env steps
+            reused_steps = 0 if reused is None else len(reused["obs"])
+            rollout_steps = max(args.num_steps - reused_steps // args.num_envs, 0)
+            for step in range(rollout_steps):
                 global_step += args.num_envs
                 total_env_steps += args.num_envs
                 obs[step] = next_obs
@@ -707,25 +772,49 @@ if __name__ == "__main__":
             # bootstrap value if not done
             with torch.no_grad():
                 next_value = agent.get_value(next_obs).reshape(1, -1)
+                rollout = slice(0, rollout_steps)
                 advantages, returns = compute_gae(
-                    rewards, values, dones, next_value, next_done, args.gamma, args.gae_lambda
+                    rewards[rollout],
+                    values[rollout],
+                    dones[rollout],
+                    next_value,
+                    next_done,
+                    args.gamma,
+                    args.gae_lambda,
                 )
 
             # flatten the batch
-            b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
-            b_logprobs = logprobs.reshape(-1)
-            b_actions = actions.reshape((-1,) + envs.single_action_space.shape)
+            b_obs = obs[rollout].reshape((-1,) + envs.single_observation_space.shape)
+            b_logprobs = logprobs[rollout].reshape(-1)
+            b_actions = actions[rollout].reshape((-1,) + envs.single_action_space.shape)
             b_advantages = advantages.reshape(-1)
             b_returns = returns.reshape(-1)
-            b_values = values.reshape(-1)
+            b_values = values[rollout].reshape(-1)
+            b_weights = torch.ones_like(b_values)  # importance weights: 1 for on-policy steps
+            if reused is not None:  # ExploRLer: the last search's episodes join the batch
+                b_obs, b_logprobs, b_actions, b_advantages, b_returns, b_values, b_weights = (
+                    torch.cat([fresh, reused[key]])
+                    for fresh, key in (
+                        (b_obs, "obs"),
+                        (b_logprobs, "logprobs"),
+                        (b_actions, "actions"),
+                        (b_advantages, "advantages"),
+                        (b_returns, "returns"),
+                        (b_values, "values"),
+                        (b_weights, "weights"),
+                    )
+                )
+                reused = None
+            batch_size = len(b_obs)  # args.batch_size unless search episodes were reused
+            minibatch_size = math.ceil(batch_size / args.num_minibatches)
 
             # Optimizing the policy and value network
-            b_inds = np.arange(args.batch_size)
+            b_inds = np.arange(batch_size)
             clipfracs = []
             for _epoch in range(args.update_epochs):
                 np.random.shuffle(b_inds)
-                for start in range(0, args.batch_size, args.minibatch_size):
-                    end = start + args.minibatch_size
+                for start in range(0, batch_size, minibatch_size):
+                    end = start + minibatch_size
                     mb_inds = b_inds[start:end]
 
                     _, newlogprob, entropy, newvalue = agent.get_action_and_value(
@@ -747,7 +836,7 @@ if __name__ == "__main__":
                     # Policy loss
                     pg_loss1 = -mb_advantages * ratio
                     pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
-                    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+                    pg_loss = (torch.max(pg_loss1, pg_loss2) * b_weights[mb_inds]).mean()
 
                     # Value loss
                     newvalue = newvalue.view(-1)
@@ -794,6 +883,18 @@ if __name__ == "__main__":
                 normalizer = ObsNormalizer.from_env(envs.envs[0])  # the training env's statistics now
                 result, used = search.run(normalizer, global_step, args.total_timesteps)
                 total_env_steps += used  # what counts toward the budget is `counted_steps()`
+                if args.reuse_candidate_rollouts != "none":  # counted above, trained on next iteration
+                    reused = reused_batch(
+                        agent,
+                        evaluators.candidate.last_transitions,
+                        result.kept_row,
+                        RewardNormalizer.from_env(envs.envs[0]),
+                        args,
+                        device,
+                    )
+                    writer.add_scalar(
+                        "explorler/reused_steps", 0 if reused is None else len(reused["obs"]), global_step
+                    )
                 log_paper_metric(result.best_score)
                 search.log(result, global_step)  # the explorler/* scalars, histogram and landscape
             if (

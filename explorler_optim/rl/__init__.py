@@ -22,9 +22,9 @@ candidate that played the most episodes. See ``racing_schedule`` and ``last_epis
 One idea per module:
 
 ==================  ==========================================================================
-``normalize``       ``ObsNormalizer``: frozen observation statistics copied from the training env
+``normalize``       ``ObsNormalizer``, ``RewardNormalizer``: frozen statistics of the training env
 ``batched``         ``BatchedPolicy``: one forward pass for N stacked candidate weight sets
-``rollout``         ``RolloutEngine``: plays a ``RolloutJob``'s (candidate, episode) pairs
+``rollout``         ``RolloutEngine``: plays (candidate, episode) pairs; ``Episode``: one kept
 ``pools``           ``ProcessPool`` / ``RayPool``: persistent engines in workers or Ray actors
 ``racing``          ``racing_schedule`` and ``race``: successive halving under a budget
 ``evaluator``       ``PolicyEvaluator``: the public entry point tying the above together
@@ -38,12 +38,21 @@ stepped, Ray only when ``backend="ray"`` is used.
 
 from explorler_optim.rl.batched import BatchedPolicy
 from explorler_optim.rl.evaluator import PolicyEvaluator
-from explorler_optim.rl.normalize import ObsNormalizer
+from explorler_optim.rl.normalize import ObsNormalizer, RewardNormalizer
 from explorler_optim.rl.racing import racing_schedule
+from explorler_optim.rl.rollout import Episode
 from explorler_optim.rl.run_evaluators import RunEvaluators
 from explorler_optim.rl.search_step import SearchStep
 
 # the name this class had when rl was one module (benchmarks/bench_evaluation.py imports it)
 _BatchedPolicy = BatchedPolicy
 
-__all__ = ["ObsNormalizer", "PolicyEvaluator", "RunEvaluators", "SearchStep", "racing_schedule"]
+__all__ = [
+    "Episode",
+    "ObsNormalizer",
+    "PolicyEvaluator",
+    "RewardNormalizer",
+    "RunEvaluators",
+    "SearchStep",
+    "racing_schedule",
+]

@@ -1,4 +1,4 @@
-"""``PolicyEvaluator``: scores a policy, or N candidate parameter sets of it, by deterministic rollouts."""
+"""``PolicyEvaluator``: scores a policy, or N candidate parameter sets of it, by rollouts."""
 
 from __future__ import annotations
 
@@ -14,13 +14,17 @@ from torch import nn
 from explorler_optim.rl.normalize import ObsNormalizer
 from explorler_optim.rl.pools import ProcessPool, RayPool, WorkerPool
 from explorler_optim.rl.racing import race
-from explorler_optim.rl.rollout import RolloutEngine, RolloutJob
+from explorler_optim.rl.rollout import Episode, RolloutEngine, RolloutJob
 
 __all__ = ["PolicyEvaluator"]
 
 
 class PolicyEvaluator:
-    """Score policies (or N candidate parameter sets of one policy) by deterministic rollouts.
+    """Score policies (or N candidate parameter sets of one policy) by rollouts.
+
+    Actions are the policy's deterministic outputs, or, with ``log_std``, Gaussian samples around
+    them; with ``keep_transitions`` every episode's transitions are kept (``last_transitions``), so
+    that the env steps spent on scoring can also train the policy.
 
     Args:
         policy: ``nn.Module`` mapping a batch of normalised observations to deterministic actions
@@ -49,12 +53,22 @@ class PolicyEvaluator:
         fast_path: None = use the ``baddbmm`` path for Sequential(Linear/activation) policies and
             ``torch.func.functional_call`` + ``vmap`` otherwise; False forces vmap.
         start_method: multiprocessing start method for workers ("spawn" or "forkserver").
+        log_std: the log-standard-deviation of a Gaussian policy around ``policy``'s outputs (e.g.
+            ``agent.actor_logstd``, broadcast to the action size). Given, actions are sampled and
+            scores are returns of the stochastic policy; a candidate in ``evaluate_many`` uses its
+            own value when ``log_std`` is among the ``params`` (matched by identity). Episode ``k``
+            of every candidate draws the same noise sequence, as it resets with the same seed.
+        keep_transitions: keep every episode of the last call as an ``Episode`` (observations as
+            the policy saw them, actions, their log-probabilities under the candidate that played
+            them when ``log_std`` is given, raw rewards, terminated / truncated).
 
     After each call: ``last_env_steps`` (env steps used), ``last_episodes``,
     ``last_episode_counts`` (episodes per candidate), ``last_returns`` ((N, episodes) float64
     returns, NaN for episodes a raced-out candidate did not play), ``last_seconds``; and the
     running totals ``total_env_steps``, ``total_episodes``, ``total_seconds``. With workers,
     ``last_worker_cpu_seconds`` holds each worker's CPU time for its last batch of episodes.
+    With ``keep_transitions``, ``last_transitions`` lists the last call's episodes (each knows
+    its ``candidate`` row and ``episode`` index); ``episodes_of(row)`` selects one candidate's.
     """
 
     def __init__(
@@ -75,8 +89,12 @@ class PolicyEvaluator:
         ray_init_kwargs: dict[str, Any] | None = None,
         fast_path: bool | None = None,
         start_method: str = "spawn",
+        log_std: torch.Tensor | None = None,
+        keep_transitions: bool = False,
     ):
         _check_arguments(policy, make_env, episodes, workers, backend, racing_eta, obs_normalizer)
+        if log_std is not None and not isinstance(log_std, torch.Tensor):
+            raise TypeError("PolicyEvaluator: log_std must be a tensor (e.g. agent.actor_logstd)")
         self.policy = policy
         self.make_env = make_env
         self.episodes = int(episodes)
@@ -92,6 +110,8 @@ class PolicyEvaluator:
         self.ray_init_kwargs = ray_init_kwargs
         self.fast_path = fast_path
         self.start_method = start_method
+        self.log_std = log_std
+        self.keep_transitions = bool(keep_transitions)
         # what the last call used, and running totals over every call
         self.last_env_steps = 0
         self.total_env_steps = 0
@@ -102,6 +122,8 @@ class PolicyEvaluator:
         self.last_episode_counts: torch.Tensor | None = None
         self.last_returns: torch.Tensor | None = None
         self.last_worker_cpu_seconds: list[float] = []  # CPU time of each worker's last job
+        self.last_transitions: list[Episode] = []  # with keep_transitions: the last call's episodes
+        self._played: list[Episode] = []  # episodes of the call in progress
         self._local: RolloutEngine | None = None
         self._pool: WorkerPool | None = None
 
@@ -110,6 +132,7 @@ class PolicyEvaluator:
     def __call__(self) -> float:
         """Mean return of the policy's current parameters over ``episodes`` episodes."""
         started = time.perf_counter()
+        self._played = []
         returns, lengths = self._play(
             {},  # every parameter is "fixed" at its current value
             np.zeros(self.episodes, dtype=np.int64),
@@ -128,6 +151,7 @@ class PolicyEvaluator:
         values. Returns a float64 tensor of N mean returns.
         """
         started = time.perf_counter()
+        self._played = []
         stacked, n = self._stack(params, candidates)
         if n == 0:
             empty = np.zeros((0, self.episodes))
@@ -174,6 +198,10 @@ class PolicyEvaluator:
         with contextlib.suppress(Exception):
             self.close()
 
+    def episodes_of(self, row: int) -> list[Episode]:
+        """The episodes candidate ``row`` of the last call played (``keep_transitions``), in order."""
+        return [episode for episode in self.last_transitions if episode.candidate == row]
+
     # ---------------------------------------------------------------- internals
 
     def _record(self, lengths: np.ndarray, started: float, counts: torch.Tensor, table: np.ndarray) -> None:
@@ -187,6 +215,7 @@ class PolicyEvaluator:
         self.last_returns = torch.as_tensor(table, dtype=torch.float64)
         self.last_seconds = time.perf_counter() - started
         self.total_seconds += self.last_seconds
+        self.last_transitions, self._played = self._played, []
 
     def _stack(
         self, params: Sequence[torch.Tensor], candidates: Sequence[torch.Tensor]
@@ -207,11 +236,14 @@ class PolicyEvaluator:
             if n is None:
                 n = int(candidate.shape[0]) if candidate.dim() > 0 else None
             _check_candidate_shape(param, candidate, n)
+            if self.log_std is not None and param is self.log_std:
+                stacked[_LOG_STD] = candidate.detach().to("cpu", torch.float32).contiguous().numpy()
+                continue
             name = name_of.get(id(param))
             if name is None:
                 continue  # explored but unused by the policy (e.g. actor_logstd): ignored
             stacked[name] = candidate.detach().to("cpu", torch.float32).contiguous().numpy()
-        if not stacked and params:
+        if not set(stacked) - {_LOG_STD} and params:
             raise ValueError(
                 "evaluate_many: none of the given params is a parameter of the evaluator's "
                 "policy (matched by identity); build PolicyEvaluator with the module that owns "
@@ -266,14 +298,24 @@ class PolicyEvaluator:
     ) -> RolloutJob:
         """A job for the pairs given, carrying only the candidates they use (renumbered from 0)."""
         used, local_candidate = np.unique(candidate_of_pair, return_inverse=True)
+        weights = {k: v[used] for k, v in stacked.items() if k != _LOG_STD}
+        log_std = None
+        if self.log_std is not None:
+            if _LOG_STD in stacked:
+                log_std = stacked[_LOG_STD][used].reshape(len(used), -1)
+            else:  # not explored: every candidate uses its current value
+                current = self.log_std.detach().to("cpu", torch.float32).reshape(1, -1).numpy()
+                log_std = np.repeat(current, len(used), axis=0)
         return RolloutJob(
             candidate_of_pair=local_candidate,
             episode_of_pair=episode_of_pair,
-            stacked={k: v[used] for k, v in stacked.items()},
+            stacked=weights,
             fixed=fixed,
             normalizer=self.obs_normalizer.state_dict() if self.obs_normalizer is not None else None,
             seed=self.seed,
             max_steps=self.max_episode_steps,
+            log_std=log_std,
+            keep_transitions=self.keep_transitions,
         )
 
     def _play(
@@ -288,13 +330,20 @@ class PolicyEvaluator:
             }
         if self.backend != "ray" and self.workers <= 1:
             result = self._local_engine().run(self._job(stacked, candidate_of_pair, episode_of_pair, None))
+            self._keep(result.episodes, candidate_of_pair)
             return result.returns, result.lengths
         return self._play_on_workers(stacked, candidate_of_pair, episode_of_pair)
+
+    def _keep(self, episodes: list[Episode] | None, candidate_of_pair: np.ndarray) -> None:
+        """Keep a job's episodes, numbered by the caller's candidate rows (jobs renumber them)."""
+        for episode, candidate in zip(episodes or (), candidate_of_pair, strict=False):
+            episode.candidate = int(candidate)
+            self._played.append(episode)
 
     def _play_on_workers(
         self, stacked: dict[str, np.ndarray], candidate_of_pair: np.ndarray, episode_of_pair: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        fixed = self._current_values(set(stacked))
+        fixed = self._current_values(set(stacked) - {_LOG_STD})
         num_pairs = len(candidate_of_pair)
         num_workers = min(self.workers, num_pairs)
         # round-robin over (candidate, episode) pairs: neighbouring candidates (often similar,
@@ -304,11 +353,19 @@ class PolicyEvaluator:
         results = self._worker_pool().map(jobs)
         returns = np.zeros(num_pairs, dtype=np.float64)
         lengths = np.zeros(num_pairs, dtype=np.int64)
+        by_pair: list[Episode | None] = [None] * num_pairs
         for share, result in zip(shares, results, strict=True):
             returns[share] = result.returns
             lengths[share] = result.lengths
+            for j, episode in zip(share, result.episodes or (), strict=False):
+                by_pair[j] = episode
+        if self.keep_transitions:
+            self._keep([e for e in by_pair if e is not None], candidate_of_pair)
         self.last_worker_cpu_seconds = [float(r.cpu_seconds) for r in results]
         return returns, lengths
+
+
+_LOG_STD = "<log_std>"  # the candidates' log_std travel with the stacked weights under this key
 
 
 def _check_arguments(

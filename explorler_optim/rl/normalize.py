@@ -1,4 +1,4 @@
-"""Frozen observation normalisation, copied from a training env's running statistics."""
+"""Frozen observation and reward normalisation, copied from a training env's running statistics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["ObsNormalizer"]
+__all__ = ["ObsNormalizer", "RewardNormalizer"]
 
 
 class _FromWrapper:
@@ -101,6 +101,66 @@ class ObsNormalizer:
         return f"ObsNormalizer(shape={self.mean.shape}, clip={self.clip}, epsilon={self.epsilon})"
 
 
+class RewardNormalizer:
+    """Frozen reward scaling: ``clip(reward / sqrt(var + epsilon), -clip, clip)``.
+
+    The scaling of gymnasium's ``NormalizeReward`` (and SB3's ``VecNormalize``), with the variance
+    of the discounted return copied once and never updated: rewards collected outside the training
+    env (e.g. candidate episodes reused for training) are scaled exactly as the training env scales
+    its own at that moment. ``clip=None`` disables clipping.
+
+    >>> scale = RewardNormalizer(var=3.0, clip=1.0, epsilon=1.0)
+    >>> scale([1.0, 4.0]).tolist()
+    [0.5, 1.0]
+    """
+
+    def __init__(self, var: float, clip: float | None = 10.0, epsilon: float = 1e-8):
+        self.var = float(var)
+        self.clip = None if clip is None else float(clip)
+        self.epsilon = float(epsilon)
+
+    @classmethod
+    def from_env(
+        cls, env: Any, clip: float | None | _FromWrapper = _FROM_WRAPPER, epsilon: float | None = None
+    ) -> RewardNormalizer:
+        """Copy the return variance of the first reward-normalising wrapper found in ``env``.
+
+        Args:
+            env: the training env (a wrapped gymnasium env such as ``envs.envs[0]``, or an SB3
+                ``VecNormalize``, also under other ``VecEnvWrapper`` s).
+            clip: the clip bound. Not given: the wrapper's own (``VecNormalize.clip_reward``), or
+                10.0 for gymnasium's ``NormalizeReward`` (it does not clip; the single-file scripts
+                clip at 10 with a separate wrapper). ``None``: no clipping.
+            epsilon: the wrapper's own epsilon unless given.
+        """
+        wrapper = _find_wrapper(env, _normalizes_rewards)
+        if wrapper is None:
+            raise ValueError(
+                "RewardNormalizer.from_env: no NormalizeReward / VecNormalize wrapper (an object with "
+                "`return_rms` or `ret_rms`) found in the wrapper chain of the env; pass the training env "
+                "(e.g. envs.envs[0]) or build RewardNormalizer(var) directly"
+            )
+        rms = getattr(wrapper, "return_rms", None) or wrapper.ret_rms
+        if isinstance(clip, _FromWrapper):
+            wrapper_clip = getattr(wrapper, "clip_reward", None)
+            clip = 10.0 if wrapper_clip is None else float(wrapper_clip)
+        eps = float(getattr(wrapper, "epsilon", 1e-8)) if epsilon is None else float(epsilon)
+        return cls(float(np.asarray(rms.var)), clip=clip, epsilon=eps)
+
+    def __call__(self, rewards: Any) -> np.ndarray:
+        """Scale raw rewards; returns float64 (cast as the training code casts its own)."""
+        x = np.asarray(rewards, dtype=np.float64) / np.sqrt(self.var + self.epsilon)
+        return x if self.clip is None else np.clip(x, -self.clip, self.clip)
+
+    def __repr__(self) -> str:
+        return f"RewardNormalizer(var={self.var:.4g}, clip={self.clip}, epsilon={self.epsilon})"
+
+
+def _normalizes_rewards(e: Any) -> bool:
+    rms = getattr(e, "return_rms", None) or getattr(e, "ret_rms", None)
+    return rms is not None and hasattr(rms, "var") and getattr(e, "norm_reward", True)
+
+
 def _float_array(x: Any) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
@@ -112,13 +172,23 @@ def _float_array(x: Any) -> np.ndarray:
 
 def _find_normalize_wrapper(env: Any) -> Any:
     """The first wrapper with ``obs_rms`` down the chain (gymnasium ``.env``, SB3 ``.venv``)."""
+    return _find_wrapper(env, _normalizes_observations)
+
+
+def _normalizes_observations(e: Any) -> bool:
+    rms = getattr(e, "obs_rms", None)
+    if rms is None or not (hasattr(rms, "mean") and hasattr(rms, "var") or isinstance(rms, dict)):
+        return False
+    return getattr(e, "norm_obs", True)  # SB3 VecNormalize(norm_obs=False) keeps unused stats
+
+
+def _find_wrapper(env: Any, matches: Any) -> Any:
+    """The first object down the wrapper chain (gymnasium ``.env``, SB3 ``.venv``) that ``matches``."""
     seen = 0
     e = env
     while e is not None and seen < 100:
-        rms = getattr(e, "obs_rms", None)
-        if rms is not None and (hasattr(rms, "mean") and hasattr(rms, "var") or isinstance(rms, dict)):
-            if getattr(e, "norm_obs", True):  # SB3 VecNormalize(norm_obs=False) keeps unused stats
-                return e
+        if matches(e):
+            return e
         inner = getattr(e, "env", None)
         e = inner if inner is not None else getattr(e, "venv", None)
         seen += 1

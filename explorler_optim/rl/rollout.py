@@ -3,6 +3,10 @@
 The same engine runs in the main process, in worker processes and in Ray actors. A
 ``RolloutJob`` says which pairs to play; every step, one batched forward pass (``BatchedPolicy``)
 computes the actions of every live pair, and only live envs are stepped.
+
+Actions are the policy's outputs (deterministic), or, when the job carries each candidate's
+log-standard-deviation, samples of the Gaussian around them. A job can also keep every episode's
+transitions (``Episode``), so that the env steps spent scoring candidates can train the policy.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from torch import nn
 from explorler_optim.rl.batched import BatchedPolicy
 from explorler_optim.rl.normalize import ObsNormalizer
 
-__all__ = ["RolloutEngine", "RolloutJob", "RolloutResult", "peel_trivial_wrappers"]
+__all__ = ["Episode", "RolloutEngine", "RolloutJob", "RolloutResult", "peel_trivial_wrappers"]
 
 _TRIVIAL_WRAPPERS = ("TimeLimit", "OrderEnforcing", "PassiveEnvChecker")
 
@@ -38,6 +42,40 @@ class RolloutJob:
     seed: int
     max_steps: int | None  # extra cap on episode length, on top of the env's TimeLimit
     call_id: int = 0  # set by the process pool to match replies to calls
+    # (candidates, action size) float32: sample actions from N(policy output, exp(log_std)) with a
+    # noise stream seeded by the episode (the same for every candidate); None: deterministic actions
+    log_std: np.ndarray | None = None
+    keep_transitions: bool = False  # return every pair's Episode
+
+
+@dataclass
+class Episode:
+    """One played episode, step by step, as the policy saw and did it.
+
+    Attributes:
+        observations: ``(T, *obs_shape)`` float32, normalised as the policy saw them.
+        actions: ``(T, action_size)`` float32, the policy's actions before the env's clipping
+            (the sampled ones when the policy is stochastic).
+        log_probs: ``(T,)`` float32 log-probabilities of ``actions`` under the policy that played
+            them (the behaviour policy), or ``None`` for deterministic actions.
+        rewards: ``(T,)`` float64 raw rewards, as the env returned them.
+        terminated: the episode ended in a terminal state.
+        truncated: it was cut by a time limit (the env's or ``max_episode_steps``).
+        candidate: the row of the candidate that played it (the evaluator's numbering).
+        episode: its index: it reset with ``seed + episode``.
+    """
+
+    observations: np.ndarray
+    actions: np.ndarray
+    log_probs: np.ndarray | None
+    rewards: np.ndarray
+    terminated: bool
+    truncated: bool
+    candidate: int = 0
+    episode: int = 0
+
+    def __len__(self) -> int:
+        return len(self.rewards)
 
 
 @dataclass
@@ -47,6 +85,7 @@ class RolloutResult:
     returns: np.ndarray  # (pairs,) float64
     lengths: np.ndarray  # (pairs,) int64
     cpu_seconds: float = 0.0
+    episodes: list[Episode] | None = None  # per pair, when the job keeps transitions
 
 
 def peel_trivial_wrappers(env: Any) -> tuple[Any, int | None]:
@@ -98,7 +137,7 @@ class RolloutEngine:
         returns = np.zeros(num_pairs, dtype=np.float64)
         lengths = np.zeros(num_pairs, dtype=np.int64)
         if num_pairs == 0:
-            return RolloutResult(returns, lengths)
+            return RolloutResult(returns, lengths, episodes=[] if job.keep_transitions else None)
         # run the forward pass where the policy lives (CPU in workers; CUDA is fine locally)
         device = next(iter(self.policy.parameters()), torch.empty(0)).device
         stacked = {k: torch.as_tensor(v, dtype=torch.float32, device=device) for k, v in job.stacked.items()}
@@ -110,6 +149,13 @@ class RolloutEngine:
         limits = np.array([_step_limit(limit, job.max_steps) for _, limit in envs], dtype=np.int64)
         obs = _reset_all([env for env, _ in envs], int(job.seed) + episode_of_pair)
         live = limits != 0  # a limit of 0 steps means an empty episode
+        sampler = (
+            _GaussianSampler(job, candidate_of_pair, episode_of_pair) if job.log_std is not None else None
+        )
+        if sampler is not None:
+            self._check_box_actions()
+        recorder = _Recorder(num_pairs) if job.keep_transitions else None
+        terminal = np.zeros(num_pairs, dtype=bool)
 
         with torch.inference_mode():
             batch = _LiveCandidates(stacked, candidate_of_pair, obs.shape[1:], device)
@@ -117,16 +163,37 @@ class RolloutEngine:
                 live_pairs = np.flatnonzero(live)
                 x = obs[live_pairs]
                 x = normalizer(x) if normalizer is not None else x.astype(np.float32)
-                actions = self._to_env_actions(batch.forward(self.batched, live_pairs, x))
+                outputs = batch.forward(self.batched, live_pairs, x)
+                log_probs = None
+                if sampler is not None:
+                    outputs, log_probs = sampler.sample(live_pairs, outputs)
+                actions = self._to_env_actions(outputs)
                 for i, j in enumerate(live_pairs):
                     next_obs, reward, terminated, truncated, _ = envs[j][0].step(actions[i])
                     returns[j] += float(reward)
                     lengths[j] += 1
+                    if recorder is not None:
+                        recorder.add(
+                            int(j), x[i], outputs[i], None if log_probs is None else log_probs[i], reward
+                        )
                     if terminated or truncated or lengths[j] == limits[j]:
                         live[j] = False
+                        terminal[j] = bool(terminated)
                     else:
                         obs[j] = next_obs
-        return RolloutResult(returns, lengths, time.process_time() - cpu_start)
+        episodes = None
+        if recorder is not None:
+            episodes = recorder.episodes(terminal, candidate_of_pair, episode_of_pair)
+        return RolloutResult(returns, lengths, time.process_time() - cpu_start, episodes)
+
+    def _check_box_actions(self) -> None:
+        from gymnasium import spaces  # local: gymnasium is only needed when envs exist
+
+        if not isinstance(self._action_space, spaces.Box):
+            raise ValueError(
+                "stochastic scoring (PolicyEvaluator(log_std=...)) samples Gaussian actions: it needs a "
+                f"continuous (Box) action space, got {self._action_space}"
+            )
 
     def _env(self, j: int) -> tuple[Any, int | None]:
         while len(self.pool) <= j:
@@ -155,6 +222,70 @@ class RolloutEngine:
             if out.shape[-1] == space.n:
                 return out.argmax(-1) + space.start
             return np.clip(np.rint(out[..., 0]), space.start, space.start + space.n - 1).astype(np.int64)
+        return out
+
+
+class _GaussianSampler:
+    """Gaussian actions around the policy's outputs, and their log-probabilities.
+
+    Pair ``j`` draws its noise from a generator seeded by its episode index only, so episode ``k``
+    of every candidate sees the same noise sequence (common random numbers, like the start states).
+    """
+
+    def __init__(self, job: RolloutJob, candidate_of_pair: np.ndarray, episode_of_pair: np.ndarray):
+        assert job.log_std is not None
+        self.log_std = torch.as_tensor(np.asarray(job.log_std, dtype=np.float32))
+        self.candidate_of_pair = candidate_of_pair
+        self.generators = [
+            np.random.default_rng([int(job.seed) + int(k), _NOISE_STREAM]) for k in episode_of_pair
+        ]
+
+    def sample(self, live_pairs: np.ndarray, means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean = torch.as_tensor(means, dtype=torch.float32).reshape(len(live_pairs), -1)
+        std = self.log_std[torch.as_tensor(self.candidate_of_pair[live_pairs])].reshape(mean.shape).exp()
+        noise = np.stack(
+            [self.generators[j].standard_normal(mean.shape[1], dtype=np.float32) for j in live_pairs]
+        )
+        actions = mean + std * torch.from_numpy(noise)
+        log_probs = torch.distributions.Normal(mean, std, validate_args=False).log_prob(actions).sum(-1)
+        return actions.numpy(), log_probs.numpy()
+
+
+_NOISE_STREAM = 0x5EED  # keeps the action noise apart from any generator seeded with the same integer
+
+
+class _Recorder:
+    """Collects each pair's transitions as the episode is played."""
+
+    def __init__(self, num_pairs: int):
+        self.steps: list[list[tuple[Any, ...]]] = [[] for _ in range(num_pairs)]
+
+    def add(self, pair: int, obs: np.ndarray, action: np.ndarray, log_prob: Any, reward: Any) -> None:
+        self.steps[pair].append(
+            (obs.copy(), np.array(action, dtype=np.float32).reshape(-1), log_prob, reward)
+        )
+
+    def episodes(
+        self, terminal: np.ndarray, candidate_of_pair: np.ndarray, episode_of_pair: np.ndarray
+    ) -> list[Episode]:
+        out = []
+        for j, steps in enumerate(self.steps):
+            observations, actions, log_probs, rewards = (
+                zip(*steps, strict=True) if steps else ((), (), (), ())
+            )
+            stochastic = bool(steps) and steps[0][2] is not None
+            out.append(
+                Episode(
+                    observations=np.asarray(observations, dtype=np.float32),
+                    actions=np.asarray(actions, dtype=np.float32),
+                    log_probs=np.asarray(log_probs, dtype=np.float32) if stochastic else None,
+                    rewards=np.asarray(rewards, dtype=np.float64),
+                    terminated=bool(terminal[j]),
+                    truncated=bool(steps) and not terminal[j],
+                    candidate=int(candidate_of_pair[j]),
+                    episode=int(episode_of_pair[j]),
+                )
+            )
         return out
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from explorler_optim.audit import SelectionAudit
@@ -17,7 +18,8 @@ __all__ = ["RunEvaluators"]
 
 @dataclass
 class RunEvaluators:
-    """The evaluators a training run uses, each on its own envs with deterministic actions.
+    """The evaluators a training run uses, each on its own envs with deterministic actions (the
+    candidate evaluator's may be stochastic, to reuse its episodes for training).
 
     Build them with :meth:`build`; :meth:`close` closes them all.
 
@@ -52,6 +54,7 @@ class RunEvaluators:
         paper_seed: int = 0,
         paper_episodes: int = 3,
         truth_episodes: int = 0,
+        candidate_log_std: torch.Tensor | None = None,
     ) -> RunEvaluators:
         """The run's evaluators of ``policy`` (e.g. the actor's mean network).
 
@@ -71,6 +74,9 @@ class RunEvaluators:
             paper_episodes: the paper metric's episodes.
             truth_episodes: with a candidate evaluator, audit every search's selection with this
                 many held-out episodes per candidate; 0: no audit.
+            candidate_log_std: score candidates with the Gaussian policy of this log-std (each
+                candidate's own value when it is explored) and keep their episodes for training
+                (``PolicyEvaluator(log_std=..., keep_transitions=True)``); None: deterministic.
 
         Example:
             >>> import gymnasium as gym
@@ -95,6 +101,8 @@ class RunEvaluators:
                 seed=candidate_seed,
                 workers=workers,
                 racing=racing,
+                log_std=candidate_log_std,
+                keep_transitions=candidate_log_std is not None,
             )
         paper = None
         if paper_metric or truth_episodes > 0:
