@@ -52,6 +52,10 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # everything as the authors run it (the scripts' defaults are spelled out, so it does not move
     # with them): their schedule, accounting, candidate scoring and commit rule
     "explorler-paper-full": ("--explore-every", "1", "--no-count-eval-steps", *PAPER_SCORING),
+    # candidate rollouts that train (issue 14): the default search, scored with the stochastic
+    # policy; the kept policy's episodes join the next batch, or every candidate's, importance-weighted
+    "explorler-winner": ("--reuse-candidate-rollouts", "winner"),
+    "explorler-all": ("--reuse-candidate-rollouts", "all"),
     "random-walk": ("--search", "random-walk"),
     "checkpoint-average": ("--search", "checkpoint-average"),
     "gaussian": ("--search", "gaussian"),
@@ -309,6 +313,18 @@ SELECTION = Protocol(
     flags=SMALL.flags,
 )
 
+# `reuse`: do candidate episodes that train make ExploRLer pay for its scoring? PPO on small's tasks
+# and budget, all at equal total env steps; 5 seeds (a per-task claim needs at least 5)
+REUSE = Protocol(
+    name="reuse",
+    description="candidate rollouts that train: PPO on small's tasks, default vs winner vs all reuse",
+    envs=SMALL.envs,
+    algos=("ppo",),
+    variants=("baseline", "explorler", "explorler-winner", "explorler-all"),
+    seeds=(1, 2, 3, 4, 5),
+    flags=SMALL.flags,
+)
+
 PROTOCOLS: dict[str, Protocol] = {
-    p.name: p for p in (SMOKE, SMALL, TUNE, PAPER, ABLATIONS, FINETUNE, SELECTION, SB3_CALLBACK)
+    p.name: p for p in (SMOKE, SMALL, TUNE, PAPER, ABLATIONS, FINETUNE, SELECTION, SB3_CALLBACK, REUSE)
 }
