@@ -203,6 +203,43 @@ def final_score(points, last_k=3) -> float:
     return float(np.mean([p["return"] for p in points[-last_k:]]))
 
 
+def paper_final_score(points, last_k=None) -> float:
+    """The paper's metric at the end of a run: the mean of its last 10% of points (at least one).
+
+    A run logs the metric at every search (ExploRLer) or at the points where the paper's schedule
+    searches (plain runs), so runs have different numbers of points: a fraction, not a count.
+    """
+    keep = max(1, round(0.1 * len(points)))
+    return float(np.mean([p["return"] for p in points[-keep:]]))
+
+
+def load_paper_rows(path: Path) -> list[dict]:
+    """``paper_metric.csv`` (written by the sweep) as rows shaped like ``load_rows``'s.
+
+    The paper indexes its curves by training steps (candidate steps uncounted), so that is also
+    the rows' ``total_env_steps``.
+    """
+    rows = []
+    with open(path, newline="") as file:
+        for index, row in enumerate(csv.DictReader(file)):
+            steps = int(row["training_steps"])
+            rows.append(
+                {
+                    "env": row["env"],
+                    "algo": row["algo"],
+                    "variant": row["variant"],
+                    "seed": int(row["seed"]),
+                    "eval_index": index,
+                    "training_steps": steps,
+                    "total_env_steps": steps,
+                    "return": float(row["return"]),
+                    "wall_seconds": float("nan"),
+                    "train_seconds": float("nan"),
+                }
+            )
+    return rows
+
+
 def run_cost(points) -> float:
     """Training wall seconds of a run (falls back to wall seconds)."""
     last = points[-1]
@@ -214,8 +251,11 @@ def order(variants):
     return known + sorted(v for v in variants if v not in VARIANT_ORDER)
 
 
-def summarise(rows, last_k=3, reps=10_000, anchor=True, rng=0, baseline=BASELINE):
-    """Per-task table and aggregate statistics of every variant against ``baseline``."""
+def summarise(rows, last_k=3, reps=10_000, anchor=True, rng=0, baseline=BASELINE, final=final_score):
+    """Per-task table and aggregate statistics of every variant against ``baseline``.
+
+    ``final(points, last_k)`` is a run's final score (default: its last ``last_k`` evaluations).
+    """
     runs = runs_of(rows)
     tasks = sorted({(env, algo) for env, algo, _ in runs})
     variants = order({v for _, _, v in runs})
@@ -225,14 +265,14 @@ def summarise(rows, last_k=3, reps=10_000, anchor=True, rng=0, baseline=BASELINE
     cost_ratio: dict = defaultdict(list)  # variant -> per-run wall ratio to the baseline
     for env, algo in tasks:
         base = runs.get((env, algo, baseline), {})
-        base_scores = [final_score(p, last_k) for p in base.values()]
+        base_scores = [final(p, last_k) for p in base.values()]
         base_cost = float(np.mean([run_cost(p) for p in base.values()])) if base else float("nan")
         low = random_score(env, anchor)
         for variant in variants:
             cell = runs.get((env, algo, variant))
             if not cell:
                 continue
-            scores = np.array([final_score(p, last_k) for p in cell.values()])
+            scores = np.array([final(p, last_k) for p in cell.values()])
             costs = np.array([run_cost(p) for p in cell.values()])
             mean = float(scores.mean())
             std = float(scores.std(ddof=1)) if len(scores) > 1 else float("nan")
@@ -242,11 +282,7 @@ def summarise(rows, last_k=3, reps=10_000, anchor=True, rng=0, baseline=BASELINE
                 normalised[variant][(env, algo)] = normalise(scores, base_scores, low)
                 cost_ratio[variant] += list(costs / base_cost)
             # the same seed of both: the scripts share the seed's env starts and initial weights
-            paired = [
-                (final_score(cell[seed], last_k), final_score(base[seed], last_k))
-                for seed in cell
-                if seed in base
-            ]
+            paired = [(final(cell[seed], last_k), final(base[seed], last_k)) for seed in cell if seed in base]
             ratios = [v / b for v, b in paired if b != 0]
             table.append(
                 {
@@ -383,9 +419,23 @@ def sweep_lines(sweep: dict | None) -> list[str]:
     return [text + ".", ""]
 
 
-def markdown(summary, title, sweep: dict | None = None) -> str:
+def markdown(summary, title, sweep: dict | None = None, paper: dict | None = None) -> str:
     lines = [f"# {title}", ""]
     lines += ["## Summary", "", *compact_table(summary), "", *sweep_lines(sweep)]
+    if paper is not None:
+        lines += [
+            "## The paper's metric, beside the honest one",
+            "",
+            *compact_table(paper),
+            "",
+            "The same runs, scored as the paper scores them (`paper/episodic_return`): for an "
+            "ExploRLer run, the best candidate's selection score at each search; for a plain run, "
+            "3 deterministic episodes on the run's fixed start states at the points where the "
+            "paper's schedule searches. Final score: the mean of a run's last 10% of points. Env "
+            "steps as the paper counts them: training steps only. Compare with the table above "
+            "to see how much of a gain the metric alone makes.",
+            "",
+        ]
     lines += [
         f"Final score of a run: mean of its last {summary['last_k']} honest evaluations "
         "(deterministic policy, frozen observation statistics, held-out seeds). Mean +- std over "
@@ -636,10 +686,23 @@ def main(argv=None) -> int:
     sweep = None
     with contextlib.suppress(OSError, json.JSONDecodeError):
         sweep = json.loads((path.parent / "sweep.json").read_text())
-    text = markdown(summary, title, sweep)
+    paper = None
+    paper_csv = path.parent / "paper_metric.csv"
+    paper_rows = load_paper_rows(paper_csv) if paper_csv.exists() else []
+    if paper_rows:
+        paper = summarise(
+            paper_rows,
+            None,
+            args.bootstrap,
+            not args.no_random_anchor,
+            args.seed,
+            baseline,
+            paper_final_score,
+        )
+    text = markdown(summary, title, sweep, paper)
     if plots:
         text += "\n" + "\n".join(f"![{Path(f).stem}]({f})" for f in plots) + "\n"
-    write_results(out, {**summary, "csv": str(path), "plots": plots}, text)
+    write_results(out, {**summary, "csv": str(path), "plots": plots, "paper_metric": paper}, text)
     print(text)
     return 0
 

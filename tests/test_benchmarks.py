@@ -422,10 +422,33 @@ def test_report_cli_on_synthetic_csv(tmp_path):
     data = json.loads((tmp_path / "results.json").read_text())
     agg = {a["variant"]: a for a in data["aggregate"]}
     assert agg["explorler-paper"]["iqm"] == pytest.approx(1.5)
-    assert "provenance" in data
+    assert "provenance" in data and data["paper_metric"] is None
     if HAS_MPL:
         assert (tmp_path / "return_vs_total_env_steps.png").exists()
         assert (tmp_path / "aggregate.png").exists()
+
+
+def test_report_puts_the_papers_metric_beside_the_honest_one(tmp_path):
+    rows = synthetic_rows(1.0, "baseline") + synthetic_rows(1.5, "explorler-paper")
+    with open(tmp_path / "evaluations.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=sweep.CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    # the paper's metric: 20 points per run; only the last 10% (2 points) make the final score
+    with open(tmp_path / "paper_metric.csv", "w", newline="") as file:
+        file.write("env,algo,variant,seed,training_steps,return\n")
+        for variant, end in (("baseline", 100.0), ("explorler-paper", 300.0)):
+            for seed in (1, 2, 3):
+                for point in range(20):
+                    value = end if point >= 18 else -1000.0
+                    file.write(f"Hopper-v5,ppo,{variant},{seed},{point * 2048},{value}\n")
+    proc = run_cli("report.py", "--csv", tmp_path / "evaluations.csv", "--bootstrap", 300, "--no-plots")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "results.json").read_text())
+    paper = {(r["variant"], r["env"]): r for r in data["paper_metric"]["table"]}
+    assert paper[("explorler-paper", "Hopper-v5")]["final_mean"] == pytest.approx(300.0)
+    assert paper[("explorler-paper", "Hopper-v5")]["ratio_to_baseline"] == pytest.approx(3.0)
+    assert "The paper's metric, beside the honest one" in (tmp_path / "results.md").read_text()
 
 
 # ---------------------------------------------------------------------------------------------
