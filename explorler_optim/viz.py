@@ -132,84 +132,33 @@ def landscape_figure(
         A matplotlib ``Figure``.
     """
     plt = require_matplotlib()
-    from matplotlib.tri import Triangulation
-
     anchors = np.asarray(anchor_coords, dtype=np.float64)
     candidates = np.asarray(candidate_coords, dtype=np.float64).reshape(-1, anchors.shape[1])
     values = np.asarray(scores, dtype=np.float64).reshape(-1)
     if values.shape[0] != candidates.shape[0]:
         raise ValueError(f"{candidates.shape[0]} candidates but {values.shape[0]} scores")
-    center, basis = principal_plane(anchors)
-    anchors_2d = (anchors - center) @ basis
-    candidates_2d = (candidates - center) @ basis
-    finite = np.isfinite(values)
-
     anchor_values = None
     if anchor_scores is not None:
         anchor_values = np.asarray(anchor_scores, dtype=np.float64).reshape(-1)
         if anchor_values.shape[0] != anchors.shape[0]:
             raise ValueError(f"{anchors.shape[0]} anchors but {anchor_values.shape[0]} anchor scores")
-    if grid is not None:
-        xs, ys, grid_values = (np.asarray(g, dtype=np.float64) for g in grid)
+    dense = None if grid is None else tuple(np.asarray(g, dtype=np.float64) for g in grid)
+    center, basis = principal_plane(anchors)
+    anchors_2d = (anchors - center) @ basis
+    candidates_2d = (candidates - center) @ basis
+    finite = np.isfinite(values)
     shown = [
         values[finite],
         np.asarray([] if incumbent_score is None else [incumbent_score], dtype=np.float64),
+        anchor_values if anchor_values is not None else np.zeros(0),
+        dense[2].ravel() if dense is not None else np.zeros(0),
     ]
-    shown += [anchor_values if anchor_values is not None else np.zeros(0)]
-    shown += [grid_values.ravel() if grid is not None else np.zeros(0)]
     levels = _round_levels(np.concatenate(shown))
-    vmin, vmax = float(levels[0]), float(levels[-1])
 
     figure, axes = plt.subplots(figsize=(6.4, 6.0), dpi=100)
-    colour_source = None
-    if grid is not None:
-        colour_source = axes.contourf(xs, ys, grid_values, levels=levels, cmap="viridis", alpha=0.85)
-    elif finite.sum() >= 3:
-        try:
-            points = candidates_2d[finite]
-            triangulation = Triangulation(points[:, 0], points[:, 1])
-            colour_source = axes.tricontourf(
-                triangulation, values[finite], levels=levels, cmap="viridis", alpha=0.6
-            )
-        except (ValueError, RuntimeError):  # collinear or duplicate points: no contour
-            colour_source = None
-    scatter = axes.scatter(
-        candidates_2d[finite, 0],
-        candidates_2d[finite, 1],
-        c=values[finite],
-        cmap="viridis",
-        vmin=vmin,
-        vmax=vmax,
-        s=36,
-        edgecolors="black",
-        linewidths=0.5,
-        label=candidate_label if candidates.shape[0] else None,
-        zorder=3,
-    )
-    if (~finite).any():
-        axes.scatter(*candidates_2d[~finite].T, c="lightgrey", s=30, marker="x", label="invalid", zorder=3)
-    axes.plot(anchors_2d[:, 0], anchors_2d[:, 1], "-", color="white", linewidth=2.5, zorder=4)
-    if anchor_scores is None:
-        axes.plot(
-            anchors_2d[:, 0], anchors_2d[:, 1], "o-", color="crimson", markersize=5, label="anchors", zorder=5
-        )
-    else:
-        axes.plot(anchors_2d[:, 0], anchors_2d[:, 1], "-", color="crimson", linewidth=1.2, zorder=5)
-        axes.scatter(
-            anchors_2d[:, 0],
-            anchors_2d[:, 1],
-            c=anchor_values,
-            cmap="viridis",
-            vmin=vmin,
-            vmax=vmax,
-            s=60,
-            edgecolors="crimson",
-            linewidths=1.8,
-            label="anchors (filled with their score)",
-            zorder=5,
-        )
-    for number, (x, y) in enumerate(anchors_2d):
-        axes.annotate(str(number), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, zorder=6)
+    surface = _draw_surface(axes, candidates_2d[finite], values[finite], dense, levels)
+    scatter = _draw_candidates(axes, candidates_2d, values, levels, candidate_label)
+    _draw_anchor_path(axes, anchors_2d, anchor_values, levels)
     if incumbent_coords is not None:
         incumbent_2d = (np.asarray(incumbent_coords, dtype=np.float64) - center) @ basis
         label = incumbent_label if incumbent_score is None else f"{incumbent_label} ({incumbent_score:.4g})"
@@ -224,9 +173,8 @@ def landscape_figure(
             zorder=6,
         )
     if committed_index is not None:
-        point = candidates_2d[committed_index]
         axes.scatter(
-            *point,
+            *candidates_2d[committed_index],
             marker="*",
             s=260,
             c="gold",
@@ -235,25 +183,9 @@ def landscape_figure(
             label=f"committed ({values[committed_index]:.4g})",
             zorder=7,
         )
-    if grid is not None and np.isfinite(grid_values).any():
-        row, column = np.unravel_index(
-            np.nanargmax(np.where(np.isfinite(grid_values), grid_values, np.nan)), grid_values.shape
-        )
-        axes.scatter(
-            xs[column],
-            ys[row],
-            marker="P",
-            s=140,
-            c="white",
-            edgecolors="black",
-            linewidths=1.0,
-            label=f"best grid point ({grid_values[row, column]:.4g})",
-            zorder=7,
-            clip_on=False,  # on the window's edge too
-        )
-    figure.colorbar(
-        colour_source if colour_source is not None else scatter, ax=axes, label="score", ticks=levels
-    )
+    if dense is not None:
+        _mark_best_grid_point(axes, *dense)
+    figure.colorbar(surface if surface is not None else scatter, ax=axes, label="score", ticks=levels)
     axes.set_xlabel("principal direction 1 of the anchors")
     if np.allclose(basis[:, 1], 0.0):
         axes.set_ylabel("(none: the anchors span a line)")
@@ -265,6 +197,91 @@ def landscape_figure(
     axes.set_title(heading + (f"\n{note}" if note else ""), fontsize=10)
     figure.tight_layout()
     return figure
+
+
+def _draw_surface(axes: Any, points: np.ndarray, values: np.ndarray, dense: Any, levels: np.ndarray) -> Any:
+    """The filled contour: the dense grid if given, else the scored points interpolated (3 or more)."""
+    if dense is not None:
+        xs, ys, grid_values = dense
+        return axes.contourf(xs, ys, grid_values, levels=levels, cmap="viridis", alpha=0.85)
+    if len(values) < 3:
+        return None
+    from matplotlib.tri import Triangulation
+
+    try:
+        triangulation = Triangulation(points[:, 0], points[:, 1])
+        return axes.tricontourf(triangulation, values, levels=levels, cmap="viridis", alpha=0.6)
+    except (ValueError, RuntimeError):  # collinear or duplicate points: no contour
+        return None
+
+
+def _draw_candidates(
+    axes: Any, candidates_2d: np.ndarray, values: np.ndarray, levels: np.ndarray, label: str
+) -> Any:
+    """Scored candidates coloured by score; invalid (non-finite) ones as grey crosses."""
+    finite = np.isfinite(values)
+    scatter = axes.scatter(
+        candidates_2d[finite, 0],
+        candidates_2d[finite, 1],
+        c=values[finite],
+        cmap="viridis",
+        vmin=float(levels[0]),
+        vmax=float(levels[-1]),
+        s=36,
+        edgecolors="black",
+        linewidths=0.5,
+        label=label if len(values) else None,
+        zorder=3,
+    )
+    if (~finite).any():
+        axes.scatter(*candidates_2d[~finite].T, c="lightgrey", s=30, marker="x", label="invalid", zorder=3)
+    return scatter
+
+
+def _draw_anchor_path(axes: Any, anchors_2d: np.ndarray, anchor_values: Any, levels: np.ndarray) -> None:
+    """The anchors in recording order, numbered and joined; filled with their scores when known."""
+    axes.plot(anchors_2d[:, 0], anchors_2d[:, 1], "-", color="white", linewidth=2.5, zorder=4)
+    if anchor_values is None:
+        axes.plot(
+            anchors_2d[:, 0], anchors_2d[:, 1], "o-", color="crimson", markersize=5, label="anchors", zorder=5
+        )
+    else:
+        axes.plot(anchors_2d[:, 0], anchors_2d[:, 1], "-", color="crimson", linewidth=1.2, zorder=5)
+        axes.scatter(
+            anchors_2d[:, 0],
+            anchors_2d[:, 1],
+            c=anchor_values,
+            cmap="viridis",
+            vmin=float(levels[0]),
+            vmax=float(levels[-1]),
+            s=60,
+            edgecolors="crimson",
+            linewidths=1.8,
+            label="anchors (filled with their score)",
+            zorder=5,
+        )
+    for number, (x, y) in enumerate(anchors_2d):
+        axes.annotate(str(number), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, zorder=6)
+
+
+def _mark_best_grid_point(axes: Any, xs: np.ndarray, ys: np.ndarray, grid_values: np.ndarray) -> None:
+    if not np.isfinite(grid_values).any():
+        return
+    row, column = np.unravel_index(
+        np.nanargmax(np.where(np.isfinite(grid_values), grid_values, np.nan)), grid_values.shape
+    )
+    axes.scatter(
+        xs[column],
+        ys[row],
+        marker="P",
+        s=140,
+        c="white",
+        edgecolors="black",
+        linewidths=1.0,
+        label=f"best grid point ({grid_values[row, column]:.4g})",
+        zorder=7,
+        clip_on=False,  # on the window's edge too
+    )
 
 
 def landscape_line_figure(
