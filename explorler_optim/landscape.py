@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,6 +75,61 @@ def anchors_from_checkpoint(checkpoint: dict) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> Path:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.grid < 2:
+        parser.error("--grid must be at least 2")
+    # every dependency is checked before the rollouts, which can take minutes
+    require_matplotlib()
+    try:
+        import gymnasium  # noqa: F401
+        import tqdm  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            f"the landscape command needs {error.name} to run the episodes: "
+            "pip install 'explorler-optim[scripts]'"
+        ) from error
+
+    checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    saved_args = checkpoint.get("args", {})
+    env_id = args.env_id or saved_args.get("env_id")
+    if env_id is None:
+        parser.error("the checkpoint does not name its environment; pass --env-id")
+    actor = actor_from_state_dict(checkpoint["agent"])
+    lattice = _Lattice.around(checkpoint, actor, args.grid, args.margin)
+    scores, returns, env_steps = _score(
+        actor,
+        checkpoint,
+        lattice,
+        env_id,
+        args.max_episode_steps or saved_args.get("max_episode_steps"),
+        args,
+    )
+    num_lattice = lattice.num_points
+    lattice_scores = scores[:num_lattice]
+    anchor_scores = scores[num_lattice : num_lattice + lattice.num_anchors]
+    incumbent_score = float(scores[-1])
+    # the noise: standard errors of each point's mean over its episodes (same seeds at every point)
+    errors = returns[:num_lattice].std(axis=1, ddof=1) / np.sqrt(args.episodes) if args.episodes > 1 else None
+    note = noise_note(lattice_scores, errors)
+    figure = _draw(lattice, lattice_scores, anchor_scores, incumbent_score, errors, note, env_id, args)
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".landscape.png")
+    save_figure(figure, str(out))
+    best = float(np.nanmax(lattice_scores)) if np.isfinite(lattice_scores).any() else float("nan")
+    shape = (
+        f"{num_lattice} points on the anchors' line" if lattice.on_a_line else f"{num_lattice} lattice points"
+    )
+    if lattice.on_a_line:
+        note = f"{lattice.num_anchors} anchors span a line, not a plane: scores along it\n{note}"
+    print(
+        f"wrote {out}: {shape} + {lattice.num_anchors} anchors + the policy, {env_steps:,} env steps; "
+        f"policy {incumbent_score:.1f}, best anchor {anchor_scores.max():.1f}, "
+        f"best lattice point {best:.1f}; " + note.replace("\n", "; ")
+    )
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m explorler_optim.landscape",
         description=__doc__.split("\n\n")[0],
@@ -97,142 +154,164 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--max-episode-steps", type=int, default=None, help="cap on episode length")
     parser.add_argument("--batch", type=int, default=32, help="lattice points scored per evaluator call")
     parser.add_argument("--out", default=None, help="PNG path (default: next to the checkpoint)")
-    args = parser.parse_args(argv)
-    if args.grid < 2:
-        parser.error("--grid must be at least 2")
+    return parser
 
-    # every dependency is checked before the rollouts, which can take minutes
-    require_matplotlib()
-    try:
-        import gymnasium as gym
-        from tqdm.auto import tqdm
-    except ImportError as error:
-        raise ImportError(
-            f"the landscape command needs {error.name} to run the episodes: "
-            "pip install 'explorler-optim[scripts]'"
-        ) from error
+
+@dataclass
+class _Lattice:
+    """Where the landscape is scored: a lattice over the anchors' principal plane (or line).
+
+    ``points`` holds, in the anchors' subspace, the lattice, then the anchors, then the incumbent.
+    """
+
+    subspace: AnchorSubspace
+    actor_params: list[nn.Parameter]
+    center: np.ndarray
+    basis: np.ndarray  # (r, 1 or 2): the plane's (or line's) directions
+    on_a_line: bool
+    xs: np.ndarray
+    ys: np.ndarray | None
+    anchors_2d: np.ndarray
+    incumbent_coords: torch.Tensor
+    incumbent_2d: np.ndarray
+    points: torch.Tensor
+    num_points: int  # lattice points (the first rows of `points`)
+    num_anchors: int
+
+    @classmethod
+    def around(cls, checkpoint: dict, actor: nn.Module, grid: int, margin: float) -> _Lattice:
+        anchors = anchors_from_checkpoint(checkpoint)
+        shapes = [tuple(shape) for shape in checkpoint["optimizer"]["explorler"]["shapes"]]
+        actor_params = list(actor.parameters())
+        actor_shapes = [tuple(p.shape) for p in actor_params]
+        if actor_shapes != shapes[: len(actor_params)]:
+            raise ValueError(f"the explored parameters {shapes} do not start with the actor's {actor_shapes}")
+        subspace = AnchorSubspace(anchors)
+        coords = subspace.coords.numpy()
+        center, basis = principal_plane(coords)
+        spread = np.linalg.svd(coords - center, compute_uv=False)
+        on_a_line = spread.shape[0] < 2 or spread[1] <= 1e-9 * max(spread[0], 1e-300)
+        basis = basis[:, : 1 if on_a_line else 2]
+        anchors_2d = (coords - center) @ basis
+        current = torch.cat([p.detach().reshape(-1).double() for p in actor_params])
+        rest = anchors[-1, current.numel() :]
+        log_std = checkpoint["agent"].get("actor_logstd")
+        if log_std is not None and log_std.numel() == rest.numel():
+            rest = log_std.reshape(-1).double()
+        incumbent_coords, _ = subspace.project(torch.cat([current, rest]))
+        incumbent_2d = (incumbent_coords.numpy() - center) @ basis
+        extent = np.vstack([anchors_2d, incumbent_2d])
+        # A square window: the landscape off the anchors' main direction matters as much as along it,
+        # and equal scales keep distances honest.
+        middle = (extent.min(0) + extent.max(0)) / 2
+        half = (1 + 2 * margin) * max(float((extent.max(0) - extent.min(0)).max()), 1e-8) / 2
+        low, high = middle - half, middle + half
+        ys = None
+        if on_a_line:
+            xs = np.linspace(low[0], high[0], 3 * grid)
+            plane_points = xs[:, None]
+        else:
+            xs, ys = np.linspace(low[0], high[0], grid), np.linspace(low[1], high[1], grid)
+            plane_points = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+        lattice = torch.from_numpy(center + plane_points @ basis.T)
+        return cls(
+            subspace=subspace,
+            actor_params=actor_params,
+            center=center,
+            basis=basis,
+            on_a_line=on_a_line,
+            xs=xs,
+            ys=ys,
+            anchors_2d=anchors_2d,
+            incumbent_coords=incumbent_coords,
+            incumbent_2d=incumbent_2d,
+            points=torch.cat([lattice, subspace.coords, incumbent_coords[None]]),
+            num_points=plane_points.shape[0],
+            num_anchors=anchors.shape[0],
+        )
+
+
+def _score(
+    actor: nn.Module,
+    checkpoint: dict,
+    lattice: _Lattice,
+    env_id: str,
+    max_episode_steps: int | None,
+    args: argparse.Namespace,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Every point's mean return, its per-episode returns, and the env steps used."""
+    import gymnasium as gym
+    from tqdm.auto import tqdm
 
     from .rl import ObsNormalizer, PolicyEvaluator
-
-    checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-    saved_args = checkpoint.get("args", {})
-    env_id = args.env_id or saved_args.get("env_id")
-    if env_id is None:
-        parser.error("the checkpoint does not name its environment; pass --env-id")
-    max_episode_steps = args.max_episode_steps or saved_args.get("max_episode_steps")
-    actor = actor_from_state_dict(checkpoint["agent"])
-    anchors = anchors_from_checkpoint(checkpoint)
-    shapes = [tuple(shape) for shape in checkpoint["optimizer"]["explorler"]["shapes"]]
-    actor_params = list(actor.parameters())
-    actor_shapes = [tuple(p.shape) for p in actor_params]
-    if actor_shapes != shapes[: len(actor_params)]:
-        raise ValueError(f"the explored parameters {shapes} do not start with the actor's {actor_shapes}")
-    obs_stats = checkpoint["obs_rms"][0]
-    normalizer = ObsNormalizer(obs_stats["mean"].numpy(), obs_stats["var"].numpy())
-
-    subspace = AnchorSubspace(anchors)
-    coords = subspace.coords.numpy()
-    center, basis = principal_plane(coords)
-    spread = np.linalg.svd(coords - center, compute_uv=False)
-    on_a_line = spread.shape[0] < 2 or spread[1] <= 1e-9 * max(spread[0], 1e-300)
-    dims = 1 if on_a_line else 2
-    basis = basis[:, :dims]
-    anchors_2d = (coords - center) @ basis
-    current = torch.cat([p.detach().reshape(-1).double() for p in actor_params])
-    rest = anchors[-1, current.numel() :]
-    log_std = checkpoint["agent"].get("actor_logstd")
-    if log_std is not None and log_std.numel() == rest.numel():
-        rest = log_std.reshape(-1).double()
-    incumbent_coords, _ = subspace.project(torch.cat([current, rest]))
-    incumbent_2d = (incumbent_coords.numpy() - center) @ basis
-    extent = np.vstack([anchors_2d, incumbent_2d])
-    # A square window: the landscape off the anchors' main direction matters as much as along it,
-    # and equal scales keep distances honest.
-    middle = (extent.min(0) + extent.max(0)) / 2
-    half = (1 + 2 * args.margin) * max(float((extent.max(0) - extent.min(0)).max()), 1e-8) / 2
-    low, high = middle - half, middle + half
-    if on_a_line:
-        xs = np.linspace(low[0], high[0], 3 * args.grid)
-        plane_points = xs[:, None]
-    else:
-        xs, ys = np.linspace(low[0], high[0], args.grid), np.linspace(low[1], high[1], args.grid)
-        plane_points = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
-    num_lattice = plane_points.shape[0]
-    lattice = torch.from_numpy(center + plane_points @ basis.T)
-    points = torch.cat([lattice, subspace.coords, incumbent_coords[None]])
 
     def make_env():
         env = gym.make(env_id, max_episode_steps=max_episode_steps) if max_episode_steps else gym.make(env_id)
         return gym.wrappers.FlattenObservation(env)
 
+    obs_stats = checkpoint["obs_rms"][0]
     evaluator = PolicyEvaluator(
         actor,
         make_env,
         episodes=args.episodes,
-        obs_normalizer=normalizer,
+        obs_normalizer=ObsNormalizer(obs_stats["mean"].numpy(), obs_stats["var"].numpy()),
         seed=args.seed,
         workers=args.workers,
     )
+    points, params = lattice.points, lattice.actor_params
     scores, episode_returns = [], []
     try:
         for start in tqdm(range(0, points.shape[0], args.batch), desc="scoring the lattice", unit="batch"):
-            flat = subspace.lift(points[start : start + args.batch], dtype=torch.float32)
+            flat = lattice.subspace.lift(points[start : start + args.batch], dtype=torch.float32)
             pieces, offset = [], 0
-            for p in actor_params:
+            for p in params:
                 pieces.append(flat[:, offset : offset + p.numel()].reshape(-1, *p.shape))
                 offset += p.numel()
-            scores.append(torch.as_tensor(evaluator.evaluate_many(actor_params, pieces), dtype=torch.float64))
+            scores.append(torch.as_tensor(evaluator.evaluate_many(params, pieces), dtype=torch.float64))
             episode_returns.append(torch.as_tensor(evaluator.last_returns, dtype=torch.float64))
         env_steps = evaluator.total_env_steps
     finally:
         evaluator.close()
-    scores = torch.cat(scores).numpy()
-    lattice_scores = scores[:num_lattice]
-    anchor_scores = scores[num_lattice : num_lattice + anchors.shape[0]]
-    incumbent_score = float(scores[-1])
-    # the noise: standard errors of each point's mean over its episodes (same seeds at every point)
-    returns = torch.cat(episode_returns).numpy()[:num_lattice]
-    errors = returns.std(axis=1, ddof=1) / np.sqrt(args.episodes) if args.episodes > 1 else None
-    note = noise_note(lattice_scores, errors)
+    return torch.cat(scores).numpy(), torch.cat(episode_returns).numpy(), env_steps
+
+
+def _draw(
+    lattice: _Lattice,
+    lattice_scores: np.ndarray,
+    anchor_scores: np.ndarray,
+    incumbent_score: float,
+    errors: np.ndarray | None,
+    note: str,
+    env_id: str,
+    args: argparse.Namespace,
+) -> Any:
     episodes = f"{args.episodes} episode{'s' if args.episodes != 1 else ''} per point"
-    if on_a_line:
-        note = f"{anchors.shape[0]} anchors span a line, not a plane: scores along it\n{note}"
-        figure = landscape_line_figure(
-            xs,
+    if lattice.on_a_line:
+        return landscape_line_figure(
+            lattice.xs,
             lattice_scores,
-            anchor_positions=anchors_2d[:, 0],
+            anchor_positions=lattice.anchors_2d[:, 0],
             anchor_scores=anchor_scores,
-            incumbent_position=float(incumbent_2d[0]),
+            incumbent_position=float(lattice.incumbent_2d[0]),
             incumbent_score=incumbent_score,
             standard_errors=errors,
-            title=f"{env_id}: returns on the anchors' line ({num_lattice} points, {episodes})",
-            note=note,
+            title=f"{env_id}: returns on the anchors' line ({lattice.num_points} points, {episodes})",
+            note=f"{lattice.num_anchors} anchors span a line, not a plane: scores along it\n{note}",
             incumbent_label="checkpoint's policy",
         )
-    else:
-        grid_values = lattice_scores.reshape(args.grid, args.grid)
-        figure = landscape_figure(
-            subspace.coords,
-            np.zeros((0, coords.shape[1])),
-            np.zeros(0),
-            incumbent_coords=incumbent_coords,
-            incumbent_score=incumbent_score,
-            grid=(xs, ys, grid_values),
-            anchor_scores=anchor_scores,
-            incumbent_label="checkpoint's policy",
-            title=f"{env_id}: returns on the anchors' plane ({args.grid}x{args.grid} grid, {episodes})",
-            note=note,
-        )
-    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".landscape.png")
-    save_figure(figure, str(out))
-    best = float(np.nanmax(lattice_scores)) if np.isfinite(lattice_scores).any() else float("nan")
-    shape = f"{num_lattice} points on the anchors' line" if on_a_line else f"{num_lattice} lattice points"
-    print(
-        f"wrote {out}: {shape} + {anchors.shape[0]} anchors + the policy, {env_steps:,} env steps; "
-        f"policy {incumbent_score:.1f}, best anchor {anchor_scores.max():.1f}, "
-        f"best lattice point {best:.1f}; " + note.replace("\n", "; ")
+    assert lattice.ys is not None
+    return landscape_figure(
+        lattice.subspace.coords,
+        np.zeros((0, lattice.subspace.coords.shape[1])),
+        np.zeros(0),
+        incumbent_coords=lattice.incumbent_coords,
+        incumbent_score=incumbent_score,
+        grid=(lattice.xs, lattice.ys, lattice_scores.reshape(args.grid, args.grid)),
+        anchor_scores=anchor_scores,
+        incumbent_label="checkpoint's policy",
+        title=f"{env_id}: returns on the anchors' plane ({args.grid}x{args.grid} grid, {episodes})",
+        note=note,
     )
-    return out
 
 
 def noise_note(scores: np.ndarray, standard_errors: np.ndarray | None) -> str:

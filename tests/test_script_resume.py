@@ -64,7 +64,9 @@ def test_a_killed_run_resumes_exactly(algo, tmp_path_factory):
 
 def test_a_killed_run_resumes_exactly_with_search_episodes_waiting_to_train(tmp_path_factory):
     # checkpoints come after the search: its episodes train the next iteration, after the resume
-    assert_resumes_exactly("ppo", tmp_path_factory, "--reuse-candidate-rollouts", "all", "--explore-every", "1")
+    assert_resumes_exactly(
+        "ppo", tmp_path_factory, "--reuse-candidate-rollouts", "all", "--explore-every", "1"
+    )
 
 
 def assert_resumes_exactly(algo, tmp_path_factory, *extra):
