@@ -318,11 +318,12 @@ def compute_gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda
 def reused_batch(agent, episodes, kept_row, reward_normalizer, args, device):
     """A search's episodes as extra rows of the next iteration's batch (`--reuse-candidate-rollouts`).
 
-    The episodes of the policy that training resumes from (`kept_row`) are on-policy. With `all`,
-    the other candidates' episodes join them, each step weighted by its truncated importance ratio
-    min(1, pi(a|s) / mu(a|s)) against the candidate that played it (V-trace's rho_t and c_t): the
-    weight scales the step's policy loss and cuts the GAE trace. Rewards are scaled as the training
-    env scales them now; episodes are whole, so none is bootstrapped (done, as in `compute_gae`).
+    The episodes of the policy that training resumes from (`kept_row`) are on-policy: they take the
+    place of as many training env steps (`on_policy` marks them). With `all`, the other candidates'
+    episodes join on top, each step weighted by its truncated importance ratio min(1, pi(a|s) /
+    mu(a|s)) against the candidate that played it (V-trace's rho_t and c_t): the weight scales the
+    step's policy loss and cuts the GAE trace. Rewards are scaled as the training env scales them
+    now; episodes are whole, so none is bootstrapped (done, as in `compute_gae`).
     """
     columns = {}
     for episode in episodes:
@@ -357,6 +358,7 @@ def reused_batch(agent, episodes, kept_row, reward_normalizer, args, device):
             "returns": target.view(-1),
             "values": value.view(-1),
             "weights": weight,
+            "on_policy": torch.full((steps,), episode.candidate == kept_row, device=device),
         }
         for key, value_of_key in row.items():
             columns.setdefault(key, []).append(value_of_key)
@@ -734,8 +736,8 @@ if __name__ == "__main__":
                 frac = max(1.0 - counted_before / args.total_timesteps, 0.0)
                 optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
-            # reused search episodes take the place of as many training env steps
-            reused_steps = 0 if reused is None else len(reused["obs"])
+            # the kept policy's search episodes take the place of as many training env steps
+            reused_steps = 0 if reused is None else int(reused["on_policy"].sum())
             rollout_steps = max(args.num_steps - reused_steps // args.num_envs, 0)
             for step in range(rollout_steps):
                 global_step += args.num_envs
@@ -892,9 +894,10 @@ if __name__ == "__main__":
                         args,
                         device,
                     )
-                    writer.add_scalar(
-                        "explorler/reused_steps", 0 if reused is None else len(reused["obs"]), global_step
-                    )
+                    reused_steps = 0 if reused is None else len(reused["obs"])
+                    on_policy_steps = 0 if reused is None else int(reused["on_policy"].sum())
+                    writer.add_scalar("explorler/reused_steps", reused_steps, global_step)
+                    writer.add_scalar("explorler/reused_on_policy_steps", on_policy_steps, global_step)
                 log_paper_metric(result.best_score)
                 search.log(result, global_step)  # the explorler/* scalars, histogram and landscape
             if (

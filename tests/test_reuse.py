@@ -246,6 +246,7 @@ def test_reused_batch_gae_log_probs_and_weights(mode):
         torch.testing.assert_close(batch["values"][rows], value.view(-1))
         rewards = (episode.rewards / 2.0).tolist()  # scaled by sqrt(var) = 2
         values = value.view(-1).tolist()
+        assert batch["on_policy"][rows].tolist() == [episode.candidate == kept] * len(episode)
         if episode.candidate == kept:  # on-policy: plain GAE over a whole episode, not bootstrapped
             assert batch["weights"][rows].tolist() == [1.0] * len(episode)
             starts = [1.0] + [0.0] * (len(episode) - 1)
@@ -272,15 +273,17 @@ NUM_STEPS = 64  # TINY's --num-steps
 def test_every_env_step_is_counted_once(mode, script):
     run = script.train(f"reuse-{mode}", "--total-timesteps", 1024, "--reuse-candidate-rollouts", mode)
     reused = run.values("explorler/reused_steps")
+    on_policy = run.values("explorler/reused_on_policy_steps")  # the kept policy's: they replace fresh steps
     searches = run.values("explorler/eval_env_steps")  # running total of the candidates' env steps
     per_search = np.diff([0.0, *searches])
     assert len(reused) == len(per_search) > 0
     assert sum(reused) > 0
+    assert all(k <= r <= s for k, r, s in zip(on_policy, reused, per_search, strict=True))
     if mode == "all":
         assert reused == per_search.tolist()  # every candidate episode trains
     else:
-        assert all(r <= s for r, s in zip(reused, per_search, strict=True))
-    # training env steps: each iteration collects num_steps minus what the search before it reused
+        assert reused == on_policy
+    # training env steps: each iteration collects num_steps minus the kept policy's reused steps
     iteration_ends = run.steps("losses/value_loss")  # global_step at the end of every iteration
     search_steps = run.steps("explorler/reused_steps")
     fresh = np.diff([0, *iteration_ends])
@@ -289,7 +292,7 @@ def test_every_env_step_is_counted_once(mode, script):
         assert collected == max(NUM_STEPS - pending, 0)
         pending = 0
         if searches_seen < len(search_steps) and search_steps[searches_seen] == end:
-            pending = reused[searches_seen]  # the search after this iteration: used by the next one
+            pending = on_policy[searches_seen]  # the search after this iteration: used by the next one
             searches_seen += 1
     assert searches_seen == len(search_steps)
     global_step = iteration_ends[-1]
