@@ -2,34 +2,35 @@
 
 Two measurements in one run, on real PPO anchors:
 
-1. Racing vs exhaustive. A short PPO run on Hopper-v5 (CleanRL-style PPO, written here, wrapped in
-   ``ExploRLerOptimizer``; an anchor after every epoch, a search after every iteration) scores each
-   cycle's candidates (incumbent + 20 ESA candidates) twice with the same seeds: exhaustively
-   (3 episodes each) and with racing (successive halving). Training follows the exhaustive scores.
-   Per cycle we record the env steps of both and whether the racing pick is within noise of the
-   exhaustive winner: same pick, or, on ``--heldout-episodes`` fresh episodes (paired seeds), the
-   exhaustive winner's mean is not better than the racing pick's by more than 2 standard errors.
+1. Racing vs exhaustive. A short PPO run on Hopper-v5 (the single-file PPO's ``Agent``, training
+   env wrappers, GAE and hyperparameters, loaded from ``single_file_baselines/ppo_continuous_action.py``,
+   on one env, wrapped in ``ExploRLerOptimizer``; an anchor after every epoch, a search after every
+   iteration) scores each cycle's candidates (incumbent + 20 ESA candidates) twice with the same
+   seeds: exhaustively (3 episodes each) and with racing (successive halving). Training follows the
+   exhaustive scores. Per cycle we record the env steps of both and whether the racing pick is
+   within noise of the exhaustive winner: same pick, or, on ``--heldout-episodes`` fresh episodes
+   (paired seeds), the exhaustive winner's mean is not better than the racing pick's by more than
+   2 standard errors.
 2. Wall-clock, side by side on the same candidates (the last cycles' 21 candidates x 3 episodes):
    the sequential in-place loop (load each candidate into the actor, run its 3 episodes one by one
-   on a single env) vs ``PolicyEvaluator`` batched with 1 and 2 worker processes. Methods are
-   interleaved and repeated; the median is reported.
+   on a single env) vs ``PolicyEvaluator`` batched with 1 and 2 worker processes, and racing with 1.
+   Methods are interleaved and repeated; the median is reported. Also: the cost of one batched
+   forward pass (``BatchedPolicy``'s fast path vs ``torch.func`` vs separate module calls).
 
-Results: JSON + markdown under ``benchmarks/results/evaluation/``.
+Results: ``results.json`` and ``results.md`` (with command, commit, versions, machine and date)
+under ``--out`` (default ``benchmarks/results/evaluation/``).
 
     python -m benchmarks.bench_evaluation                 # full run (~5-10 min on 2 busy cores)
-    python -m benchmarks.bench_evaluation --iterations 3 --num-steps 256 --timing-repeats 1  # smoke
+    python -m benchmarks.bench_evaluation --iterations 3 --num-steps 256 --timing-repeats 1 \\
+        --out /tmp/evaluation                             # smoke run (under a minute)
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import functools
-import json
 import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -37,70 +38,36 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
-from torch.distributions import Normal
 
+from benchmarks.common import REPO, load_script, write_results
+from benchmarks.protocols import SCRIPTS
 from explorler_optim import ExploRLerOptimizer
 from explorler_optim.rl import ObsNormalizer, PolicyEvaluator
+from explorler_optim.rl.batched import BatchedPolicy
 
-ROOT = Path(__file__).resolve().parents[1]
+PPO = load_script(SCRIPTS["ppo"])  # the single-file PPO as a module (its main does not run)
 
 
 def parse_args(argv=None):
+    defaults = PPO.Args()
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--env-id", default="Hopper-v5")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--iterations", type=int, default=24, help="PPO iterations (1 cycle each)")
-    p.add_argument("--num-steps", type=int, default=2048, help="PPO rollout length")
-    p.add_argument("--update-epochs", type=int, default=10)
-    p.add_argument("--num-minibatches", type=int, default=32)
-    p.add_argument("--learning-rate", type=float, default=3e-4)
+    p.add_argument("--num-steps", type=int, default=defaults.num_steps, help="PPO rollout length")
+    p.add_argument("--update-epochs", type=int, default=defaults.update_epochs)
+    p.add_argument("--num-minibatches", type=int, default=defaults.num_minibatches)
+    p.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     p.add_argument("--episodes", type=int, default=3, help="episodes per candidate")
     p.add_argument("--racing-eta", type=float, default=3.0)
     p.add_argument("--heldout-episodes", type=int, default=10)
     p.add_argument("--timing-cycles", type=int, default=4, help="last cycles used for timing")
     p.add_argument("--timing-repeats", type=int, default=5)
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "evaluation"))
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "evaluation"))
     return p.parse_args(argv)
 
 
-# ------------------------------------------------------------------------------- PPO (compact)
-
-
-def make_train_env(env_id: str, gamma: float):
-    env = gym.make(env_id)
-    env = gym.wrappers.RecordEpisodeStatistics(env)
-    env = gym.wrappers.ClipAction(env)
-    env = gym.wrappers.NormalizeObservation(env)
-    env = gym.wrappers.TransformObservation(env, lambda o: np.clip(o, -10, 10), env.observation_space)
-    env = gym.wrappers.NormalizeReward(env, gamma=gamma)
-    env = gym.wrappers.TransformReward(env, lambda r: float(np.clip(r, -10, 10)))
-    return env
-
-
-SQRT2 = float(np.sqrt(2))
-
-
-def layer(i, o, std=SQRT2):
-    lin = nn.Linear(i, o)
-    nn.init.orthogonal_(lin.weight, std)
-    nn.init.constant_(lin.bias, 0.0)
-    return lin
-
-
-class Agent(nn.Module):
-    def __init__(self, obs_dim, act_dim):
-        super().__init__()
-        self.critic = nn.Sequential(
-            layer(obs_dim, 64), nn.Tanh(), layer(64, 64), nn.Tanh(), layer(64, 1, 1.0)
-        )
-        self.actor_mean = nn.Sequential(
-            layer(obs_dim, 64), nn.Tanh(), layer(64, 64), nn.Tanh(), layer(64, act_dim, 0.01)
-        )
-        self.actor_logstd = nn.Parameter(torch.zeros(1, act_dim))
-
-    def dist(self, x):
-        mean = self.actor_mean(x)
-        return Normal(mean, self.actor_logstd.expand_as(mean).exp())
+# ------------------------------------------------------------------- racing vs exhaustive
 
 
 class Comparer:
@@ -179,13 +146,14 @@ class Comparer:
 
 
 def train_and_compare(args, log):
+    """The single-file PPO's algorithm on one env, a search (scored by ``Comparer``) every iteration."""
+    ppo = PPO.Args()  # the script's hyperparameters: gamma, GAE lambda, clip, loss and gradient clip
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    gamma, lam, clip = 0.99, 0.95, 0.2
-    env = make_train_env(args.env_id, gamma)
+    env = PPO.make_env(args.env_id, 0, ppo.gamma)()
     obs_dim = env.observation_space.shape[0]
     act_dim = env.action_space.shape[0]
-    agent = Agent(obs_dim, act_dim)
+    agent = PPO.Agent(obs_dim, act_dim)
     actor_params = list(agent.actor_mean.parameters()) + [agent.actor_logstd]
     opt = ExploRLerOptimizer(
         torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5),
@@ -193,8 +161,7 @@ def train_and_compare(args, log):
         max_anchors=10,
         seed=args.seed,
     )
-    make_env = functools.partial(gym.make, args.env_id)
-    comparer = Comparer(agent, make_env, args)
+    comparer = Comparer(agent, functools.partial(gym.make, args.env_id), args)
     n = args.num_steps
     mb = n // args.num_minibatches
     obs_buf = torch.zeros(n, obs_dim)
@@ -209,18 +176,14 @@ def train_and_compare(args, log):
     returns_seen = []
     for it in range(args.iterations):
         t_it = time.perf_counter()
-        frac = 1.0 - it / args.iterations
-        opt.param_groups[0]["lr"] = frac * args.learning_rate
+        opt.param_groups[0]["lr"] = (1.0 - it / args.iterations) * args.learning_rate
         for t in range(n):
             obs_buf[t] = next_obs
             done_buf[t] = next_done
             with torch.no_grad():
-                d = agent.dist(next_obs[None])
-                a = d.sample()[0]
-                logp_buf[t] = d.log_prob(a[None]).sum()
-                val_buf[t] = agent.critic(next_obs[None])[0, 0]
-            act_buf[t] = a
-            o, r, term, trunc, info = env.step(a.numpy())
+                action, logp, _, value = agent.get_action_and_value(next_obs[None])
+            act_buf[t], logp_buf[t], val_buf[t] = action[0], logp[0], value[0, 0]
+            o, r, term, trunc, info = env.step(action[0].numpy())
             rew_buf[t] = float(r)
             if term or trunc:
                 returns_seen.append(float(info["episode"]["r"]))
@@ -228,33 +191,27 @@ def train_and_compare(args, log):
             next_obs = torch.as_tensor(o, dtype=torch.float32)
             next_done = float(term or trunc)
         with torch.no_grad():
-            next_val = agent.critic(next_obs[None])[0, 0]
-            adv = torch.zeros(n)
-            last = 0.0
-            for t in reversed(range(n)):
-                nonterm = 1.0 - (next_done if t == n - 1 else done_buf[t + 1])
-                nv = next_val if t == n - 1 else val_buf[t + 1]
-                delta = rew_buf[t] + gamma * nv * nonterm - val_buf[t]
-                last = delta + gamma * lam * nonterm * last
-                adv[t] = last
-            ret = adv + val_buf
+            next_val = agent.get_value(next_obs[None])[0, 0]
+            adv, ret = PPO.compute_gae(
+                rew_buf, val_buf, done_buf, next_val, next_done, ppo.gamma, ppo.gae_lambda
+            )
+        clip = ppo.clip_coef
         for _epoch in range(args.update_epochs):
             perm = torch.randperm(n)
             for s in range(0, n, mb):
                 idx = perm[s : s + mb]
-                d = agent.dist(obs_buf[idx])
-                newlogp = d.log_prob(act_buf[idx]).sum(1)
+                _, newlogp, _, v = agent.get_action_and_value(obs_buf[idx], act_buf[idx])
                 ratio = (newlogp - logp_buf[idx]).exp()
                 a_mb = adv[idx]
                 a_mb = (a_mb - a_mb.mean()) / (a_mb.std() + 1e-8)
                 pg = torch.max(-a_mb * ratio, -a_mb * ratio.clamp(1 - clip, 1 + clip)).mean()
-                v = agent.critic(obs_buf[idx]).squeeze(1)
+                v = v.view(-1)
                 v_clip = val_buf[idx] + (v - val_buf[idx]).clamp(-clip, clip)
                 vloss = 0.5 * torch.max((v - ret[idx]) ** 2, (v_clip - ret[idx]) ** 2).mean()
-                loss = pg + 0.5 * vloss
+                loss = pg + ppo.vf_coef * vloss  # the script's entropy coefficient is 0
                 opt.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), 0.5)
+                nn.utils.clip_grad_norm_(agent.parameters(), ppo.max_grad_norm)
                 opt.step()
             opt.record()  # an anchor after every epoch
         t_train = time.perf_counter() - t_it
@@ -428,8 +385,6 @@ def timing(agent, comparer, args, log):
 def forward_microbench(agent, n=21, slots=3, reps=300):
     """Cost of one batched forward for n candidates x slots envs: baddbmm fast path vs
     torch.func.functional_call + vmap vs n separate module calls (in-place loading excluded)."""
-    from explorler_optim.rl.batched import BatchedPolicy as _BatchedPolicy
-
     policy = agent.actor_mean
     obs_dim = policy[0].in_features
     g = torch.Generator().manual_seed(0)
@@ -438,7 +393,7 @@ def forward_microbench(agent, n=21, slots=3, reps=300):
         for k, v in policy.named_parameters()
     }
     obs = torch.randn(n, slots, obs_dim, generator=g)
-    fast, vm = _BatchedPolicy(policy, fast=True), _BatchedPolicy(policy, fast=False)
+    fast, vm = BatchedPolicy(policy, fast=True), BatchedPolicy(policy, fast=False)
     out = {}
     with torch.no_grad():
         ref = vm(stacked, obs)
@@ -461,37 +416,7 @@ def forward_microbench(agent, n=21, slots=3, reps=300):
 # ---------------------------------------------------------------------------------- report
 
 
-def environment_info():
-    import importlib.metadata as md
-
-    def ver(name):
-        try:
-            return md.version(name)
-        except md.PackageNotFoundError:
-            return None
-
-    cpu = None
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor()
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "gymnasium": ver("gymnasium"),
-        "mujoco": ver("mujoco"),
-        "numpy": np.__version__,
-        "ray": ver("ray"),
-        "cpu_model": cpu,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-    }
-
-
-def write_markdown(path: Path, out: dict):
+def markdown(out: dict) -> str:
     t = out["timing"]
     r = out["racing"]
     others = t["other_processes_cores_during_timing"]
@@ -499,17 +424,11 @@ def write_markdown(path: Path, out: dict):
     lines = [
         "# Evaluation benchmark (issue 5)",
         "",
-        f"- date (UTC): {out['date_utc']}",
-        f"- command: `{out['command']}`",
-        f"- CPU: {out['env']['cpu_model']} x {out['env']['cpu_count']} (shared machine; load "
-        f"average at start {out['loadavg_start']}, at end {out['loadavg_end']})",
-        f"- versions: python {out['env']['python']}, torch {out['env']['torch']}, gymnasium "
-        f"{out['env']['gymnasium']}, mujoco {out['env']['mujoco']}, numpy {out['env']['numpy']}, "
-        f"ray {out['env']['ray']}",
+        f"- load average at start {out['loadavg_start']}, at end {out['loadavg_end']} (shared "
+        f"machine, {out['cores']} cores)",
         f"- total wall-clock: {out['seconds_total']:.0f} s",
-        f"- other processes' CPU use during the timing phase: {others} of "
-        f"{out['env']['cpu_count']} cores (machine-wide busy time from /proc/stat minus this "
-        "benchmark's own CPU time)",
+        f"- other processes' CPU use during the timing phase: {others} of {out['cores']} cores "
+        "(machine-wide busy time from /proc/stat minus this benchmark's own CPU time)",
         "",
         f"## Wall-clock: {t['candidates_per_set']} candidates x {t['episodes']} episodes, "
         f"{t['candidate_sets']} candidate sets from the last PPO cycles, median of "
@@ -577,22 +496,16 @@ def write_markdown(path: Path, out: dict):
         "Within noise = same pick, or on fresh paired episodes (held-out seeds) the exhaustive "
         "winner's mean return exceeds the racing pick's by at most 2 standard errors of the "
         "paired difference.",
-        "",
     ]
-    path.write_text("\n".join(lines))
+    return "\n".join(lines)
 
 
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(1)
     t_start = time.perf_counter()
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     load0 = os.getloadavg()
-
-    def log(msg):
-        print(msg, flush=True)
-
+    log = functools.partial(print, flush=True)
     agent, comparer = train_and_compare(args, log)
     cycles = comparer.cycles
     t = timing(agent, comparer, args, log)
@@ -618,10 +531,8 @@ def main(argv=None):
         "mean_full_budget_gap": float(np.mean([c["full_budget_gap"] for c in cycles])),
     }
     out = {
-        "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-        "command": " ".join(["python"] + [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
         "args": vars(args),
-        "env": environment_info(),
+        "cores": os.cpu_count(),
         "loadavg_start": [round(x, 2) for x in load0],
         "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         "seconds_total": time.perf_counter() - t_start,
@@ -630,24 +541,9 @@ def main(argv=None):
         "racing": racing,
         "cycles": cycles,
     }
-    (out_dir / "results.json").write_text(json.dumps(out, indent=2))
-    write_markdown(out_dir / "results.md", out)
-    sp = t["speedup_vs_sequential"]
-    print("\n=== wall-clock (median, s) ===")
-    for k, v in t["seconds_median_total"].items():
-        print(f"{k:12s} {v:7.2f}s  {t['env_steps_total'][k]} env steps")
-    cs = t["cpu_speedup_vs_sequential"]
-    print(f"speedup batched w1 vs sequential: {sp['batched_w1']:.2f}x (CPU {cs['batched_w1']:.2f}x)")
-    print(f"speedup batched w2 vs sequential: {sp['batched_w2']:.2f}x (CPU {cs['batched_w2']:.2f}x)")
-    print(f"racing w1 vs sequential: {sp['racing_w1']:.2f}x (CPU {cs['racing_w1']:.2f}x)")
-    print(f"loadavg start {out['loadavg_start']} end {out['loadavg_end']}")
-    print("=== racing vs exhaustive ===")
-    print(
-        f"env steps ratio {racing['env_steps_ratio']:.3f} (episodes {racing['episodes_ratio']:.3f})"
-        f", same pick {racing['same_pick']}/{racing['cycles']}, within noise "
-        f"{racing['within_noise']}/{racing['cycles']}"
-    )
-    print(f"results: {out_dir / 'results.json'} and results.md")
+    text = markdown(out)
+    write_results(Path(args.out), out, text)
+    print(f"\n{text}\n\nresults: {Path(args.out) / 'results.json'} and results.md")
 
 
 if __name__ == "__main__":

@@ -49,9 +49,10 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO, write_results
+from benchmarks.common import REPO, tensorboard_runs, write_results
+from benchmarks.protocols import SCRIPTS
 
-OURS = REPO / "single_file_baselines" / "ppo_continuous_action.py"
+OURS = SCRIPTS["ppo"]
 OUT = REPO / "benchmarks" / "results" / "ppo_sps"
 GYM1_OLD = "gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10))"
 GYM1_NEW = "gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10), env.observation_space)"
@@ -84,17 +85,12 @@ def prepare_cleanrl(path: Path, workdir: Path) -> tuple[Path, str]:
 
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """All scalars of the (single) TensorBoard run under ``run_dir``/runs, as (step, value) lists."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    files = sorted((run_dir / "runs").rglob("events.out.tfevents.*"))
-    if not files:
-        raise RuntimeError(f"no TensorBoard event file under {run_dir / 'runs'}")
     scalars: dict[str, list[tuple[int, float]]] = {}
-    for file in files:
-        acc = EventAccumulator(str(file), size_guidance={"scalars": 0})
-        acc.Reload()
+    for acc in tensorboard_runs(run_dir / "runs"):
         for tag in acc.Tags()["scalars"]:
             scalars.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    if not scalars:
+        raise RuntimeError(f"no TensorBoard scalars under {run_dir / 'runs'}")
     return scalars
 
 

@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmark scripts: provenance and atomic result files."""
+"""Helpers shared by the benchmarks: provenance, atomic result files, scripts as modules, TensorBoard."""
 
 from __future__ import annotations
 
@@ -59,10 +59,58 @@ def load_script(path: Path):
     return module
 
 
+def tensorboard_runs(root: Path):
+    """A loaded ``EventAccumulator`` for each folder under ``root`` that holds TensorBoard event files.
+
+    Folders in sorted order; every scalar event is kept (no sampling).
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for directory in sorted({f.parent for f in Path(root).rglob("events.out.tfevents.*")}):
+        accumulator = EventAccumulator(str(directory), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        yield accumulator
+
+
+def scalar_events(accumulator, tag: str) -> list:
+    """The events (``step``, ``value``, ``wall_time``) of scalar ``tag``; empty when it was not logged."""
+    try:
+        return accumulator.Scalars(tag)
+    except KeyError:
+        return []
+
+
+def pyplot():
+    """``matplotlib.pyplot`` drawing to files (the Agg backend), or None when matplotlib is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def command_line() -> str:
+    """How this process was started, as one would type it in the repository root.
+
+    ``python -m benchmarks.sweep ...`` for a module, else the script's path relative to the
+    repository (absolute when it lies elsewhere).
+    """
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:
+        program = ["-m", spec.name.removesuffix(".__main__")]
+    else:
+        path = Path(sys.argv[0]).resolve()
+        program = [str(path.relative_to(REPO)) if path.is_relative_to(REPO) else sys.argv[0]]
+    return " ".join([Path(sys.executable).name, *program, *sys.argv[1:]])
+
+
 def provenance() -> dict:
     """Command, commit, package versions, machine and date of this run."""
     return {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line(),
         "git_commit": git_commit(),
         "packages": package_versions(),
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},

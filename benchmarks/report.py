@@ -32,12 +32,13 @@ import csv
 import json
 import math
 import sys
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import write_results
+from benchmarks.common import pyplot, write_results
 from benchmarks.protocols import PROTOCOLS
 
 HERE = Path(__file__).resolve().parent
@@ -507,7 +508,8 @@ def curve_band(curves, grid):
         inside = (grid >= x[0]) & (grid <= x[-1])
         ys[i, inside] = np.interp(grid[inside], x, y)
     count = np.sum(np.isfinite(ys), axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"), _nowarn():
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a point no seed reaches is NaN, silently
         mean = np.nanmean(ys, axis=0)
         sem = np.nanstd(ys, axis=0, ddof=1) / np.sqrt(count)
     half = np.array([t975(c - 1) for c in count]) * sem
@@ -515,24 +517,8 @@ def curve_band(curves, grid):
     return mean, mean - half, mean + half
 
 
-class _nowarn:
-    def __enter__(self):
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
-
-
 def plot_curves(rows, out: Path, x_key: str, xlabel: str, filename: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     runs = runs_of(rows)
     envs = sorted({e for e, _, _ in runs})
     algos = sorted({a for _, a, _ in runs})
@@ -570,11 +556,7 @@ def plot_curves(rows, out: Path, x_key: str, xlabel: str, filename: str):
 
 
 def plot_wall_clock(summary, out: Path, rows):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     runs = runs_of(rows)
     tasks = [tuple(t) for t in summary["tasks"]]
     variants = summary["variants"]
@@ -603,11 +585,7 @@ def plot_wall_clock(summary, out: Path, rows):
 
 
 def plot_aggregate(summary, out: Path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     agg = summary["aggregate"]
     if not agg:
         return
@@ -632,9 +610,7 @@ def plot_aggregate(summary, out: Path):
 
 
 def make_plots(rows, summary, out: Path) -> list[str]:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+    if pyplot() is None:
         print("matplotlib is not installed: no plots (pip install matplotlib)", file=sys.stderr)
         return []
     plot_curves(rows, out, "training_steps", "training env steps", "return_vs_training_steps.png")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import atomic_write, provenance
+from benchmarks.common import atomic_write, provenance, pyplot
 
 HERE = Path(__file__).resolve().parent
 
@@ -164,12 +164,8 @@ def write_markdown(summary: dict, out: Path, sources: str) -> Path:
 
 
 def plot(summary: dict, out: Path) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         print("matplotlib is not installed: no plot (pip install 'explorler-optim[viz]')", file=sys.stderr)
         return None
     tasks = sorted({name.split(" | ")[0] for name in summary if not name.startswith("all tasks")})

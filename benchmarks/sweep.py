@@ -52,6 +52,8 @@ from benchmarks.common import (
     machine_speed,
     package_versions,
     provenance,
+    scalar_events,
+    tensorboard_runs,
 )
 from benchmarks.protocols import (
     PROTOCOLS,
@@ -183,13 +185,6 @@ def checkpoint_path(out: Path, run: Run) -> Path:
 # TensorBoard -> honest evaluation points
 
 
-def _scalars(acc, tag):
-    try:
-        return acc.Scalars(tag)
-    except KeyError:
-        return []
-
-
 def read_paper_metric(tb_root: Path) -> list[dict]:
     """The paper's metric of one run (``paper/episodic_return``): training step and value per point.
 
@@ -197,17 +192,11 @@ def read_paper_metric(tb_root: Path) -> list[dict]:
     a 3-episode deterministic evaluation on the run's fixed start states (``--paper-metric-every``).
     Empty when the run did not log it.
     """
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    points = []
-    for directory in sorted({f.parent for f in Path(tb_root).rglob("events.out.tfevents.*")}):
-        acc = EventAccumulator(str(directory), size_guidance={"scalars": 0})
-        acc.Reload()
-        points += [
-            {"training_steps": int(e.step), "return": float(e.value)}
-            for e in _scalars(acc, "paper/episodic_return")
-        ]
-    return points
+    return [
+        {"training_steps": int(e.step), "return": float(e.value)}
+        for acc in tensorboard_runs(tb_root)
+        for e in scalar_events(acc, "paper/episodic_return")
+    ]
 
 
 def read_evaluations(tb_root: Path) -> list[dict]:
@@ -219,23 +208,18 @@ def read_evaluations(tb_root: Path) -> list[dict]:
     ``train_seconds`` = training steps / ``charts/SPS`` (the scripts' SPS excludes the time of
     honest evaluation, so this is the training cost including any candidate search).
     """
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     points = []
-    files = sorted(Path(tb_root).rglob("events.out.tfevents.*"))
-    for directory in sorted({f.parent for f in files}):
-        acc = EventAccumulator(str(directory), size_guidance={"scalars": 0})
-        acc.Reload()
-        evals = _scalars(acc, "eval/episodic_return")
+    for acc in tensorboard_runs(tb_root):
+        evals = scalar_events(acc, "eval/episodic_return")
         if not evals:
             continue
         try:
             t0 = acc.FirstEventTimestamp()
         except ValueError:
             t0 = evals[0].wall_time
-        totals = _scalars(acc, "eval/episodic_return_vs_total_steps")
-        charts_total = sorted((e.step, e.value) for e in _scalars(acc, "charts/total_env_steps"))
-        sps = {e.step: e.value for e in _scalars(acc, "charts/SPS")}
+        totals = scalar_events(acc, "eval/episodic_return_vs_total_steps")
+        charts_total = sorted((e.step, e.value) for e in scalar_events(acc, "charts/total_env_steps"))
+        sps = {e.step: e.value for e in scalar_events(acc, "charts/SPS")}
         for i, e in enumerate(evals):
             if len(totals) == len(evals):
                 total = totals[i].step

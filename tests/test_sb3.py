@@ -257,13 +257,11 @@ def test_importing_the_package_does_not_import_sb3():
 
 
 def test_benchmark_runner_with_the_callback_logs_training_and_total_steps(tmp_path, monkeypatch):
-    from pathlib import Path
-
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from benchmarks import sb3_runner
+
     monkeypatch.chdir(tmp_path)
-    import sb3_runner
 
     argv = ["--algo", "ppo", "--env-id", ENV, "--total-timesteps", "256", "--num-steps", "128"]
     argv += ["--eval-every", "1", "--heldout-episodes", "1", "--explorler", "--explore-every", "1"]
@@ -275,3 +273,61 @@ def test_benchmark_runner_with_the_callback_logs_training_and_total_steps(tmp_pa
     total = [e.step for e in acc.Scalars("eval/episodic_return_vs_total_steps")]
     assert training[-1] == 256  # the paper's accounting: all 256 budget steps are training steps
     assert total[-1] > training[-1]  # plus the candidates' steps
+
+
+def test_trpo_script_takes_sb3_contribs_policy_step_with_the_kl_averaged():
+    """On sb3-contrib's own rollout and weights, one policy step of the TRPO script's
+    `NaturalGradientOptimizer` equals sb3-contrib's TRPO step when the KL is averaged over action
+    dimensions (`--kl-reduction mean`, as sb3-contrib does) and differs with the textbook sum. The
+    README's TRPO section cites this (it was `benchmarks/bench_trpo_peer.py --step-check`)."""
+    from stable_baselines3.common.logger import configure
+
+    from benchmarks.common import load_script
+    from benchmarks.protocols import SCRIPTS
+
+    script = load_script(SCRIPTS["trpo"])
+    venv = VecNormalize(make_vec_env("Hopper-v5", n_envs=1, seed=1), clip_obs=10.0, epsilon=1e-8)
+    model = sb3_contrib.TRPO("MlpPolicy", venv, n_steps=256, seed=1, device="cpu")
+    model.set_logger(configure(None, [""]))
+    _, callback = model._setup_learn(2 * model.n_steps, None)
+    callback.on_training_start(locals(), globals())
+    for update in range(2):  # the step under test starts from weights that sb3-contrib has updated once
+        model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+        if update == 0:
+            model.train()
+    buffer, policy = model.rollout_buffer, model.policy
+    obs_dim, act_dim = buffer.observations.shape[-1], buffer.actions.shape[-1]
+    theirs = [
+        *policy.mlp_extractor.policy_net[0].parameters(),
+        *policy.mlp_extractor.policy_net[2].parameters(),
+        *policy.action_net.parameters(),
+        policy.log_std,
+    ]
+    obs = torch.as_tensor(buffer.observations.reshape(-1, obs_dim)).float()
+    actions = torch.as_tensor(buffer.actions.reshape(-1, act_dim)).float()
+    old_logprobs = torch.as_tensor(buffer.log_probs.reshape(-1)).float()
+    advantages = torch.as_tensor(buffer.advantages.reshape(-1)).float()
+    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    before = torch.cat([p.detach().reshape(-1) for p in theirs])
+
+    def our_step(kl_reduction):
+        agent = script.Agent(obs_dim, act_dim)
+        actor = [*agent.actor_mean.parameters(), agent.actor_logstd]
+        with torch.no_grad():
+            for mine, source in zip(actor, theirs, strict=True):
+                mine.copy_(source.view_as(mine))
+            old_dist = agent.get_distribution(obs)
+        optimizer = script.NaturalGradientOptimizer(actor)
+        optimizer.step(
+            lambda: script.surrogate_and_kl(
+                agent, obs, actions, old_logprobs, advantages, old_dist, kl_reduction
+            )
+        )
+        return torch.cat([p.detach().reshape(-1) for p in actor]) - before
+
+    steps = {reduction: our_step(reduction) for reduction in ("mean", "sum")}
+    model.train()  # sb3-contrib's own step on the same batch
+    step_sb3 = torch.cat([p.detach().reshape(-1) for p in theirs]) - before
+    assert step_sb3.norm() > 0
+    assert (steps["mean"] - step_sb3).norm() / step_sb3.norm() < 1e-4  # 4e-6 when written
+    assert (steps["sum"] - step_sb3).norm() / step_sb3.norm() > 0.1  # 0.33 when written
