@@ -44,10 +44,8 @@ from explorler_optim.rl.rollout import Episode
 from explorler_optim.rl.run_evaluators import RunEvaluators
 from explorler_optim.rl.search_step import SearchStep
 
-# the name this class had when rl was one module (benchmarks/bench_evaluation.py imports it)
-_BatchedPolicy = BatchedPolicy
-
 __all__ = [
+    "BatchedPolicy",
     "Episode",
     "ObsNormalizer",
     "PolicyEvaluator",
