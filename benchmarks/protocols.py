@@ -82,6 +82,13 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # `selection` protocol: the scripts' defaults, every search audited on held-out episodes (the
     # audit does not change the run: these runs are the `explorler` variant's, plus the audit)
     "audit": ("--selection-truth-episodes", "20"),
+    # free scoring (issue 20): candidates scored with no env steps, on the update's own batch
+    # (surrogate) or on the next iteration's fresh batch before its update (surrogate-next)
+    "explorler-surrogate": ("--score-with", "surrogate"),
+    "explorler-surrogate-next": ("--score-with", "surrogate-next"),
+    # `selection-surrogate`: the audit of those, with the scripts' default schedule (as `selection`)
+    "audit-surrogate": ("--selection-truth-episodes", "20", "--score-with", "surrogate"),
+    "audit-surrogate-next": ("--selection-truth-episodes", "20", "--score-with", "surrogate-next"),
 }
 
 # Where an algorithm's own schedule differs, its flags replace the variant's. The paper searches
@@ -325,6 +332,21 @@ REUSE = Protocol(
     flags=SMALL.flags,
 )
 
-PROTOCOLS: dict[str, Protocol] = {
-    p.name: p for p in (SMOKE, SMALL, TUNE, PAPER, ABLATIONS, FINETUNE, SELECTION, SB3_CALLBACK, REUSE)
-}
+# `selection-surrogate`: does a free score pick the truly better candidate? As `selection`, with
+# candidates scored on the update's batch (surrogate) or on the next batch (surrogate-next); each
+# audit record also holds, for the same candidates, the 1-episode env score the free score replaced
+# ("env"), the paper's 3 fixed-start episodes, 20 held-out episodes (the truth) and two other free
+# scores (PPO's clipped surrogate; no trust region). Run on this machine's CPU, not `selection`'s.
+SELECTION_SURROGATE = Protocol(
+    name="selection-surrogate",
+    description="selection truth of free (surrogate) scoring: PPO on small's tasks, 3 seeds",
+    envs=SMALL.envs,
+    algos=("ppo",),
+    variants=("audit-surrogate", "audit-surrogate-next"),
+    seeds=SMALL.seeds,
+    flags=SMALL.flags,
+    resumable=True,
+)
+
+ALL = (SMOKE, SMALL, TUNE, PAPER, ABLATIONS, FINETUNE, SELECTION, SB3_CALLBACK, REUSE, SELECTION_SURROGATE)
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in ALL}

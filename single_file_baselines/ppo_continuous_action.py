@@ -130,6 +130,10 @@ class Args:
     """score every search's candidates on the same start states (the run's seed: the authors' scoring)"""
     eval_episodes: int = 1
     """deterministic episodes per candidate, same seeds for all candidates of a cycle (3: the paper's)"""
+    score_with: Literal["env", "surrogate", "surrogate-next"] = "env"
+    """score candidates by episodes, or with no env steps on the update's batch or the next one (README)"""
+    surrogate_max_kl: float = 0.01
+    """surrogate scoring: largest mean KL to the batch's policy (widened to the update's own KL)"""
     include_incumbent: bool = True
     """score the current policy too and commit a candidate only if it beats it"""
     reuse_candidate_rollouts: Literal["none", "winner", "all"] = "none"
@@ -436,6 +440,13 @@ def check_settings(args):
             f"{args.env_id} has no time limit, so the env steps of a search cannot be bounded within the "
             "budget: pass --max-episode-steps N (or --no-count-eval-steps)"
         )
+    if args.surrogate_max_kl <= 0:
+        raise SystemExit(f"--surrogate-max-kl must be > 0, got {args.surrogate_max_kl}")
+    if args.score_with == "surrogate" and args.reuse_candidate_rollouts != "none":
+        raise SystemExit(
+            "--reuse-candidate-rollouts trains on a search's episodes and --score-with surrogate plays "
+            "none: choose one of them"
+        )
     if args.landscape_every > 0:
         from explorler_optim.viz import require_matplotlib
 
@@ -582,6 +593,9 @@ if __name__ == "__main__":
         paper_metric=args.paper_metric_every > 0,
         paper_seed=args.seed,
         truth_episodes=args.selection_truth_episodes,
+        score_with="env" if args.score_with == "env" else "surrogate",  # surrogate*: no env steps
+        log_prob=lambda obs, act: agent.get_action_and_value(obs, act)[1],
+        surrogate_max_kl=args.surrogate_max_kl,
         # reused episodes must be the stochastic policy's, with each action's log-probability
         candidate_log_std=agent.actor_logstd if args.reuse_candidate_rollouts != "none" else None,
     )
@@ -601,6 +615,7 @@ if __name__ == "__main__":
         landscape_every=args.landscape_every,
         writer=writer,
         say=say,
+        defer=args.score_with == "surrogate-next",  # scored on the next batch, before its update
     )
 
     global_step = 0  # training env steps
@@ -807,6 +822,12 @@ if __name__ == "__main__":
                     )
                 )
                 reused = None
+            if search.pending:  # --score-with surrogate-next: this fresh batch scores the last search
+                normalizer = ObsNormalizer.from_env(envs.envs[0])
+                batch = (b_obs, b_actions, b_logprobs, b_advantages)
+                result, _ = search.run(normalizer, global_step, args.total_timesteps, batch)
+                log_paper_metric(result.best_score)
+                search.log(result, global_step)
             batch_size = len(b_obs)  # args.batch_size unless search episodes were reused
             minibatch_size = math.ceil(batch_size / args.num_minibatches)
 
@@ -883,7 +904,8 @@ if __name__ == "__main__":
             # ExploRLer: search the anchors' empty space between iterations, never inside one
             if search.due(iteration, global_step, counted_steps()):  # skipped if it could overrun the budget
                 normalizer = ObsNormalizer.from_env(envs.envs[0])  # the training env's statistics now
-                result, used = search.run(normalizer, global_step, args.total_timesteps)
+                batch = (b_obs, b_actions, b_logprobs, b_advantages)  # what surrogate scoring uses
+                result, used = search.run(normalizer, global_step, args.total_timesteps, batch)
                 total_env_steps += used  # what counts toward the budget is `counted_steps()`
                 if args.reuse_candidate_rollouts != "none":  # counted above, trained on next iteration
                     reused = reused_batch(

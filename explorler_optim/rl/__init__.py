@@ -30,6 +30,7 @@ One idea per module:
 ``evaluator``       ``PolicyEvaluator``: the public entry point tying the above together
 ``search_step``     ``SearchStep``: one search between RL iterations, its budget rule and logging
 ``run_evaluators``  ``RunEvaluators``: a training run's held-out, candidate, paper and audit evaluators
+``surrogate``       ``SurrogateEvaluator``: scores candidates on the update's batch, zero env steps
 ==================  ==========================================================================
 
 Importing this package imports torch and numpy only; gymnasium is imported when envs are
@@ -43,6 +44,7 @@ from explorler_optim.rl.racing import racing_schedule
 from explorler_optim.rl.rollout import Episode
 from explorler_optim.rl.run_evaluators import RunEvaluators
 from explorler_optim.rl.search_step import SearchStep
+from explorler_optim.rl.surrogate import SurrogateBatch, SurrogateEvaluator
 
 __all__ = [
     "BatchedPolicy",
@@ -52,5 +54,7 @@ __all__ = [
     "RewardNormalizer",
     "RunEvaluators",
     "SearchStep",
+    "SurrogateBatch",
+    "SurrogateEvaluator",
     "racing_schedule",
 ]

@@ -12,6 +12,7 @@ from torch import nn
 from explorler_optim.audit import SelectionAudit
 from explorler_optim.rl.evaluator import PolicyEvaluator
 from explorler_optim.rl.normalize import ObsNormalizer
+from explorler_optim.rl.surrogate import SurrogateEvaluator
 
 __all__ = ["RunEvaluators"]
 
@@ -25,15 +26,20 @@ class RunEvaluators:
 
     Attributes:
         heldout: the held-out evaluation of the current policy (never counted in a budget).
-        candidate: scores a search's candidates (``None`` without ExploRLer).
+        candidate: scores a search's candidates (``None`` without ExploRLer): a
+            ``PolicyEvaluator`` playing episodes, or with ``score_with="surrogate"`` a
+            ``SurrogateEvaluator`` on the update's batch.
         paper: the paper's metric, ``paper_episodes`` episodes from fixed start states (``None``
             when neither the metric nor the audit needs it).
         audit: a ``SelectionAudit`` that scores every search's candidates again with a
-            ``"truth"`` evaluator and ``paper`` (``None`` without one).
+            ``"truth"`` evaluator and ``paper`` (``None`` without one); with surrogate scoring
+            also ``"env"`` (the episodes it replaced) and two other surrogates at no env cost,
+            ``"surrogate-clip"`` (PPO's clipped objective) and ``"surrogate-no-kl"`` (no trust
+            region).
     """
 
     heldout: PolicyEvaluator
-    candidate: PolicyEvaluator | None = None
+    candidate: PolicyEvaluator | SurrogateEvaluator | None = None
     paper: PolicyEvaluator | None = None
     audit: SelectionAudit | None = None
 
@@ -55,6 +61,9 @@ class RunEvaluators:
         paper_episodes: int = 3,
         truth_episodes: int = 0,
         candidate_log_std: torch.Tensor | None = None,
+        score_with: str = "env",
+        log_prob: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        surrogate_max_kl: float = 0.01,
     ) -> RunEvaluators:
         """The run's evaluators of ``policy`` (e.g. the actor's mean network).
 
@@ -77,6 +86,15 @@ class RunEvaluators:
             candidate_log_std: score candidates with the Gaussian policy of this log-std (each
                 candidate's own value when it is explored) and keep their episodes for training
                 (``PolicyEvaluator(log_std=..., keep_transitions=True)``); None: deterministic.
+            score_with: ``"env"`` (episodes, above) or ``"surrogate"``: score candidates on the
+                update's batch with a ``SurrogateEvaluator`` (zero env steps); the
+                ``candidate_*`` episode settings then apply to the audit's ``"env"`` evaluator.
+            log_prob: ``log_prob(observations, actions)`` of the policy as loaded (needed with
+                ``score_with="surrogate"``).
+            surrogate_max_kl: the surrogate's trust-region radius (``SurrogateEvaluator``).
+
+        Raises:
+            ValueError: an unknown ``score_with``, or ``"surrogate"`` without ``log_prob``.
 
         Example:
             >>> import gymnasium as gym
@@ -91,7 +109,11 @@ class RunEvaluators:
             True
             >>> evaluators.close()
         """
-        candidate = None
+        if score_with not in ("env", "surrogate"):
+            raise ValueError(f"score_with must be 'env' or 'surrogate', got {score_with!r}")
+        if score_with == "surrogate" and log_prob is None:
+            raise ValueError("score_with='surrogate' needs log_prob(observations, actions); pass it")
+        candidate: PolicyEvaluator | SurrogateEvaluator | None = None
         if candidate_episodes > 0:
             candidate = PolicyEvaluator(
                 policy,
@@ -107,10 +129,20 @@ class RunEvaluators:
         paper = None
         if paper_metric or truth_episodes > 0:
             paper = PolicyEvaluator(policy, make_env, episodes=paper_episodes, seed=paper_seed)
+        audits: dict[str, Any] = {}
+        if candidate is not None and score_with == "surrogate":
+            assert log_prob is not None
+            if truth_episodes > 0:  # what the episodes and the other free scorers would have picked
+                audits["env"] = candidate
+                audits["surrogate-clip"] = SurrogateEvaluator(log_prob, max_kl=surrogate_max_kl, clip=0.2)
+                audits["surrogate-no-kl"] = SurrogateEvaluator(log_prob, max_kl=None)
+            else:
+                candidate.close()
+            candidate = SurrogateEvaluator(log_prob, max_kl=surrogate_max_kl)
         audit = None
         if candidate is not None and paper is not None and truth_episodes > 0:
             truth = PolicyEvaluator(policy, make_env, episodes=truth_episodes)
-            audit = SelectionAudit(candidate, {"truth": truth, "paper": paper})
+            audit = SelectionAudit(candidate, {"truth": truth, "paper": paper, **audits})
         heldout = PolicyEvaluator(
             policy,
             make_env,

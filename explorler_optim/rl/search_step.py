@@ -52,6 +52,10 @@ class SearchStep:
         landscape_every: :meth:`log` draws the loss landscape every this many cycles (0: never).
         writer: a TensorBoard ``SummaryWriter`` for :meth:`log` and the skipped-search count.
         say: prints the one message about skipped searches (default: nothing).
+        defer: a due search does not run at once: :meth:`due` answers false and sets
+            :attr:`pending`, and the loop runs it (:meth:`run`) when the next iteration's batch is
+            collected, before that batch's update (``--score-with surrogate-next``: candidates
+            scored on fresh samples of the current policy, which no update has fit yet).
 
     Raises:
         ValueError: with an evaluator, ``budget_limit`` without ``policies_per_search`` and
@@ -92,6 +96,7 @@ class SearchStep:
         landscape_every: int = 0,
         writer: Any | None = None,
         say: Callable[[str], Any] | None = None,
+        defer: bool = False,
     ) -> None:
         if (
             evaluator is not None
@@ -115,6 +120,8 @@ class SearchStep:
         self.landscape_every = int(landscape_every)
         self.writer = writer
         self.say = say or (lambda msg: None)
+        self.defer = bool(defer)
+        self.pending = False  # a deferred search waits for the next batch
         self.cycle = 0  # searches run
         self.eval_env_steps = 0  # env steps the candidates used, all searches together
         self.skipped_searches = 0  # searches not started because they could overrun the budget
@@ -134,12 +141,12 @@ class SearchStep:
         if self.optimizer.num_anchors < 2:
             return False
         if self.budget_limit is None:
-            return True
+            return self._due_now()
         assert self.policies_per_search is not None and self.episode_cap is not None
         policies = self.policies_per_search(self.optimizer.num_anchors)
         bound = policies * self.evaluator.episodes * self.episode_cap
         if counted_steps + bound <= self.budget_limit:
-            return True
+            return self._due_now()
         self.skipped_searches += 1
         if self.writer is not None:
             self.writer.add_scalar("explorler/skipped_searches", self.skipped_searches, global_step)
@@ -152,8 +159,19 @@ class SearchStep:
             )
         return False
 
+    def _due_now(self) -> bool:
+        """A due search runs now, or (``defer``) waits for the next batch."""
+        if self.defer:
+            self.pending = True
+            return False
+        return True
+
     def run(
-        self, obs_normalizer: Any, global_step: int, total_timesteps: int = 0
+        self,
+        obs_normalizer: Any,
+        global_step: int,
+        total_timesteps: int = 0,
+        batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[ExploreResult, int]:
         """Run one search; returns its result and the env steps its candidates used.
 
@@ -162,6 +180,9 @@ class SearchStep:
                 ``ObsNormalizer``), given to the evaluator (and the audit's evaluators).
             global_step: training env steps so far (for the audit's record).
             total_timesteps: the run's budget (for the audit's record).
+            batch: the update's ``(observations, actions, log_probs, advantages)``, handed to every
+                evaluator that scores on a batch (a ``SurrogateEvaluator``'s ``set_batch``); the
+                others ignore it.
         """
         evaluator = self.evaluator
         if evaluator is None:
@@ -170,11 +191,17 @@ class SearchStep:
         evaluator.seed = self.candidate_seed(self.cycle)
         steps_before = evaluator.total_env_steps
         self.last_anchors = self.optimizer.anchors().cpu()
+        audits = self.audit.audits if self.audit is not None else {}
+        for scorer in (evaluator, *audits.values()):
+            if batch is not None and hasattr(scorer, "set_batch"):
+                scorer.set_batch(*batch)
         if self.audit is not None:
             assert self.truth_seed is not None and self.audit_path is not None
-            for audit_evaluator in self.audit.audits.values():
+            for audit_evaluator in audits.values():
                 audit_evaluator.obs_normalizer = obs_normalizer
-            self.audit.audits["truth"].seed = self.truth_seed(self.cycle)
+            audits["truth"].seed = self.truth_seed(self.cycle)
+            if "env" in audits:  # the env scoring the selector replaced, on the cycle's own starts
+                audits["env"].seed = self.candidate_seed(self.cycle)
         result = self.optimizer.explore(evaluator if self.audit is None else self.audit)
         if self.audit is not None:
             record = self.audit.add_result(
@@ -182,6 +209,7 @@ class SearchStep:
             )
             self.audit.write_jsonl(self.audit_path, [record])
         used = int(evaluator.total_env_steps - steps_before)
+        self.pending = False
         self.cycle += 1
         self.eval_env_steps += used
         self.last_gain = result.gain
@@ -242,6 +270,7 @@ class SearchStep:
             "last_cycle_anchors": self.last_anchors,
             "last_gain": self.last_gain,
             "skipped_searches": self.skipped_searches,
+            "search_pending": self.pending,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -251,3 +280,4 @@ class SearchStep:
         self.last_anchors = state.get("last_cycle_anchors")
         self.last_gain = state.get("last_gain")
         self.skipped_searches = state.get("skipped_searches", 0)
+        self.pending = bool(state.get("search_pending", False))
