@@ -159,6 +159,8 @@ class Protocol:
     # every run saves a checkpoint as it goes and, when the sweep is started again after a stop
     # (a killed process, a machine that went away), resumes from it instead of starting over
     resumable: bool = False
+    # its runs are results: the sweep runs them only under benchmarks/constraints.txt's versions
+    pinned: bool = True
 
     def runs_task(self, variant: str, env: str, algo: str) -> bool:
         """Whether the grid has ``variant`` on ``env`` with ``algo``."""
@@ -178,6 +180,7 @@ SMOKE = Protocol(
         "--total-timesteps 1536 --num-steps 256 --explore-every 2 --esa-steps 4 --eval-episodes 1"
         " --eval-every 1 --heldout-episodes 1 --max-episode-steps 100"
     ),
+    pinned=False,  # a check of the code paths, not a result: runs under any versions
     algo_flags={
         "ppo": _flags("--num-minibatches 2 --update-epochs 2"),
         "trpo": _flags("--n-critic-updates 2"),

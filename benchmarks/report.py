@@ -183,6 +183,7 @@ def load_rows(path: Path) -> list[dict]:
                     "return": float(row["return"]),
                     "wall_seconds": float(row["wall_seconds"] or "nan"),
                     "train_seconds": float(row["train_seconds"] or "nan"),
+                    "physics": row.get("physics") or "unrecorded",
                 }
             )
     return rows
@@ -252,6 +253,63 @@ def order(variants):
     return known + sorted(v for v in variants if v not in VARIANT_ORDER)
 
 
+def task_verdict(ratios, scores, base_scores, low, reps, rng) -> dict:
+    """One task's paired verdict: the mean per-seed ratio with its 95% bootstrap interval (seeds
+    resampled), whether that interval excludes 1, and the task's own IQM and P(better)."""
+    if len(ratios) < 2 or not base_scores:
+        return {}
+    generator = np.random.default_rng(rng)
+    values = np.asarray(ratios, float)
+    means = values[generator.integers(0, len(values), (reps, len(values)))].mean(1)
+    low_ci, high_ci = (float(x) for x in np.percentile(means, [2.5, 97.5]))
+    resolved = "better" if low_ci > 1 else "worse" if high_ci < 1 else "unresolved"
+    point, iqm_low, iqm_high = iqm_ci([normalise(scores, base_scores, low)], reps, rng=generator)
+    p, p_low, p_high = prob_improvement_ci([scores], [np.asarray(base_scores)], reps, rng=generator)
+    return {
+        "paired_ratio_mean": float(values.mean()),
+        "paired_ratio_ci": [low_ci, high_ci],
+        "resolved": resolved,
+        "task_iqm": point,
+        "task_iqm_ci": [iqm_low, iqm_high],
+        "task_prob_improvement": p,
+        "task_prob_improvement_ci": [p_low, p_high],
+    }
+
+
+def verdict_table(summary) -> list[str]:
+    """Per task and variant: the paired per-seed ratio with its interval, wins, IQM and P(better)."""
+    rows = [r for r in summary["table"] if r["variant"] != summary["baseline"] and "resolved" in r]
+    if not rows:
+        return []
+    lines = [
+        "| task | variant | seeds (pairs) | mean paired ratio [95% CI] | wins | resolved | "
+        "IQM normalised [95% CI] | P(better) [95% CI] | physics |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    setups = sorted({s for r in summary["table"] for s in r.get("physics", [])})
+    for r in rows:
+        physics = "one setup" if len(r["physics"]) == 1 else f"MIXED: {len(r['physics'])} setups"
+        lines.append(
+            f"| {r['algo'].upper()} {r['env']} | {r['variant']} | {r['seeds']} ({r['pairs']}) | "
+            f"{_with_ci(r['paired_ratio_mean'], r['paired_ratio_ci'])} | {r['wins']}/{r['pairs']} | "
+            f"{r['resolved']} | {_with_ci(r['task_iqm'], r['task_iqm_ci'])} | "
+            f"{_with_ci(r['task_prob_improvement'], r['task_prob_improvement_ci'])} | {physics} |"
+        )
+    lines += [
+        "",
+        "Paired ratio: a seed's progress over a random policy's return (final score minus the random",
+        "score) over the same seed's baseline's, averaged over seeds; the interval resamples seeds.",
+        "Resolved: the interval excludes 1. Physics and numerics setups "
+        "of these runs: " + "; ".join(f"`{s}`" for s in setups) + ".",
+    ]
+    if len(setups) > 1:
+        lines.append(
+            "**The runs were made under more than one setup: rows marked MIXED compare runs whose "
+            "simulator, numerics or CPU differ.**"
+        )
+    return [*lines, ""]
+
+
 def summarise(rows, last_k=3, reps=10_000, anchor=True, rng=0, baseline=BASELINE, final=final_score):
     """Per-task table and aggregate statistics of every variant against ``baseline``.
 
@@ -285,6 +343,11 @@ def summarise(rows, last_k=3, reps=10_000, anchor=True, rng=0, baseline=BASELINE
             # the same seed of both: the scripts share the seed's env starts and initial weights
             paired = [(final(cell[seed], last_k), final(base[seed], last_k)) for seed in cell if seed in base]
             ratios = [v / b for v, b in paired if b != 0]
+            # the verdict's ratios count progress over a random policy, as the normalised scores do,
+            # so a baseline near 0 (HalfCheetah early on) does not make them explode or flip sign
+            anchored = [(v - low) / (b - low) for v, b in paired if b != low]
+            verdict = task_verdict(anchored, scores, base_scores, low, reps, rng)
+            setups = {p[0].get("physics", "unrecorded") for p in (*cell.values(), *base.values())}
             table.append(
                 {
                     "env": env,
@@ -306,6 +369,8 @@ def summarise(rows, last_k=3, reps=10_000, anchor=True, rng=0, baseline=BASELINE
                     "pairs": len(paired),
                     "wins": sum(v > b for v, b in paired),
                     "paired_median_ratio": float(np.median(ratios)) if ratios else float("nan"),
+                    **verdict,
+                    "physics": sorted(setups),
                 }
             )
     aggregate = []
@@ -423,6 +488,9 @@ def sweep_lines(sweep: dict | None) -> list[str]:
 def markdown(summary, title, sweep: dict | None = None, paper: dict | None = None) -> str:
     lines = [f"# {title}", ""]
     lines += ["## Summary", "", *compact_table(summary), "", *sweep_lines(sweep)]
+    verdicts = verdict_table(summary)
+    if verdicts:
+        lines += ["## Per-task verdicts", "", *verdicts]
     if paper is not None:
         lines += [
             "## The paper's metric, beside the honest one",

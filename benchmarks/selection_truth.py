@@ -61,6 +61,39 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
+# The other scorers an audit record may hold (besides the run's own selection): how each would have
+# ranked and picked the same candidates. The paper's commits its argmax always, the others only a
+# candidate that beats the incumbent's score under the same scorer (the scripts' commit rule).
+SCORERS = (
+    ("selection", "the run's own selection"),
+    ("env", "1 env episode"),
+    ("paper", "paper's 3 fixed-start episodes"),
+    ("surrogate-clip", "PPO's clipped surrogate"),
+    ("surrogate-no-kl", "surrogate, no trust region"),
+)
+
+
+def scorer_metrics(record: dict, name: str) -> dict:
+    """How scorer ``name`` ranks a search's rows against the truth, and the gain of its pick."""
+    truth = np.asarray(record["truth"], float)
+    scores = np.asarray(record[name], float)
+    first = 1 if record["incumbent_row"] else 0
+    pick = first + int(np.argmax(scores[first:]))
+    if name == "selection":
+        selected = record.get("selected_row")
+    elif name == "paper" or not first:
+        selected = pick
+    else:
+        selected = pick if scores[pick] > scores[0] else None
+    incumbent = truth[0] if first else np.nan
+    return {
+        "spearman": spearman(scores, truth),
+        "realised_gain": float(truth[selected] - incumbent) if selected is not None else 0.0,
+        "committed": selected is not None,
+        "env_steps": record.get(f"{name}_env_steps", np.nan),
+    }
+
+
 def search_metrics(record: dict) -> dict:
     """The metrics of one search from its audit record."""
     truth = np.asarray(record["truth"], float)
@@ -81,6 +114,7 @@ def search_metrics(record: dict) -> dict:
         pick = first + int(np.argmax(paper[first:]))
         out["paper_realised_gain"] = float(truth[pick] - incumbent)
         out["paper_spearman"] = spearman(paper, truth)
+    out["scorers"] = {name: scorer_metrics(record, name) for name, _ in SCORERS if name in record}
     return out
 
 
@@ -105,9 +139,8 @@ def load(sweep_dir: Path) -> list[dict]:
         for record in records.values():
             fraction = record["global_step"] / record["total_timesteps"]
             phase = PHASES[min(int(fraction * 3), 2)]
-            rows.append(
-                {"task": f"{algo.upper()} {env}", "seed": int(seed), "phase": phase, **search_metrics(record)}
-            )
+            task = f"{algo.upper()} {env}" + ("" if variant == "audit" else f" {variant}")
+            rows.append({"task": task, "seed": int(seed), "phase": phase, **search_metrics(record)})
     return rows
 
 
@@ -131,6 +164,27 @@ def summarise(rows: list[dict], seed: int = 0) -> dict:
     return summary
 
 
+def summarise_scorers(rows: list[dict], seed: int = 0) -> dict:
+    """Per task (all phases) and scorer: Spearman with the truth, realised gain, commit rate, env steps."""
+    rng = np.random.default_rng(seed)
+    tasks = sorted({row["task"] for row in rows})
+    summary = {}
+    for task in tasks:
+        members = [row for row in rows if row["task"] == task]
+        for name, label in SCORERS:
+            scored = [m["scorers"][name] for m in members if name in m.get("scorers", {})]
+            if not scored:
+                continue
+            summary[f"{task} | {label}"] = {
+                "searches": len(scored),
+                "spearman": bootstrap_mean([x["spearman"] for x in scored], rng),
+                "realised_gain": bootstrap_mean([x["realised_gain"] for x in scored], rng),
+                "commit_rate": float(np.mean([x["committed"] for x in scored])),
+                "env_steps": float(np.nanmean([x["env_steps"] for x in scored])),
+            }
+    return summary
+
+
 def fmt(triple) -> str:
     mean, low, high = triple
     if not np.isfinite(mean):
@@ -142,7 +196,7 @@ def fmt(triple) -> str:
     )
 
 
-def write_markdown(summary: dict, out: Path, sources: str) -> Path:
+def write_markdown(summary: dict, out: Path, sources: str, scorers: dict | None = None) -> Path:
     header = "| task | phase | searches | commits | " + " | ".join(label for _, label in METRICS) + " |"
     lines = [
         "# Selection truth",
@@ -158,6 +212,27 @@ def write_markdown(summary: dict, out: Path, sources: str) -> Path:
         cells = [task, phase, str(entry["searches"]), str(entry["commits"])]
         cells += [fmt(entry[key]) for key, _ in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
+    if scorers:
+        lines += [
+            "",
+            "## Scorers on the same candidates",
+            "",
+            "Each scorer's rank correlation with the truth over a search's rows, and the true gain of",
+            "what it would have committed (the paper's scorer always commits its best; the others only",
+            "a candidate scoring above the incumbent). Env steps: per search, never part of the budget.",
+            "",
+            "| task | scorer | searches | Spearman | realised gain | commit rate | env steps / search |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, entry in scorers.items():
+            task, label = name.split(" | ")
+            steps = entry["env_steps"]
+            lines.append(
+                f"| {task} | {label} | {entry['searches']} | {fmt(entry['spearman'])} | "
+                f"{fmt(entry['realised_gain'])} | {entry['commit_rate']:.2f} | "
+                + ("-" if not np.isfinite(steps) else f"{steps:,.0f}")
+                + " |"
+            )
     path = out / "results.md"
     atomic_write(path, "\n".join(lines) + "\n")
     return path
@@ -207,11 +282,10 @@ def main(argv=None) -> int:
         )
         return 1
     summary = summarise(rows)
-    atomic_write(
-        args.sweep / "results.json",
-        json.dumps({"summary": summary, "searches": rows, "provenance": provenance()}, indent=1) + "\n",
-    )
-    print(write_markdown(summary, args.sweep, f"{len(rows)} searches in {args.sweep.name}/runs"))
+    scorers = summarise_scorers(rows)
+    payload = {"summary": summary, "scorers": scorers, "searches": rows, "provenance": provenance()}
+    atomic_write(args.sweep / "results.json", json.dumps(payload, indent=1) + "\n")
+    print(write_markdown(summary, args.sweep, f"{len(rows)} searches in {args.sweep.name}/runs", scorers))
     plot(summary, args.sweep)
     return 0
 

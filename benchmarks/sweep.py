@@ -81,6 +81,7 @@ CSV_FIELDS = (
     "return",
     "wall_seconds",
     "train_seconds",
+    "physics",
 )
 PACKAGES = (
     "torch",
@@ -436,6 +437,41 @@ def run_seconds_total(out: Path, names) -> float | None:
     return sum(end - start for start, end in spans) if spans else None
 
 
+# What a run's numbers depend on besides the code and the seed: the simulator, the numerics and the
+# CPU (the same code, packages and seed gave other returns on an Intel Xeon than on an AMD EPYC).
+PHYSICS_PACKAGES = ("mujoco", "gymnasium", "torch", "numpy")
+CONSTRAINTS = HERE / "constraints.txt"
+
+
+def physics(record: dict) -> str:
+    """A run's physics and numerics setup, e.g. ``mujoco 4.0.0, gymnasium 1.4.0, ..., AMD EPYC``."""
+    packages = record.get("packages", {})
+    versions = [f"{name} {packages.get(name, '?')}" for name in PHYSICS_PACKAGES]
+    return ", ".join([*versions, record.get("machine", {}).get("cpu", "?")])
+
+
+def pinned_versions(path: Path | None = None) -> dict[str, str]:
+    """The ``name==version`` lines of the benchmarks' constraints file (default: ``CONSTRAINTS``)."""
+    pins = {}
+    for line in (path or CONSTRAINTS).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==", 1)
+            pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+def unpinned(python: str) -> list[str]:
+    """The pinned packages that ``python`` has at another version (or lacks), as 'name X (pinned Y)'."""
+    installed = interpreter_versions(python)
+    wrong = []
+    for name, version in pinned_versions().items():
+        have = installed.get(name)
+        if have is None or have.split("+", 1)[0] != version:
+            wrong.append(f"{name} {have or 'missing'} (pinned {version})")
+    return wrong
+
+
 def collect(out: Path) -> list[dict]:
     """All evaluation rows of the finished runs under ``out/runs`` (CSV order)."""
     rows = []
@@ -444,8 +480,11 @@ def collect(out: Path) -> list[dict]:
         if record is None or record.get("returncode") != 0:
             continue
         env, algo, variant, seed = run_dir.name.split("__")
+        setup = physics(record)
         for point in record.get("evaluations", []):
-            rows.append({"env": env, "algo": algo, "variant": variant, "seed": int(seed), **point})
+            rows.append(
+                {"env": env, "algo": algo, "variant": variant, "seed": int(seed), **point, "physics": setup}
+            )
     rows.sort(key=lambda r: (r["env"], r["algo"], r["variant"], r["seed"], r["eval_index"]))
     return rows
 
@@ -530,6 +569,11 @@ def parse_args(argv=None):
     p.add_argument("--sb3-python", default=sys.executable, help="interpreter for sb3 runs")
     p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     p.add_argument("--collect-only", action="store_true", help="only rebuild the CSV")
+    p.add_argument(
+        "--allow-unpinned",
+        action="store_true",
+        help="run although the environment differs from benchmarks/constraints.txt",
+    )
     return p.parse_args(argv)
 
 
@@ -579,6 +623,8 @@ def execute(todo: list, args, protocol: Protocol, out: Path, skipped: int, label
         if record["returncode"] != 0 or not record["evaluations"]:
             failed.append(run.name)
             bar.write(f"FAILED {run.name} (rc={record['returncode']}); see {run_dir}/log.txt")
+        elif run.variant != PRETRAIN:  # a finished run's checkpoint only served to resume it
+            (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
         bar.set_postfix(failed=len(failed), last=run.name, refresh=False)
         bar.update(1)
 
@@ -622,6 +668,17 @@ def main(argv=None) -> int:
             0, sorted({pretrain_run(r) for r in runs if not is_sb3(r.variant)}, key=lambda r: r.name)
         )
 
+    checked = protocol.pinned and not (args.dry_run or args.collect_only)
+    wrong = unpinned(sys.executable) if checked else []
+    if wrong and not args.allow_unpinned:
+        print(
+            "the benchmark environment differs from benchmarks/constraints.txt: " + "; ".join(wrong) + ". "
+            'Install it with `pip install torch==2.13.0 -c benchmarks/constraints.txt -e ".[scripts]"` '
+            "(runs under other versions are not comparable with the committed ones), or pass "
+            "--allow-unpinned to run anyway (the report then says the physics differ)",
+            file=sys.stderr,
+        )
+        return 2
     failed: list[str] = []
     speed = None
     for stage in stages:

@@ -545,3 +545,50 @@ def test_the_papers_metric_is_read_from_a_runs_tensorboard_files(tmp_path):
         ("baseline", 0, 10.0),
         ("baseline", 64, 12.5),
     ]
+
+
+def test_sweep_refuses_versions_other_than_the_pinned_ones(tmp_path, monkeypatch, capsys):
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text("# a comment\nmujoco==0.0.1  # no such release\nnumpy==" + np.__version__ + "\n")
+    monkeypatch.setattr(sweep, "CONSTRAINTS", constraints)
+    assert sweep.pinned_versions() == {"mujoco": "0.0.1", "numpy": np.__version__}
+    wrong = sweep.unpinned(sys.executable)
+    assert len(wrong) == 1 and wrong[0].startswith("mujoco ") and "(pinned 0.0.1)" in wrong[0]
+    args = ["--protocol", "small", "--out", str(tmp_path / "out"), "--seeds", "1", "--envs", "Hopper-v5"]
+    args += ["--algos", "ppo", "--variants", "baseline"]
+    assert sweep.main(args) == 2
+    assert "constraints.txt" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "runs").exists()  # nothing ran
+
+
+def test_physics_names_the_versions_and_the_cpu():
+    record = {
+        "packages": {"mujoco": "4.0.0", "gymnasium": "1.4.0", "torch": "2.13.0+cpu", "numpy": "2.4.6"},
+        "machine": {"cpu": "AMD EPYC"},
+    }
+    assert sweep.physics(record) == "mujoco 4.0.0, gymnasium 1.4.0, torch 2.13.0+cpu, numpy 2.4.6, AMD EPYC"
+    assert sweep.physics({}) == "mujoco ?, gymnasium ?, torch ?, numpy ?, ?"
+
+
+def test_per_task_verdict_resolves_a_clear_gain_and_flags_mixed_physics():
+    rows = synthetic_rows(1.0, "baseline", seeds=(1, 2, 3, 4)) + synthetic_rows(
+        1.5, "explorler", seeds=(1, 2, 3, 4)
+    )
+    rows += synthetic_rows(1.0, "noisy", seeds=(1, 2, 3, 4))
+    for row in rows:  # seed 4's noisy run: far below; seed 1's: far above
+        if row["variant"] == "noisy" and row["seed"] in (1, 4):
+            row["return"] *= 1.8 if row["seed"] == 1 else 0.3
+        row["physics"] = "setup A" if row["seed"] < 4 else "setup B"
+    summary = report.summarise(rows, last_k=3, reps=500, anchor=False)
+    table = {r["variant"]: r for r in summary["table"]}
+    assert table["explorler"]["paired_ratio_mean"] == pytest.approx(1.5)
+    assert table["explorler"]["resolved"] == "better" and table["explorler"]["wins"] == 4
+    assert table["noisy"]["resolved"] == "unresolved"
+    lines = report.verdict_table(summary)
+    assert any(
+        "| explorler |" in line and "| better |" in line and "MIXED: 2 setups" in line for line in lines
+    )
+    assert any("more than one setup" in line for line in lines)
+    for row in rows:
+        row["physics"] = "setup A"
+    assert not any("MIXED" in line for line in report.verdict_table(report.summarise(rows, 3, 500, False)))
