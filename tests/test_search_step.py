@@ -97,12 +97,20 @@ def test_state_dict_round_trip_and_old_checkpoints():
     search = SearchStep(opt, Score(policy), candidate_seed=lambda c: c)
     search.run(None, 0)
     state = search.state_dict()
-    assert set(state) == {"cycle", "eval_env_steps", "last_cycle_anchors", "last_gain", "skipped_searches"}
+    assert set(state) == {
+        "cycle",
+        "eval_env_steps",
+        "last_cycle_anchors",
+        "last_gain",
+        "skipped_searches",
+        "search_pending",
+    }
     other = SearchStep(opt, Score(policy), candidate_seed=lambda c: c)
     other.load_state_dict(state)
     assert other.state_dict().keys() == state.keys() and other.cycle == 1
     other.load_state_dict({"cycle": 4, "eval_env_steps": 9})  # an earlier release's checkpoint
     assert (other.cycle, other.last_gain, other.skipped_searches, other.last_anchors) == (4, None, 0, None)
+    assert other.pending is False
 
 
 def test_errors_name_the_fix():
