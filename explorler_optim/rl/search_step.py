@@ -53,7 +53,7 @@ class SearchStep:
         writer: a TensorBoard ``SummaryWriter`` for :meth:`log` and the skipped-search count.
         say: prints the one message about skipped searches (default: nothing).
         defer: a due search does not run at once: :meth:`due` answers false and sets
-            :attr:`pending`, and the loop runs it (:meth:`run`) when the next iteration's batch is
+            ``pending``, and the loop runs it (:meth:`run`) when the next iteration's batch is
             collected, before that batch's update (``--score-with surrogate-next``: candidates
             scored on fresh samples of the current policy, which no update has fit yet).
 
