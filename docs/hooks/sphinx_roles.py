@@ -56,7 +56,9 @@ class SphinxRoles(griffe.Extension):
     def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         if obj.docstring is None:
             return
-        owner = obj if obj.is_class else obj.parent if obj.parent is not None and obj.parent.is_class else None
+        owner = obj if obj.is_class else None
+        if owner is None and obj.parent is not None and obj.parent.is_class:
+            owner = obj.parent  # a method's or attribute's own class
         value = EXAMPLE.sub(r"\1Examples:", obj.docstring.value)
         obj.docstring.value = ROLE.sub(lambda match: self._link(match.group(1), owner), value)
 
