@@ -122,7 +122,8 @@ def test_search_scores_with_frozen_vecnormalize_logs_and_counts_candidate_steps(
     model = ppo(venv)
     logger, recorder = recording_logger()
     model.set_logger(logger)
-    callback = ExploRLerCallback(ENV, explore_every=2)  # 4 anchors per cycle, count_eval_steps=True
+    # 4 anchors per cycle, count_eval_steps=True, no budget rule (a search costs 7x this budget)
+    callback = ExploRLerCallback(ENV, explore_every=2, budget_tolerance=None)
     model.learn(4 * N_STEPS, callback=callback)
 
     # the search after iteration 2 scored 8 candidates (4 anchors: 4 ESA agents x 2) + the incumbent,
@@ -169,7 +170,7 @@ def test_paper_accounting_search_at_end_of_learn_uses_frozen_stats(tmp_path):
 
 def test_save_load_continue_keeps_parameters_optimizer_state_and_anchors(tmp_path):
     model = ppo()
-    callback = ExploRLerCallback(ENV, explore_every=3, max_anchors=10)
+    callback = ExploRLerCallback(ENV, explore_every=3, max_anchors=10, budget_tolerance=None)
     model.learn(2 * N_STEPS, callback=callback)
     assert callback.explorer.num_anchors == 4 and callback.searches == 0
     model.save(tmp_path / "ppo")
@@ -177,8 +178,9 @@ def test_save_load_continue_keeps_parameters_optimizer_state_and_anchors(tmp_pat
     anchors = callback.explorer.anchors().clone()
 
     loaded = PPO.load(tmp_path / "ppo", env=make_vec_env(ENV, n_envs=1, seed=5), device="cpu")
-    resumed = ExploRLerCallback(ENV, explore_every=3, max_anchors=10)
+    resumed = ExploRLerCallback(ENV, explore_every=3, max_anchors=10, budget_tolerance=None)
     resumed.load(tmp_path / "ppo.explorler.pt")  # before learn(): applied once the model is known
+    assert resumed.iterations == 2 and resumed.explorer is None  # counters at once, anchors at learn()
     assert all(torch.equal(a, b) for a, b in zip(params_of(model), params_of(loaded), strict=True))
     saved_opt = model.policy.optimizer.state_dict()["state"]
     loaded_opt = loaded.policy.optimizer.state_dict()["state"]
@@ -228,17 +230,23 @@ def test_obs_normalizer_honours_vecnormalize_clip_obs():
     assert ObsNormalizer.from_env(wrapped).clip == 10.0
 
 
-def test_callback_is_built_from_plain_yaml_values_and_warns_about_dropped_anchors():
+def test_callback_is_built_from_plain_yaml_values_and_warns_once_at_the_users_line():
     yaml_kwargs = {"eval_env": ENV, "explore_every": 20, "eval_episodes": 1, "count_eval_steps": False}
     callback = ExploRLerCallback(**yaml_kwargs)
     assert "explore_every=20" in repr(callback)
-    model = ppo()
-    with pytest.warns(UserWarning, match="only the last 10 are searched"):
-        model.learn(N_STEPS, callback=callback)
+    model = ppo()  # n_epochs=2: the README's explore_every=20 searches one iteration's 2 epochs: no warning
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model.learn(N_STEPS, callback=callback, reset_num_timesteps=False)  # said once
-    assert callback.iterations == 2
+        model.learn(N_STEPS, callback=callback)
+    model = ppo(n_epochs=3)
+    dropping = ExploRLerCallback(ENV, explore_every=20, max_anchors=2, count_eval_steps=False)
+    with pytest.warns(UserWarning, match="records 60 anchors .* only the last 2 are searched") as caught:
+        model.learn(N_STEPS, callback=dropping)
+    assert [w.filename for w in caught] == [__file__]  # points at the user's learn() line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.learn(N_STEPS, callback=dropping, reset_num_timesteps=False)  # said once
+    assert dropping.iterations == 2
 
 
 def test_docstring_examples(tmp_path, monkeypatch):
@@ -246,9 +254,11 @@ def test_docstring_examples(tmp_path, monkeypatch):
 
     import explorler_optim.sb3
 
-    monkeypatch.chdir(tmp_path)  # the example saves files
-    failures, tried = doctest.testmod(explorler_optim.sb3, extraglobs={"torch": torch}, verbose=False)
-    assert tried > 0 and failures == 0
+    monkeypatch.chdir(tmp_path)  # the examples save files
+    for module in ("actor", "checks", "callback", "checkpoints"):
+        module = getattr(explorler_optim.sb3, module)
+        failures, tried = doctest.testmod(module, extraglobs={"torch": torch}, verbose=False)
+        assert tried > 0 and failures == 0, module.__name__
 
 
 def test_importing_the_package_does_not_import_sb3():
