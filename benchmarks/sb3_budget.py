@@ -55,7 +55,9 @@ def run_one(algo: str, args) -> dict:
     return {
         "algo": algo,
         "n_steps": rollout,
-        "explore_every": getattr(callback, "explore_every_resolved", callback.explore_every),
+        "explore_every": callback.schedule.explore_every
+        if getattr(callback, "schedule", None)
+        else callback.explore_every,
         "training": total - candidates,
         "candidates": candidates,
         "total": total,

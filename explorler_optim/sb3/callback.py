@@ -94,7 +94,7 @@ class ExploRLerCallback(BaseCallback):
       every epoch (seen through ``policy.optimizer``'s step post-hook), and one at the end of an
       iteration whose last epoch was cut short (``target_kl``); a search uses the last
       ``max_anchors``, the last iteration's epochs as in the paper. TRPO, A2C: one per iteration, or
-      with ``explore_every="auto"`` one every ``explore_every // max_anchors`` iterations, so that
+      with ``explore_every="auto"`` one every ``ceil(explore_every / max_anchors)`` iterations, so that
       A2C's anchors span its cycle.
     * **Searches.** After every ``explore_every``-th iteration, at the next rollout start, by the
       scripts' :class:`~explorler_optim.rl.SearchStep`; a search that is due waits for 2 anchors.
@@ -209,7 +209,7 @@ class ExploRLerCallback(BaseCallback):
             isinstance(budget_tolerance, (int, float)) and budget_tolerance >= 0
         ):
             raise ValueError(
-                f"ExploRLerCallback: budget_tolerance must be >= 0 or None, got {budget_tolerance!r}"
+                f"ExploRLerCallback: budget_tolerance must be a number >= 0 or None, got {budget_tolerance!r}"
             )
         self.eval_env = eval_env
         self.eval_env_kwargs = dict(eval_env_kwargs or {})
@@ -327,7 +327,9 @@ class ExploRLerCallback(BaseCallback):
                 and isinstance(stash, dict)
                 and stash
             ):
-                self._loaded_state, self._loaded_checked = dict(stash), True  # paired by construction
+                self._check_against(stash, model, check_step=False)  # paired by construction
+                self._apply_counters(stash)
+                self._loaded_state, self._loaded_checked = dict(stash), True
         assert self.explorer is not None
         self.explorer.optimizer = policy.optimizer
         if self.state_in_model:
@@ -464,7 +466,7 @@ class ExploRLerCallback(BaseCallback):
         self._in_iteration = False
         self.iterations += 1
         every, stride = self.schedule.explore_every, self.schedule.anchor_stride
-        on_stride = self.iterations % stride == 0 or self.iterations % every == 0
+        on_stride = (self.iterations % every) % stride == 0  # cycle-relative; the cycle's end too
         moved = self._last_anchor is None or not torch.equal(self._actor_flat(), self._last_anchor)
         if on_stride and moved:
             self._record()
@@ -610,14 +612,7 @@ class ExploRLerCallback(BaseCallback):
         model = model if model is not None else getattr(self, "model", None)
         if model is not None:
             self._check_against(state_dict, model, check_step=True)
-        self.iterations = int(state_dict["iterations"])
-        self.counted_eval_steps = int(state_dict["counted_eval_steps"])
-        self._pending = bool(state_dict["pending"])
-        step_state = state_dict.get("search_step") or {
-            "eval_env_steps": int(state_dict["eval_env_steps"]),
-            "cycle": int(state_dict["searches"]),
-        }
-        self.step.load_state_dict(step_state)
+        self._apply_counters(state_dict)
         if model is None:
             self._loaded_state, self._loaded_checked = dict(state_dict), False
             return
@@ -627,6 +622,16 @@ class ExploRLerCallback(BaseCallback):
             self._attach(model)  # builds the explorer and applies the state
         else:
             self._apply_explorer_state(state_dict, model, check_step=False)
+
+    def _apply_counters(self, state: dict[str, Any]) -> None:
+        self.iterations = int(state["iterations"])
+        self.counted_eval_steps = int(state["counted_eval_steps"])
+        self._pending = bool(state["pending"])
+        step_state = state.get("search_step") or {
+            "eval_env_steps": int(state["eval_env_steps"]),
+            "cycle": int(state["searches"]),
+        }
+        self.step.load_state_dict(step_state)
 
     @staticmethod
     def _check_against(state: dict[str, Any], model: Any, check_step: bool) -> None:

@@ -235,7 +235,7 @@ def resolve_schedule(explore_every: int | str, max_anchors: int, mode: str, roll
     ``"auto"``: a search every ``AUTO_STEPS_PER_SEARCH[mode]`` training env steps (epoch anchors,
     PPO: 40,960, 20 iterations of 2,048; iteration anchors, TRPO and A2C: 20,480, 10 iterations of
     2,048, or 4,096 of A2C's 5 steps). With iteration anchors it also spaces them so that a cycle
-    records ``max_anchors``: A2C's anchors span its cycle instead of its last 50 steps.
+    records at most ``max_anchors``: A2C's anchors span its cycle instead of its last 50 steps.
 
     Args:
         explore_every: iterations per search, or ``"auto"``.
@@ -248,14 +248,14 @@ def resolve_schedule(explore_every: int | str, max_anchors: int, mode: str, roll
 
     Example:
         >>> resolve_schedule("auto", 10, "iteration", 5)
-        Schedule(explore_every=4096, anchor_stride=409)
+        Schedule(explore_every=4096, anchor_stride=410)
         >>> resolve_schedule("auto", 10, "epoch", 2048)
         Schedule(explore_every=20, anchor_stride=1)
     """
     if explore_every != "auto":
         return Schedule(int(explore_every), 1)
     every = max(1, round(AUTO_STEPS_PER_SEARCH[mode] / rollout))
-    stride = max(1, every // max_anchors) if mode == "iteration" else 1
+    stride = max(1, math.ceil(every / max_anchors)) if mode == "iteration" else 1
     return Schedule(every, stride)
 
 
