@@ -7,6 +7,7 @@ accounting and ``explorler/*`` scalars). What it checks at ``learn()`` start is 
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import os
@@ -80,9 +81,15 @@ class _StateInModel:
     def __init__(self, callback: ExploRLerCallback) -> None:
         self.callback = callback
 
+    def snapshot(self) -> dict[str, Any]:
+        """The callback's state now (``{}`` before it has a model)."""
+        return self.callback.state_dict() if self.callback.explorer is not None else {}
+
     def __reduce__(self) -> tuple[Any, ...]:
-        ready = self.callback.explorer is not None
-        return (dict, (self.callback.state_dict() if ready else {},))
+        return (dict, (self.snapshot(),))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return copy.deepcopy(self.snapshot(), memo)  # a copied model gets the state, not the callback
 
 
 class ExploRLerCallback(BaseCallback):
@@ -102,9 +109,9 @@ class ExploRLerCallback(BaseCallback):
       rollout: 40,960 with epoch anchors (PPO at 2,048 steps: every 20 iterations, the scripts'
       default), 20,480 with iteration anchors (TRPO at 2,048: every 10, the paper's; A2C at 5 steps:
       every 4,096). Measured (``benchmarks/sb3_budget.py``, Pendulum-v1, ``learn(42_000)``): the old
-      default of 20 iterations gave A2C 41,800 candidate steps of 43,701 (a search per 100 training
-      steps); with ``"auto"`` the three algorithms spend 0-5% of their steps on candidates and end
-      within the tolerance (``benchmarks/results/sb3-budget``).
+      default of 20 iterations gave A2C 41,800 candidate steps of 43,701 (a search every 100
+      training steps); with ``"auto"`` PPO, A2C and TRPO each spend about 5% of their env steps on
+      candidates and end within the tolerance (``benchmarks/results/sb3-budget``).
     * **Budget.** With ``count_eval_steps`` the candidates' env steps are added to
       ``model.num_timesteps`` (``learn(total_timesteps)`` stops at equal total env steps). The budget
       rule is the scripts' ``--budget-tolerance``: no search starts that could take
