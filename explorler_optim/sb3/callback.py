@@ -326,6 +326,7 @@ class ExploRLerCallback(BaseCallback):
             else:
                 self._last_anchor = None
             self._close_evaluator()
+            self._eval = None  # a new model's env: build and check the evaluation env again
             stash = getattr(model, "explorler_state", None)
             if (
                 self.state_in_model
@@ -536,6 +537,8 @@ class ExploRLerCallback(BaseCallback):
         """Run the due search if it has 2 anchors and fits the budget; drop it if it does not fit."""
         skipped = self.step.skipped_searches
         training_steps = self.model.num_timesteps - self.counted_eval_steps
+        # the schedule is the callback's (SB3 iterations; a due search waits for 2 anchors), so the
+        # step is asked with iteration 1 (every=1): it answers for the anchors and the budget rule
         if self.step.due(1, global_step=training_steps, counted_steps=self.model.num_timesteps):
             self._explore()
             return True
