@@ -373,6 +373,27 @@ FREE_SCHEDULE = Protocol(
     resumable=True,
 )
 
+# `verdict` (issue 20): every per-task claim at 10 seeds, at equal total env steps. PPO on small's
+# tasks with the defaults, both reuse modes and free scoring; TRPO on Hopper with the defaults and free
+# scoring. The free-scoring arm is the setting `selection-surrogate` and `free-schedule` pointed to:
+# scoring on the next batch (the same-batch surrogate never beat the incumbent, so it would repeat the
+# baseline). Runs are made under benchmarks/constraints.txt on one CPU model; the report flags any
+# other setup.
+VERDICT_FREE = "explorler-surrogate-next"
+PPO_TASKS = tuple((env, "ppo") for env in SMALL.envs)
+VERDICT = Protocol(
+    name="verdict",
+    description="10 seeds at equal env steps: PPO (3 tasks: defaults, reuse, free scoring), TRPO Hopper",
+    envs=SMALL.envs,
+    algos=("ppo", "trpo"),
+    variants=("baseline", "explorler", "explorler-winner", "explorler-all", VERDICT_FREE),
+    seeds=tuple(range(1, 11)),
+    flags=SMALL.flags,
+    tasks=(*PPO_TASKS, ("Hopper-v5", "trpo")),
+    variant_tasks={"explorler-winner": PPO_TASKS, "explorler-all": PPO_TASKS},
+    resumable=True,
+)
+
 ALL = (
     SMOKE,
     SMALL,
@@ -385,5 +406,6 @@ ALL = (
     REUSE,
     SELECTION_SURROGATE,
     FREE_SCHEDULE,
+    VERDICT,
 )
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in ALL}

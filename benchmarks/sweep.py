@@ -375,11 +375,28 @@ def done(run_dir: Path, command: list[str] | None = None) -> bool:
     record = load_result(run_dir)
     ok = record is not None and record.get("returncode") == 0 and bool(record.get("evaluations"))
     if ok and command is not None:
-        recorded = [RENAMED_FLAGS.get(token, token) for token in shlex.split(record["command"])[1:]]
-        return len(recorded) == len(command) - 1 and all(
-            same_token(old, new, checkout_of(recorded[0])) for old, new in zip(recorded, command[1:])
+        recorded = without_checkpointing(
+            [RENAMED_FLAGS.get(t, t) for t in shlex.split(record["command"])[1:]]
+        )
+        wanted = without_checkpointing(command[1:])
+        return len(recorded) == len(wanted) and all(
+            same_token(old, new, checkout_of(recorded[0])) for old, new in zip(recorded, wanted)
         )
     return ok
+
+
+def without_checkpointing(tokens: list[str]) -> list[str]:
+    """``tokens`` less ``--save-model`` and ``--checkpoint-path PATH``: where a run keeps its resume
+    checkpoint does not change its results, so a run made in another protocol's folder counts."""
+    kept, skip = [], False
+    for token in tokens:
+        if skip:
+            skip = False
+        elif token == "--checkpoint-path":
+            skip = True
+        elif token != "--save-model":
+            kept.append(token)
+    return kept
 
 
 def checkout_of(script: str) -> str | None:

@@ -592,3 +592,19 @@ def test_per_task_verdict_resolves_a_clear_gain_and_flags_mixed_physics():
     for row in rows:
         row["physics"] = "setup A"
     assert not any("MIXED" in line for line in report.verdict_table(report.summarise(rows, 3, 500, False)))
+
+
+def test_a_finished_run_counts_wherever_it_kept_its_checkpoint(tmp_path):
+    proto = protocols.PROTOCOLS["verdict"]
+    run = sweep.Run("Hopper-v5", "ppo", "baseline", 1)
+    here = sweep.build_command(proto, run, out=tmp_path / "verdict")
+    elsewhere = sweep.build_command(proto, run, out=tmp_path / "other")
+    assert here != elsewhere and "--checkpoint-path" in here
+    run_dir = tmp_path / "verdict" / "runs" / run.name
+    run_dir.mkdir(parents=True)
+    record = {"returncode": 0, "evaluations": [{"return": 1.0}], "command": sweep.shlex.join(elsewhere)}
+    (run_dir / sweep.RESULT_FILE).write_text(json.dumps(record))
+    assert sweep.done(run_dir, here)
+    changed = [*elsewhere[:-4], "--seed", "2", *elsewhere[-4:]]
+    (run_dir / sweep.RESULT_FILE).write_text(json.dumps({**record, "command": sweep.shlex.join(changed)}))
+    assert not sweep.done(run_dir, here)  # other flags still count
