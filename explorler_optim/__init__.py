@@ -27,6 +27,7 @@ from .search import (
     GaussianSearch,
     RandomWalkSearch,
     SearchOperator,
+    make_search,
 )
 from .subspace import AnchorSubspace
 
@@ -44,4 +45,5 @@ __all__ = [
     "RandomWalkSearch",
     "SearchOperator",
     "__version__",
+    "make_search",
 ]

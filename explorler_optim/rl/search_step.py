@@ -44,10 +44,9 @@ class SearchStep:
         truth_seed: the reset seed of the audit's ``"truth"`` evaluator for cycle ``cycle``.
         audit_path: the JSON-lines file of the audit's records (needed with ``audit``).
         budget_limit: with a budget on counted env steps (candidate steps counted), a search is
-            skipped when ``counted_steps + policies_per_search(num_anchors) * episodes *
-            episode_cap`` would exceed it; ``None``: no budget rule.
-        policies_per_search: how many policies a search with ``num_anchors`` anchors scores
-            (needed with ``budget_limit``).
+            skipped when ``counted_steps + policies * episodes * episode_cap`` would exceed it,
+            ``policies`` being what the optimizer's search scores (:meth:`policies_per_search`);
+            ``None``: no budget rule.
         episode_cap: the longest an episode can be (needed with ``budget_limit``).
         landscape_every: :meth:`log` draws the loss landscape every this many cycles (0: never).
         writer: a TensorBoard ``SummaryWriter`` for :meth:`log` and the skipped-search count.
@@ -58,8 +57,8 @@ class SearchStep:
             scored on fresh samples of the current policy, which no update has fit yet).
 
     Raises:
-        ValueError: with an evaluator, ``budget_limit`` without ``policies_per_search`` and
-            ``episode_cap``, or ``audit`` without ``truth_seed`` and ``audit_path``; pass them.
+        ValueError: with an evaluator, ``budget_limit`` without ``episode_cap``, or ``audit``
+            without ``truth_seed`` and ``audit_path``; pass them.
 
     Example:
         >>> from explorler_optim import ExploRLerOptimizer
@@ -91,19 +90,14 @@ class SearchStep:
         truth_seed: Callable[[int], int] | None = None,
         audit_path: str | os.PathLike | None = None,
         budget_limit: int | None = None,
-        policies_per_search: Callable[[int], int] | None = None,
         episode_cap: int | None = None,
         landscape_every: int = 0,
         writer: Any | None = None,
         say: Callable[[str], Any] | None = None,
         defer: bool = False,
     ) -> None:
-        if (
-            evaluator is not None
-            and budget_limit is not None
-            and (policies_per_search is None or not episode_cap)
-        ):
-            raise ValueError("SearchStep: budget_limit needs policies_per_search and episode_cap; pass them")
+        if evaluator is not None and budget_limit is not None and not episode_cap:
+            raise ValueError("SearchStep: budget_limit needs episode_cap; pass it")
         if audit is not None and (truth_seed is None or audit_path is None):
             raise ValueError("SearchStep: audit needs truth_seed and audit_path; pass them")
         self.optimizer = optimizer
@@ -115,7 +109,6 @@ class SearchStep:
         self.truth_seed = truth_seed
         self.audit_path = audit_path
         self.budget_limit = budget_limit
-        self.policies_per_search = policies_per_search
         self.episode_cap = episode_cap
         self.landscape_every = int(landscape_every)
         self.writer = writer
@@ -142,7 +135,7 @@ class SearchStep:
             return False
         if self.budget_limit is None:
             return self._due_now()
-        assert self.policies_per_search is not None and self.episode_cap is not None
+        assert self.episode_cap is not None
         policies = self.policies_per_search(self.optimizer.num_anchors)
         bound = policies * self.evaluator.episodes * self.episode_cap
         if counted_steps + bound <= self.budget_limit:
@@ -158,6 +151,19 @@ class SearchStep:
                 "later searches that do not fit are skipped too"
             )
         return False
+
+    def policies_per_search(self, num_anchors: int) -> int:
+        """How many policies a search over ``num_anchors`` anchors scores: the optimizer's search's
+        candidates, plus the incumbent when it is scored.
+
+        Example:
+            >>> from explorler_optim import ExploRLerOptimizer
+            >>> opt = ExploRLerOptimizer(torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1))
+            >>> SearchStep(opt, None, candidate_seed=int).policies_per_search(10)  # 10 candidates + 1
+            11
+        """
+        explorer = self.optimizer.explorer
+        return explorer.search.num_candidates(num_anchors) + int(explorer.include_incumbent)
 
     def _due_now(self) -> bool:
         """A due search runs now, or (``defer``) waits for the next batch."""
