@@ -86,6 +86,9 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # (surrogate) or on the next iteration's fresh batch before its update (surrogate-next)
     "explorler-surrogate": ("--score-with", "surrogate"),
     "explorler-surrogate-next": ("--score-with", "surrogate-next"),
+    # free scoring with the paper's schedule: a search after every iteration costs no env step
+    "explorler-surrogate-every1": ("--score-with", "surrogate", "--explore-every", "1"),
+    "explorler-surrogate-next-every1": ("--score-with", "surrogate-next", "--explore-every", "1"),
     # `selection-surrogate`: the audit of those, with the scripts' default schedule (as `selection`)
     "audit-surrogate": ("--selection-truth-episodes", "20", "--score-with", "surrogate"),
     "audit-surrogate-next": ("--selection-truth-episodes", "20", "--score-with", "surrogate-next"),
@@ -351,5 +354,36 @@ SELECTION_SURROGATE = Protocol(
     resumable=True,
 )
 
-ALL = (SMOKE, SMALL, TUNE, PAPER, ABLATIONS, FINETUNE, SELECTION, SB3_CALLBACK, REUSE, SELECTION_SURROGATE)
+# `free-schedule`: with free scoring a search can run after every iteration; does that beat the
+# default schedule (every 20)? PPO on small's tasks, 2 seeds, compared with `verdict`'s baseline runs
+# of the same seeds (the same flags, so the same runs).
+FREE_SCHEDULE = Protocol(
+    name="free-schedule",
+    description="free (surrogate) scoring every iteration vs every 20: PPO on small's tasks, 2 seeds",
+    envs=SMALL.envs,
+    algos=("ppo",),
+    variants=(
+        "explorler-surrogate",
+        "explorler-surrogate-every1",
+        "explorler-surrogate-next",
+        "explorler-surrogate-next-every1",
+    ),
+    seeds=(1, 2),
+    flags=SMALL.flags,
+    resumable=True,
+)
+
+ALL = (
+    SMOKE,
+    SMALL,
+    TUNE,
+    PAPER,
+    ABLATIONS,
+    FINETUNE,
+    SELECTION,
+    SB3_CALLBACK,
+    REUSE,
+    SELECTION_SURROGATE,
+    FREE_SCHEDULE,
+)
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in ALL}

@@ -36,7 +36,7 @@ class SelectionAudit:
             ``evaluate_many``; its ``last_env_steps`` and ``last_returns`` are recorded if it has them.
 
     After each search, call :meth:`add_result` with the ``ExploreResult`` (which candidate won, whether
-    it was committed); :attr:`records` then holds one dict per search: the scores of every row (row 0
+    it was committed); ``records`` then holds one dict per search: the scores of every row (row 0
     the incumbent when the search included it) for the selector and each audit, and the outcome.
     :meth:`write_jsonl` appends the records to a file, one JSON object per line.
 

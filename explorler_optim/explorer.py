@@ -234,7 +234,7 @@ class Explorer:
         ...     explorer.record()
         >>> result = explorer.explore(evaluate)
         >>> result.num_candidates, explorer.num_anchors
-        (20, 0)
+        (10, 0)
     """
 
     def __init__(

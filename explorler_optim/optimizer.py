@@ -83,7 +83,7 @@ class ExploRLerOptimizer(Optimizer):
         ...     opt.record()
         >>> result = opt.explore(evaluate)
         >>> result.num_candidates
-        20
+        10
     """
 
     def __init__(

@@ -229,7 +229,11 @@ class RandomWalkSearch(SearchOperator):
     direction is chosen.
 
     Args:
-        agents, steps, step_size, neighbors, snapshot_every: as in :class:`EmptySpaceSearch`.
+        agents: as in :class:`EmptySpaceSearch`.
+        steps: as in :class:`EmptySpaceSearch`.
+        step_size: as in :class:`EmptySpaceSearch`.
+        neighbors: as in :class:`EmptySpaceSearch`.
+        snapshot_every: as in :class:`EmptySpaceSearch`.
 
     Example:
         >>> RandomWalkSearch().candidates(torch.randn(10, 100), torch.Generator().manual_seed(0)).shape

@@ -309,7 +309,8 @@ def landscape_line_figure(
         scores: ``(k,)`` scores at those positions (non-finite ones are left out).
         anchor_positions: ``(n,)`` positions of the anchors on the same line.
         anchor_scores: optional ``(n,)`` scores of the anchors.
-        incumbent_position, incumbent_score: the incumbent's position and score, if known.
+        incumbent_position: the incumbent's position, if known.
+        incumbent_score: the incumbent's score, if known.
         standard_errors: optional ``(k,)`` standard errors of ``scores``.
         title: figure title; note: an extra line under it.
         incumbent_label: legend label of the incumbent.

@@ -122,7 +122,8 @@ def test_search_scores_with_frozen_vecnormalize_logs_and_counts_candidate_steps(
     model = ppo(venv)
     logger, recorder = recording_logger()
     model.set_logger(logger)
-    callback = ExploRLerCallback(ENV, explore_every=2)  # 4 anchors per cycle, count_eval_steps=True
+    # 4 anchors per cycle, count_eval_steps=True, no budget rule (a search costs 7x this budget)
+    callback = ExploRLerCallback(ENV, explore_every=2, budget_tolerance=None)
     model.learn(4 * N_STEPS, callback=callback)
 
     # the search after iteration 2 scored 8 candidates (4 anchors: 4 ESA agents x 2) + the incumbent,
@@ -169,7 +170,7 @@ def test_paper_accounting_search_at_end_of_learn_uses_frozen_stats(tmp_path):
 
 def test_save_load_continue_keeps_parameters_optimizer_state_and_anchors(tmp_path):
     model = ppo()
-    callback = ExploRLerCallback(ENV, explore_every=3, max_anchors=10)
+    callback = ExploRLerCallback(ENV, explore_every=3, max_anchors=10, budget_tolerance=None)
     model.learn(2 * N_STEPS, callback=callback)
     assert callback.explorer.num_anchors == 4 and callback.searches == 0
     model.save(tmp_path / "ppo")
@@ -177,8 +178,9 @@ def test_save_load_continue_keeps_parameters_optimizer_state_and_anchors(tmp_pat
     anchors = callback.explorer.anchors().clone()
 
     loaded = PPO.load(tmp_path / "ppo", env=make_vec_env(ENV, n_envs=1, seed=5), device="cpu")
-    resumed = ExploRLerCallback(ENV, explore_every=3, max_anchors=10)
+    resumed = ExploRLerCallback(ENV, explore_every=3, max_anchors=10, budget_tolerance=None)
     resumed.load(tmp_path / "ppo.explorler.pt")  # before learn(): applied once the model is known
+    assert resumed.iterations == 2 and resumed.explorer is None  # counters at once, anchors at learn()
     assert all(torch.equal(a, b) for a, b in zip(params_of(model), params_of(loaded), strict=True))
     saved_opt = model.policy.optimizer.state_dict()["state"]
     loaded_opt = loaded.policy.optimizer.state_dict()["state"]
@@ -228,17 +230,23 @@ def test_obs_normalizer_honours_vecnormalize_clip_obs():
     assert ObsNormalizer.from_env(wrapped).clip == 10.0
 
 
-def test_callback_is_built_from_plain_yaml_values_and_warns_about_dropped_anchors():
+def test_callback_is_built_from_plain_yaml_values_and_warns_once_at_the_users_line():
     yaml_kwargs = {"eval_env": ENV, "explore_every": 20, "eval_episodes": 1, "count_eval_steps": False}
     callback = ExploRLerCallback(**yaml_kwargs)
     assert "explore_every=20" in repr(callback)
-    model = ppo()
-    with pytest.warns(UserWarning, match="only the last 10 are searched"):
-        model.learn(N_STEPS, callback=callback)
+    model = ppo()  # n_epochs=2: the README's explore_every=20 searches one iteration's 2 epochs: no warning
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model.learn(N_STEPS, callback=callback, reset_num_timesteps=False)  # said once
-    assert callback.iterations == 2
+        model.learn(N_STEPS, callback=callback)
+    model = ppo(n_epochs=3)
+    dropping = ExploRLerCallback(ENV, explore_every=20, max_anchors=2, count_eval_steps=False)
+    with pytest.warns(UserWarning, match="records 60 anchors .* only the last 2 are searched") as caught:
+        model.learn(N_STEPS, callback=dropping)
+    assert [w.filename for w in caught] == [__file__]  # points at the user's learn() line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.learn(N_STEPS, callback=dropping, reset_num_timesteps=False)  # said once
+    assert dropping.iterations == 2
 
 
 def test_docstring_examples(tmp_path, monkeypatch):
@@ -246,9 +254,11 @@ def test_docstring_examples(tmp_path, monkeypatch):
 
     import explorler_optim.sb3
 
-    monkeypatch.chdir(tmp_path)  # the example saves files
-    failures, tried = doctest.testmod(explorler_optim.sb3, extraglobs={"torch": torch}, verbose=False)
-    assert tried > 0 and failures == 0
+    monkeypatch.chdir(tmp_path)  # the examples save files
+    for module in ("actor", "checks", "callback", "checkpoints"):
+        module = getattr(explorler_optim.sb3, module)
+        failures, tried = doctest.testmod(module, extraglobs={"torch": torch}, verbose=False)
+        assert tried > 0 and failures == 0, module.__name__
 
 
 def test_importing_the_package_does_not_import_sb3():
@@ -331,3 +341,271 @@ def test_trpo_script_takes_sb3_contribs_policy_step_with_the_kl_averaged():
     assert step_sb3.norm() > 0
     assert (steps["mean"] - step_sb3).norm() / step_sb3.norm() < 1e-4  # 4e-6 when written
     assert (steps["sum"] - step_sb3).norm() / step_sb3.norm() > 0.1  # 0.33 when written
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 23: the default eval env, the budget rule, early errors, checkpoints, rl-zoo3
+
+
+class NoSpec(gym.Wrapper):
+    """A user wrapper gymnasium cannot recreate (not RecordConstructorArgs)."""
+
+
+@pytest.mark.parametrize("how", ["make_vec_env", "subproc", "id_string"])
+def test_default_eval_env_works_with_every_env_sb3_builds(how):
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    if how == "make_vec_env":
+        rescale = {"min_action": -1.0, "max_action": 1.0}  # a user wrapper: the eval env needs it too
+        env = make_vec_env(
+            ENV, n_envs=1, seed=0, wrapper_class=gym.wrappers.RescaleAction, wrapper_kwargs=rescale
+        )
+    elif how == "subproc":
+        env = make_vec_env(ENV, n_envs=2, seed=0, vec_env_cls=SubprocVecEnv)
+    else:
+        env = ENV  # PPO("MlpPolicy", "Pendulum-v1"): SB3 wraps it in Monitor and DummyVecEnv itself
+    model = PPO("MlpPolicy", env, n_steps=32, batch_size=32, n_epochs=2, seed=0, device="cpu")
+    callback = ExploRLerCallback(explore_every=2, count_eval_steps=False)  # eval_env=None
+    model.learn(2 * 32 * model.n_envs, callback=callback)
+    assert callback.searches == 1 and callback.eval_env_steps > 0
+    eval_env = callback.evaluator.make_env()
+    chain = []
+    while isinstance(eval_env, gym.Wrapper):
+        chain.append(type(eval_env).__name__)
+        eval_env = eval_env.env
+    assert "Monitor" not in chain
+    assert ("RescaleAction" in chain) == (how == "make_vec_env")  # a recreatable user wrapper is kept
+    model.env.close()
+    callback.close()
+
+
+def test_default_eval_env_drops_a_wrapper_it_cannot_recreate_and_says_so():
+    model = ppo(make_vec_env(ENV, n_envs=1, seed=0, wrapper_class=NoSpec))
+    callback = ExploRLerCallback(explore_every=100, count_eval_steps=False)
+    with pytest.warns(UserWarning, match="without NoSpec") as caught:
+        model.learn(N_STEPS, callback=callback)
+    assert [w.filename for w in caught] == [__file__]
+
+
+def budget_case(algo):
+    """(model, explore_every, total_timesteps): searches fit early in the budget, a late one does not."""
+    env = make_vec_env(ENV, n_envs=1, seed=0)
+    if algo == "ppo":
+        return ppo(env), 2, 4000
+    if algo == "a2c":
+        from stable_baselines3 import A2C
+
+        return A2C("MlpPolicy", env, seed=0, device="cpu"), 40, 5000  # A2C's own 5-step rollouts
+    return trpo(), 2, 2500
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "trpo"])
+def test_budget_rule_keeps_total_env_steps_within_the_tolerance(algo):
+    model, every, total = budget_case(algo)
+    logger, recorder = recording_logger()
+    model.set_logger(logger)
+    callback = ExploRLerCallback(ENV, explore_every=every)  # counted candidates, tolerance 0.01
+    with pytest.warns(UserWarning, match="search skipped") as caught:
+        model.learn(total, callback=callback)
+    rollout = model.n_steps * model.n_envs
+    plain_end = -(-total // rollout) * rollout  # where plain SB3 stops: whole rollouts
+    assert model.num_timesteps <= plain_end + int(0.01 * total)
+    assert callback.searches >= 1 and callback.skipped_searches >= 1
+    assert callback.counted_eval_steps == callback.eval_env_steps > 0
+    assert model.num_timesteps == callback.counted_eval_steps + (
+        model.num_timesteps - callback.eval_env_steps
+    )
+    assert len([w for w in caught if "search skipped" in str(w.message)]) == 1  # said once
+    logged = {}
+    for _, row in recorder.rows:
+        logged.update(row)
+    assert logged["explorler/skipped_searches"] == callback.skipped_searches
+
+
+def test_without_the_budget_rule_the_same_run_overshoots():
+    """The rule is what keeps the test above in budget: off, the A2C run ends past the tolerance."""
+    model, every, total = budget_case("a2c")
+    callback = ExploRLerCallback(ENV, explore_every=every, budget_tolerance=None)
+    model.learn(total, callback=callback)
+    assert model.num_timesteps > total + int(0.01 * total)
+
+
+def test_explore_every_auto_scales_with_the_rollout_and_spaces_a2cs_anchors():
+    from stable_baselines3 import A2C
+
+    model = A2C("MlpPolicy", make_vec_env(ENV, n_envs=1, seed=0), seed=0, device="cpu")
+    callback = ExploRLerCallback(ENV)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the defaults drop no anchors
+        model.learn(5 * 820, callback=callback)
+    assert (callback.schedule.explore_every, callback.schedule.anchor_stride) == (4096, 410)
+    assert callback.explorer.num_anchors == 2  # after iterations 410 and 820, not one per iteration
+
+
+class DictObsEnv(gym.Env):
+    observation_space = gym.spaces.Dict({"x": gym.spaces.Box(-1, 1, (2,))})
+    action_space = gym.spaces.Box(-1, 1, (1,))
+
+    def reset(self, *, seed=None, options=None):
+        return {"x": np.zeros(2, dtype=np.float32)}, {}
+
+    def step(self, action):
+        return {"x": np.zeros(2, dtype=np.float32)}, 0.0, False, False, {}
+
+
+def unwrapped_pendulum():
+    from gymnasium.envs.classic_control import PendulumEnv
+
+    return PendulumEnv()  # no TimeLimit: episodes have no bound
+
+
+@pytest.mark.parametrize(
+    ("build", "callback_kwargs", "error", "match"),
+    [
+        (ppo, {"eval_env": "Pendulm-v1"}, ValueError, r"eval_env='Pendulm-v1' could not be made"),
+        (ppo, {"eval_env": "MountainCarContinuous-v0"}, ValueError, r"observation_space Box.*training env"),
+        (ppo, {"eval_env": unwrapped_pendulum}, ValueError, r"no time limit.*max_episode_steps"),
+        (
+            lambda: PPO("MultiInputPolicy", DictObsEnv(), n_steps=64, device="cpu"),
+            {},
+            TypeError,
+            r"Box observations; this env's are Dict: wrap .*FlattenObservation",
+        ),
+        (
+            lambda: sb3_contrib.MaskablePPO("MlpPolicy", "CartPole-v1", n_steps=64, device="cpu"),
+            {},
+            TypeError,
+            r"MaskablePPO uses action masks",
+        ),
+        (
+            lambda: sb3_contrib.RecurrentPPO("MlpLstmPolicy", ENV, n_steps=64, device="cpu"),
+            {},
+            TypeError,
+            r"RecurrentPPO is recurrent",
+        ),
+    ],
+    ids=["mistyped-id", "other-spaces", "no-time-limit", "dict-obs", "maskable", "recurrent"],
+)
+def test_what_can_be_checked_fails_at_learn_start_before_any_env_step(build, callback_kwargs, error, match):
+    model = build()
+    with pytest.raises(error, match=match) as caught:
+        model.learn(N_STEPS, callback=ExploRLerCallback(**callback_kwargs))
+    assert model.num_timesteps == 0
+    assert "off-policy or recurrent" not in str(caught.value)
+
+
+def test_a_policy_with_nothing_to_search_is_refused_in_words_of_the_callback():
+    model = ppo()
+    for p in sb3_actor_params(model.policy):
+        p.requires_grad_(False)
+    with pytest.raises(TypeError, match="no trainable actor parameters to search"):
+        model.learn(N_STEPS, callback=ExploRLerCallback(ENV))
+    assert model.num_timesteps == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"explore_every": None}, r"explore_every must be a positive integer or 'auto', got None"),
+        ({"explore_every": "20"}, r"explore_every must be a positive integer or 'auto', got '20'"),
+        ({"max_anchors": "10"}, r"max_anchors must be a positive integer, got '10'"),
+        ({"max_anchors": 1}, r"max_anchors must be >= 2"),
+        ({"budget_tolerance": -0.1}, r"budget_tolerance must be a number >= 0 or None"),
+    ],
+)
+def test_argument_types_are_checked_when_the_callback_is_built(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ExploRLerCallback(ENV, **kwargs)
+
+
+def test_checkpoints_pair_model_and_state_by_step_and_load_shows_the_state_at_once(tmp_path):
+    from explorler_optim.sb3 import ExploRLerCheckpointCallback, state_path
+
+    model = ppo()
+    explorler = ExploRLerCallback(ENV, explore_every=100, count_eval_steps=False)
+    checkpoints = ExploRLerCheckpointCallback(explorler, save_freq=N_STEPS, save_path=str(tmp_path))
+    model.learn(3 * N_STEPS, callback=[explorler, checkpoints])
+    zips = sorted(tmp_path.glob("rl_model_*_steps.zip"))
+    assert [z.name for z in zips] == [f"rl_model_{s}_steps.zip" for s in (128, 192, 64)]
+    for z in zips:
+        step = int(z.name.split("_")[2])
+        state = torch.load(state_path(z), weights_only=True)
+        assert state["num_timesteps"] == step and state["iterations"] == step // N_STEPS - 1
+        loaded = PPO.load(z, device="cpu")
+        resumed = ExploRLerCallback(ENV, explore_every=100)
+        resumed.load(state_path(z), model=loaded)  # visible now, not after learn()
+        assert resumed.iterations == state["iterations"]
+        assert resumed.explorer.num_anchors == model.n_epochs * state["iterations"]
+        # the anchors' last row is the loaded model's actor (the state is the model's own)
+        if resumed.explorer.num_anchors:
+            actor = torch.cat([p.detach().reshape(-1) for p in sb3_actor_params(loaded.policy)])
+            torch.testing.assert_close(resumed.explorer.anchors()[-1], actor)
+
+    wrong_step = PPO.load(zips[0], device="cpu")  # 128 steps
+    with pytest.raises(ValueError, match=r"saved at num_timesteps=192 but the model is at 128"):
+        ExploRLerCallback(ENV).load(state_path(zips[1]), model=wrong_step)
+    other_net = ppo(policy_kwargs={"net_arch": [16]})
+    other_net.num_timesteps = 128
+    with pytest.raises(ValueError, match=r"shapes .* it belongs to another model"):
+        ExploRLerCallback(ENV).load(state_path(zips[0]), model=other_net)
+
+
+def test_a_state_loaded_before_learn_is_refused_when_learn_resets_the_step(tmp_path):
+    model = ppo()
+    callback = ExploRLerCallback(ENV, explore_every=100, count_eval_steps=False)
+    model.learn(2 * N_STEPS, callback=callback)
+    callback.save(tmp_path / "state.pt")
+    resumed = ExploRLerCallback(ENV, explore_every=100)
+    resumed.load(tmp_path / "state.pt")
+    with pytest.raises(ValueError, match=r"reset_num_timesteps=False"):
+        model.learn(N_STEPS, callback=resumed)  # reset_num_timesteps=True: step 0, state at 128
+
+
+def test_state_travels_inside_the_model_file_and_resumes_on_a_loaded_model(tmp_path):
+    model = ppo()
+    callback = ExploRLerCallback(ENV, explore_every=100, count_eval_steps=False)
+    model.learn(2 * N_STEPS, callback=callback)
+    model.save(tmp_path / "ppo")
+    anchors = callback.explorer.anchors().clone()
+
+    loaded = PPO.load(tmp_path / "ppo", env=make_vec_env(ENV, n_envs=1, seed=3), device="cpu")
+    resumed = ExploRLerCallback(ENV, explore_every=100, count_eval_steps=False)
+    loaded.learn(N_STEPS, callback=resumed)  # as rl-zoo3's --trained-agent does: step reset to 0
+    assert resumed.iterations == 3
+    assert torch.equal(resumed.explorer.anchors()[: anchors.shape[0]], anchors)
+    fresh = ExploRLerCallback(ENV, explore_every=100, count_eval_steps=False, state_in_model=False)
+    PPO.load(tmp_path / "ppo", env=make_vec_env(ENV, n_envs=1), device="cpu").learn(N_STEPS, callback=fresh)
+    assert fresh.iterations == 1
+
+
+@pytest.mark.slow
+def test_rl_zoo3_trains_with_the_callback_and_resumes_its_state(tmp_path):
+    pytest.importorskip("rl_zoo3")
+    import os
+    from pathlib import Path
+
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    root = Path(__file__).resolve().parent.parent
+    (tmp_path / "conf.yml").write_text(
+        f"{ENV}:\n  policy: 'MlpPolicy'\n  n_timesteps: 128\n  n_steps: 64\n  batch_size: 32\n"
+        "  n_epochs: 2\n  callback:\n    - explorler_optim.sb3.ExploRLerCallback:\n"
+        "        explore_every: 100\n        count_eval_steps: false\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "rl_zoo3.train", "--algo", "ppo", "--env", ENV, "-conf", "conf.yml"]
+    base += ["-f", "logs", "--eval-freq", "-1", "--seed", "0", "--device", "cpu"]
+    subprocess.run(base, cwd=tmp_path, env=env, check=True, capture_output=True)
+    first = tmp_path / "logs" / "ppo" / f"{ENV}_1" / f"{ENV}.zip"
+    subprocess.run(
+        [*base, "--trained-agent", str(first)], cwd=tmp_path, env=env, check=True, capture_output=True
+    )
+    states = []
+    for run in (1, 2):
+        data, _, _ = load_from_zip_file(
+            tmp_path / "logs" / "ppo" / f"{ENV}_{run}" / f"{ENV}.zip", device="cpu"
+        )
+        states.append(data["explorler_state"])
+    assert states[0]["iterations"] == 2
+    assert states[1]["iterations"] == 4  # continued from the first run's 2, not restarted
+    assert states[1]["explorer"]["cycles"] == states[0]["explorer"]["cycles"]

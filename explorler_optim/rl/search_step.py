@@ -31,7 +31,8 @@ class SearchStep:
     """One ExploRLer search between RL iterations, its budget rule, accounting and logging.
 
     Args:
-        optimizer: the ``ExploRLerOptimizer`` whose anchors are searched.
+        optimizer: the ``ExploRLerOptimizer`` whose anchors are searched, or an ``Explorer``
+            (the SB3 callback's, which searches the actor of an optimizer it does not wrap).
         evaluator: scores candidates (e.g. a ``PolicyEvaluator``); it needs ``obs_normalizer``,
             ``seed`` and ``total_env_steps`` attributes. ``None`` makes a disabled step (a run
             without ExploRLer): :meth:`due` is always false, its counters still go into checkpoints.
@@ -52,7 +53,7 @@ class SearchStep:
         writer: a TensorBoard ``SummaryWriter`` for :meth:`log` and the skipped-search count.
         say: prints the one message about skipped searches (default: nothing).
         defer: a due search does not run at once: :meth:`due` answers false and sets
-            :attr:`pending`, and the loop runs it (:meth:`run`) when the next iteration's batch is
+            ``pending``, and the loop runs it (:meth:`run`) when the next iteration's batch is
             collected, before that batch's update (``--score-with surrogate-next``: candidates
             scored on fresh samples of the current policy, which no update has fit yet).
 
@@ -162,7 +163,7 @@ class SearchStep:
             >>> SearchStep(opt, None, candidate_seed=int).policies_per_search(10)  # 10 candidates + 1
             11
         """
-        explorer = self.optimizer.explorer
+        explorer = getattr(self.optimizer, "explorer", self.optimizer)  # an optimizer's, or an Explorer
         return explorer.search.num_candidates(num_anchors) + int(explorer.include_incumbent)
 
     def _due_now(self) -> bool:

@@ -1,0 +1,24 @@
+"""MkDocs hook: the committed benchmark results become pages of the site under ``results/``.
+
+Each folder of ``benchmarks/results`` contributes its README, tables, plots and data files (not the
+per-run folders), so the guides link to the same files the repository shows, and a link from one of
+them that does not resolve fails ``mkdocs build --strict``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mkdocs.structure.files import File
+
+SKIPPED_FOLDERS = {"runs", "pretrained"}  # per-run logs and checkpoints: thousands of files
+
+
+def on_files(files, config):
+    root = Path(config.config_file_path).parent / "benchmarks" / "results"
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if path.is_file() and not SKIPPED_FOLDERS & set(relative.parts[:-1]):
+            files.append(File(f"results/{relative.as_posix()}", str(root), config.site_dir, False))
+            files.get_file_from_path(f"results/{relative.as_posix()}").abs_src_path = str(path)
+    return files
