@@ -24,9 +24,11 @@ from typing import Literal
 
 import tyro
 
+from explorler_optim.rl.args import ExploRLerArgs
+
 
 @dataclass
-class Args:
+class Args(ExploRLerArgs):  # ExploRLer: its flags (the run, the search, held-out evaluation)
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment"""
     seed: int = 1
@@ -35,32 +37,18 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
     """if toggled, cuda will be enabled when available"""
-    torch_threads: int = 1
-    """torch CPU threads; 1 is fastest for these small MLPs (0 keeps torch's default)"""
     track: bool = False
     """if toggled, this experiment will be tracked with Weights and Biases"""
     wandb_project_name: str = "explorler"
     """the wandb's project name"""
     wandb_entity: str | None = None
     """the entity (team) of wandb's project"""
-    quiet: bool = False
-    """if toggled, no console output (no progress bar, no messages)"""
     save_model: bool = False
     """if toggled, write a checkpoint (at every held-out evaluation and at the end, same file)"""
-    checkpoint_path: str | None = None
-    """where `--save-model` writes the checkpoint (default runs/{run_name}/{exp_name}.pt)"""
-    resume: str | None = None
-    """path of a checkpoint to continue training from, exactly where it stopped (envs, RNGs, counters)"""
-    init_from: str | None = None
-    """path of a checkpoint to start a new run from: its weights, normalisation and optimizer state"""
-    eval_checkpoint: str | None = None
-    """path of a checkpoint to evaluate on held-out episodes (its saved seed and env); no training"""
 
     # Algorithm specific arguments
     env_id: str = "Hopper-v5"
     """the id of the environment"""
-    max_episode_steps: int | None = None
-    """episode length cap for the training and evaluation envs (None: the env's default)"""
     total_timesteps: int = 1000000
     """total env steps of the experiment (see `count_eval_steps` for what counts)"""
     learning_rate: float = 3e-4
@@ -80,11 +68,11 @@ class Args:
     update_epochs: int = 10
     """the K epochs to update the policy"""
     norm_adv: bool = True
-    """toggles advantages normalization"""
+    """Toggles advantages normalization"""
     clip_coef: float = 0.2
     """the surrogate clipping coefficient"""
     clip_vloss: bool = True
-    """toggles whether or not to use a clipped loss for the value function, as per the paper"""
+    """Toggles whether or not to use a clipped loss for the value function, as per the paper."""
     ent_coef: float = 0.0
     """coefficient of the entropy"""
     vf_coef: float = 0.5
@@ -95,66 +83,8 @@ class Args:
     """the target KL divergence threshold"""
 
     # ExploRLer arguments
-    explorler: bool = True
-    """if toggled, wrap Adam in ExploRLerOptimizer and explore between iterations"""
-    explore_every: int = 20
-    """iterations per explore cycle (default from benchmarks `tune`; 1 is the paper's schedule)"""
-    explore_start_step: int = 0
-    """training env steps (global_step) before which no search runs (1M: pretrain, then explore)"""
-    max_anchors: int = 10
-    """anchors kept: an anchor is recorded at every epoch end, the last max_anchors are searched"""
-    search: Literal["esa", "random-walk", "checkpoint-average", "gaussian"] = "esa"
-    """how candidates are generated from the anchors"""
-    esa_agents: int = 5
-    """ESA (and random walk): number of search agents"""
-    esa_steps: int = 60
-    """ESA (and random walk): steps per agent"""
-    esa_step_size: float = 1e-3
-    """ESA (and random walk): step size"""
-    esa_momentum: float = 0.3
-    """ESA: momentum gamma"""
-    esa_epsilon: float = 0.5
-    """ESA: Lennard-Jones epsilon"""
-    esa_neighbors: int = 6
-    """ESA: nearest anchors that act on an agent"""
-    esa_snapshot_every: int = 60
-    """ESA (and random walk): a candidate every this many steps, plus the final position (20: the paper's)"""
-    gaussian_candidates: int = 10
-    """gaussian search: number of candidates sampled (10: as many as ESA gives with the defaults)"""
-    fixed_candidate_starts: bool = False
-    """score every search's candidates on the same start states (the run's seed: the authors' scoring)"""
-    eval_episodes: int = 1
-    """deterministic episodes per candidate, same seeds for all candidates of a cycle (3: the paper's)"""
-    score_with: Literal["env", "surrogate", "surrogate-next"] = "env"
-    """score candidates by episodes, or with no env steps on the update's batch or the next one (README)"""
-    surrogate_max_kl: float = 0.01
-    """surrogate scoring: largest mean KL to the batch's policy (widened to the update's own KL)"""
-    include_incumbent: bool = True
-    """score the current policy too and commit a candidate only if it beats it"""
     reuse_candidate_rollouts: Literal["none", "winner", "all"] = "none"
     """train on the search's episodes, scored stochastically: the kept policy's (winner), or all (weighted)"""
-    reset_state: bool = True
-    """after a commit, clear Adam's moments of the explored parameters"""
-    count_eval_steps: bool = True
-    """count candidate-evaluation env steps toward total_timesteps (off: the paper's accounting)"""
-    budget_tolerance: float = 0.01
-    """no iteration or search starts that could overrun the budget by more than this fraction (README)"""
-    racing: bool = False
-    """let the candidate evaluator drop hopeless candidates early (PolicyEvaluator racing)"""
-    eval_workers: int = 1
-    """worker processes of the candidate evaluator (1: evaluate in this process)"""
-    selection_truth_episodes: int = 0
-    """audit each search: every policy also on this many held-out episodes and the paper's 3 (0: off)"""
-    landscape_every: int = 0
-    """log the landscape view (anchors, candidates, scores) to TensorBoard every K cycles (0: off)"""
-
-    # Held-out evaluation (the same for baseline and ExploRLer; never counted in the budget)
-    eval_every: int = 10
-    """iterations between held-out evaluations of the current policy (also one at the end)"""
-    heldout_episodes: int = 10
-    """deterministic held-out episodes per evaluation (every `eval_every` iterations, at the end)"""
-    paper_metric_every: int = 0
-    """iterations between the paper's metric, paper/episodic_return (0: off; see the README)"""
 
     # computed at runtime from the fields above (CleanRL's names; not settable, so not in --help)
     batch_size: tyro.conf.Suppress[int] = 0
@@ -169,7 +99,8 @@ if __name__ == "__main__":
 import gymnasium as gym
 import numpy as np
 import torch
-from torch import nn, optim
+import torch.nn as nn
+import torch.optim as optim
 from torch.distributions.normal import Normal
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -248,9 +179,8 @@ if __name__ == "__main__":
 
     args.batch_size = int(args.num_envs * args.num_steps)
     args.num_iterations = math.ceil(args.total_timesteps / args.batch_size)
-    budget = harness.check_settings(
-        args
-    )  # ExploRLer: (budget_limit, episode_cap), or an error naming the fix
+    # ExploRLer: the settings checked; budget = (budget_limit, episode_cap)
+    budget = harness.check_settings(args)
     # ExploRLer: the run's checkpoint; --resume continues a run exactly, --init-from forks one
     run = harness.RunCheckpoint(args, "explorler-ppo-continuous/1")
     run_name = run.run_name
@@ -526,10 +456,8 @@ if __name__ == "__main__":
                 result, used = search.run(normalizer, global_step, args.total_timesteps, batch)
                 total_env_steps += used  # what counts toward the budget is `counted_steps()`
                 if args.reuse_candidate_rollouts != "none":  # counted above, trained on next iteration
-                    episodes, scale = (
-                        evaluators.candidate.last_transitions,
-                        RewardNormalizer.from_env(envs.envs[0]),
-                    )
+                    episodes = evaluators.candidate.last_transitions
+                    scale = RewardNormalizer.from_env(envs.envs[0])
                     reused = reused_batch(
                         episodes, result.kept_row, scale, lambda o, a: agent.get_action_and_value(o, a)[1::2],
                         everyone=args.reuse_candidate_rollouts == "all",

@@ -22,9 +22,11 @@ from typing import Literal
 
 import tyro
 
+from explorler_optim.rl.args import ExploRLerArgs
+
 
 @dataclass
-class Args:
+class Args(ExploRLerArgs):  # ExploRLer: its flags (the run, the search, held-out evaluation)
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment"""
     seed: int = 1
@@ -33,32 +35,18 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
     """if toggled, cuda will be enabled when available"""
-    torch_threads: int = 1
-    """torch CPU threads; 1 is fastest for these small MLPs (0 keeps torch's default)"""
     track: bool = False
     """if toggled, this experiment will be tracked with Weights and Biases"""
     wandb_project_name: str = "explorler"
     """the wandb's project name"""
     wandb_entity: str | None = None
     """the entity (team) of wandb's project"""
-    quiet: bool = False
-    """if toggled, no console output (no progress bar, no messages)"""
     save_model: bool = False
     """if toggled, write a checkpoint (at every held-out evaluation and at the end, same file)"""
-    checkpoint_path: str | None = None
-    """where `--save-model` writes the checkpoint (default runs/{run_name}/{exp_name}.pt)"""
-    resume: str | None = None
-    """path of a checkpoint to continue training from, exactly where it stopped (envs, RNGs, counters)"""
-    init_from: str | None = None
-    """path of a checkpoint to start a new run from: its weights, normalisation and optimizer state"""
-    eval_checkpoint: str | None = None
-    """path of a checkpoint to evaluate on held-out episodes (its saved seed and env); no training"""
 
     # Algorithm specific arguments (defaults: sb3-contrib's TRPO)
     env_id: str = "Hopper-v5"
     """the id of the environment"""
-    max_episode_steps: int | None = None
-    """episode length cap for the training and evaluation envs (None: the env's default)"""
     total_timesteps: int = 1000000
     """total env steps of the experiment (see `count_eval_steps` for what counts)"""
     learning_rate: float = 1e-3
@@ -94,66 +82,6 @@ class Args:
     bootstrap_truncation: bool = False
     """on a time-limit truncation add gamma * V(final obs) to the reward (sb3); off: CleanRL's way"""
 
-    # ExploRLer arguments
-    explorler: bool = True
-    """if toggled, wrap the actor optimizer in ExploRLerOptimizer and explore between iterations"""
-    explore_every: int = 20
-    """iterations per explore cycle (default from benchmarks `tune`; 10 is the paper's TRPO schedule)"""
-    explore_start_step: int = 0
-    """training env steps (global_step) before which no search runs (1M: pretrain, then explore)"""
-    max_anchors: int = 10
-    """anchors kept: an anchor is recorded at every iteration end, the last max_anchors searched"""
-    search: Literal["esa", "random-walk", "checkpoint-average", "gaussian"] = "esa"
-    """how candidates are generated from the anchors"""
-    esa_agents: int = 5
-    """ESA (and random walk): number of search agents"""
-    esa_steps: int = 60
-    """ESA (and random walk): steps per agent"""
-    esa_step_size: float = 1e-3
-    """ESA (and random walk): step size"""
-    esa_momentum: float = 0.3
-    """ESA: momentum gamma"""
-    esa_epsilon: float = 0.5
-    """ESA: Lennard-Jones epsilon"""
-    esa_neighbors: int = 6
-    """ESA: nearest anchors that act on an agent"""
-    esa_snapshot_every: int = 60
-    """ESA (and random walk): a candidate every this many steps, plus the final position (20: the paper's)"""
-    gaussian_candidates: int = 10
-    """gaussian search: number of candidates sampled (10: as many as ESA gives with the defaults)"""
-    fixed_candidate_starts: bool = False
-    """score every search's candidates on the same start states (the run's seed: the authors' scoring)"""
-    eval_episodes: int = 1
-    """deterministic episodes per candidate, same seeds for all candidates of a cycle (3: the paper's)"""
-    score_with: Literal["env", "surrogate", "surrogate-next"] = "env"
-    """score candidates by episodes, or with no env steps on the update's batch or the next one (README)"""
-    surrogate_max_kl: float = 0.01
-    """surrogate scoring: largest mean KL to the batch's policy (widened to the update's own KL)"""
-    include_incumbent: bool = True
-    """score the current policy too and commit a candidate only if it beats it"""
-    reset_state: bool = True
-    """after a commit, clear the actor optimizer's state (kept for symmetry: TRPO's is stateless)"""
-    count_eval_steps: bool = True
-    """count candidate-evaluation env steps toward total_timesteps (off: the paper's accounting)"""
-    budget_tolerance: float = 0.01
-    """no iteration or search starts that could overrun the budget by more than this fraction (README)"""
-    racing: bool = False
-    """let the candidate evaluator drop hopeless candidates early (PolicyEvaluator racing)"""
-    eval_workers: int = 1
-    """worker processes of the candidate evaluator (1: evaluate in this process)"""
-    selection_truth_episodes: int = 0
-    """audit each search: every policy also on this many held-out episodes and the paper's 3 (0: off)"""
-    landscape_every: int = 0
-    """log the landscape view (anchors, candidates, scores) to TensorBoard every K cycles (0: off)"""
-
-    # Held-out evaluation (the same for baseline and ExploRLer; never counted in the budget)
-    eval_every: int = 10
-    """iterations between held-out evaluations of the current policy (also one at the end)"""
-    heldout_episodes: int = 10
-    """deterministic held-out episodes per evaluation (every `eval_every` iterations, at the end)"""
-    paper_metric_every: int = 0
-    """iterations between the paper's metric, paper/episodic_return (0: off; see the README)"""
-
     # computed at runtime from the fields above (CleanRL's names; not settable, so not in --help)
     batch_size: tyro.conf.Suppress[int] = 0
     """num_envs * num_steps: training env steps per iteration"""
@@ -167,7 +95,8 @@ if __name__ == "__main__":
 import gymnasium as gym
 import numpy as np
 import torch
-from torch import nn, optim
+import torch.nn as nn
+import torch.optim as optim
 from torch.distributions.kl import kl_divergence
 from torch.distributions.normal import Normal
 from torch.utils.tensorboard import SummaryWriter
@@ -176,6 +105,7 @@ from tqdm import tqdm
 from explorler_optim import ExploRLerOptimizer
 from explorler_optim.rl import ObsNormalizer, harness
 from explorler_optim.rl.reuse import compute_gae
+from explorler_optim.rl.trpo import NaturalGradientOptimizer
 
 
 def make_env(env_id, gamma, max_episode_steps=None):
@@ -238,153 +168,6 @@ class Agent(nn.Module):
         return action, probs.log_prob(action).sum(1), probs.entropy().sum(1), self.critic(x)
 
 
-def conjugate_gradient(matvec, b, iters=15, residual_tol=1e-10):
-    """Approximately solve `A x = b` for a symmetric positive-definite A given as `matvec(v) = A v`.
-
-    Starts from x = 0 and stops after `iters` iterations or once the squared residual norm drops
-    below `residual_tol`.
-    """
-    x = torch.zeros_like(b)
-    r = b.clone()  # residual b - A x
-    p = r.clone()
-    rr = torch.dot(r, r)
-    for _ in range(iters):
-        if rr < residual_tol:
-            break
-        ap = matvec(p)
-        alpha = rr / torch.dot(p, ap)
-        x += alpha * p
-        r -= alpha * ap
-        rr_new = torch.dot(r, r)
-        p = r + (rr_new / rr) * p
-        rr = rr_new
-    return x
-
-
-def flat_grad(output, params, retain_graph=False, create_graph=False):
-    grads = torch.autograd.grad(output, params, retain_graph=retain_graph, create_graph=create_graph)
-    return torch.cat([g.reshape(-1) for g in grads])
-
-
-class NaturalGradientOptimizer(optim.Optimizer):
-    """TRPO's policy step as a torch optimizer: natural gradient, trust region, line search.
-
-    `step(closure)` takes a closure that computes, at the parameters as they are when it is
-    called, the pair `(surrogate, kl)`: the surrogate objective to MAXIMISE (e.g. the mean of
-    advantage * probability ratio) and the mean KL(old || new) from the rollout policy, both
-    differentiable scalars. The step
-    1. takes g = d surrogate / d params;
-    2. solves F s = g by conjugate gradient, where F v = d(d kl / d params . v) / d params
-       + damping * v (Fisher-vector products by double backprop of the KL);
-    3. scales the step to the trust region: full step = sqrt(2 max_kl / s.F s) * s;
-    4. backtracks (step *= backtrack_coef, up to backtrack_iters tries) until the closure,
-       called without grad, reports kl <= max_kl and a surrogate above the starting one;
-       if no try passes, the parameters are restored.
-    It returns (and keeps in `last_stats`) a dict: policy_objective (the surrogate after the step),
-    improvement (its gain), kl (of the accepted step; 0 when rejected), line_search_success,
-    backtracks (tries before acceptance) and step_size (the full step's scale).
-    The optimizer keeps no state between steps. All parameter groups share the first group's
-    settings.
-    """
-
-    def __init__(
-        self,
-        params,
-        max_kl=0.01,
-        damping=0.1,
-        cg_iters=15,
-        cg_residual_tol=1e-10,
-        backtrack_coef=0.8,
-        backtrack_iters=10,
-    ):
-        if max_kl <= 0 or damping < 0 or cg_iters < 1 or backtrack_iters < 1:
-            raise ValueError("need max_kl > 0, damping >= 0, cg_iters >= 1, backtrack_iters >= 1")
-        if not 0 < backtrack_coef < 1:
-            raise ValueError("backtrack_coef must be in (0, 1)")
-        defaults = dict(
-            max_kl=max_kl,
-            damping=damping,
-            cg_iters=cg_iters,
-            cg_residual_tol=cg_residual_tol,
-            backtrack_coef=backtrack_coef,
-            backtrack_iters=backtrack_iters,
-        )
-        super().__init__(params, defaults)
-        self.last_stats = {}
-
-    def _params(self):
-        return [p for group in self.param_groups for p in group["params"] if p.requires_grad]
-
-    def fisher_vector_product(self, kl, params=None, damping=None):
-        """`v -> F v + damping * v`, F the Hessian of `kl` (the Fisher matrix at kl's minimum)."""
-        params = self._params() if params is None else params
-        damping = self.param_groups[0]["damping"] if damping is None else damping
-        grad_kl = flat_grad(kl, params, retain_graph=True, create_graph=True)
-
-        def fvp(v):
-            return flat_grad(torch.dot(grad_kl, v), params, retain_graph=True) + damping * v
-
-        return fvp
-
-    @torch.no_grad()
-    def _set_flat(self, params, flat):
-        offset = 0
-        for p in params:
-            n = p.numel()
-            p.copy_(flat[offset : offset + n].view_as(p))
-            offset += n
-
-    def step(self, closure=None):
-        if closure is None:
-            raise ValueError("NaturalGradientOptimizer.step needs a closure returning (surrogate, kl)")
-        group = self.param_groups[0]
-        max_kl = group["max_kl"]
-        params = self._params()
-        with torch.enable_grad():
-            surrogate, kl = closure()
-            g = flat_grad(surrogate, params, retain_graph=True)
-            fvp = self.fisher_vector_product(kl, params, group["damping"])
-            direction = conjugate_gradient(
-                fvp, g, iters=group["cg_iters"], residual_tol=group["cg_residual_tol"]
-            )
-            curvature = torch.dot(direction, fvp(direction)).item()  # s.F s: the step's squared Fisher norm
-        surrogate_before = surrogate.item()
-        stats = {
-            "policy_objective": surrogate_before,
-            "improvement": 0.0,
-            "kl": 0.0,
-            "line_search_success": False,
-            "backtracks": group["backtrack_iters"],
-            "step_size": 0.0,
-        }
-        if not (math.isfinite(curvature) and curvature > 0):  # no usable direction (e.g. a zero gradient)
-            self.last_stats = stats
-            return stats
-        step_size = math.sqrt(2.0 * max_kl / curvature)
-        stats["step_size"] = step_size
-        with torch.no_grad():
-            old = torch.cat([p.detach().reshape(-1) for p in params])
-            coef = 1.0
-            for tries in range(group["backtrack_iters"]):
-                self._set_flat(params, old + coef * step_size * direction)
-                new_surrogate, new_kl = closure()
-                new_surrogate, new_kl = float(new_surrogate), float(new_kl)
-                if new_kl <= max_kl and new_surrogate > surrogate_before:  # NaN never passes
-                    stats.update(
-                        policy_objective=new_surrogate,
-                        improvement=new_surrogate - surrogate_before,
-                        kl=new_kl,
-                        line_search_success=True,
-                        backtracks=tries,
-                    )
-                    break
-                coef *= group["backtrack_coef"]
-            else:
-                self._set_flat(params, old)  # every try failed: keep the old policy
-        self.last_stats = stats
-        return stats
-
-
 def surrogate_and_kl(agent, obs, actions, old_logprobs, advantages, old_dist, kl_reduction="sum"):
     """TRPO's closure: (surrogate to maximise, mean KL(old || new)) at the actor's parameters.
 
@@ -411,9 +194,8 @@ if __name__ == "__main__":
 
     args.batch_size = int(args.num_envs * args.num_steps)
     args.num_iterations = math.ceil(args.total_timesteps / args.batch_size)
-    budget = harness.check_settings(
-        args
-    )  # ExploRLer: (budget_limit, episode_cap), or an error naming the fix
+    # ExploRLer: the settings checked; budget = (budget_limit, episode_cap)
+    budget = harness.check_settings(args)
     # ExploRLer: the run's checkpoint; --resume continues a run exactly, --init-from forks one
     run = harness.RunCheckpoint(args, "explorler-trpo-continuous/1")
     run_name = run.run_name
@@ -465,8 +247,7 @@ if __name__ == "__main__":
         backtrack_coef=args.line_search_shrink,
         backtrack_iters=args.line_search_max_iter,
     )
-    # foreach: one fused update for all tensors; torch enables it by default on CUDA only, and on the
-    # CPU it is faster for these small networks with the same results
+    # foreach: one fused update for all tensors (on the CPU too: faster here, same results)
     optimizer = natural_gradient
     critic_optimizer = optim.Adam(agent.critic.parameters(), lr=args.learning_rate, eps=1e-5, foreach=True)
     if args.explorler:  # ExploRLer: wrap the actor's optimizer; explored = the actor

@@ -126,6 +126,54 @@ def test_step_hooks_and_closure():
     assert seen == [("pre", opt), ("post", opt)]
 
 
+def test_every_torch_optimizer_attribute_is_the_inner_ones():
+    """What `Optimizer.__init__` sets on a plain optimizer (the hook dictionaries among it) is
+    readable on the wrapper, and is the inner optimizer's own object."""
+    model, opt = fresh()
+    plain = torch.optim.Adam(make_model().parameters())
+    for name, value in vars(plain).items():
+        assert getattr(opt, name) is getattr(opt.optimizer, name), name
+        assert type(getattr(opt, name)) is type(value), name
+    handle = opt.register_step_pre_hook(lambda o, args, kwargs: None)
+    assert handle.id in opt._optimizer_step_pre_hooks  # registered where the inner optimizer runs it
+    handle.remove()
+    assert not opt._optimizer_step_pre_hooks
+
+
+def test_state_dict_hooks_run_with_the_wrapper_and_can_be_removed():
+    model, opt = fresh()
+    train_steps(model, opt, 2, record=True)
+    seen = []
+    handles = [
+        opt.register_state_dict_pre_hook(lambda o: seen.append(("sd-pre", o))),
+        opt.register_state_dict_post_hook(lambda o, sd: seen.append(("sd-post", o, "state" in sd))),
+        opt.register_load_state_dict_pre_hook(lambda o, sd: seen.append(("load-pre", o))),
+        opt.register_load_state_dict_post_hook(lambda o: seen.append(("load-post", o))),
+    ]
+    state = opt.state_dict()
+    opt.load_state_dict(state)
+    assert seen == [("sd-pre", opt), ("sd-post", opt, True), ("load-pre", opt), ("load-post", opt)]
+    assert "explorler" in state and opt.num_anchors == 2
+    for handle in handles:
+        handle.remove()
+    opt.load_state_dict(opt.state_dict())
+    assert len(seen) == 4
+    plain = torch.optim.Adam(model.parameters())
+    plain.load_state_dict(state)  # still loadable by a plain inner optimizer
+    assert plain.state_dict()["state"].keys() == opt.optimizer.state_dict()["state"].keys()
+
+
+def test_a_step_post_hook_runs_before_the_automatic_anchor_and_is_removed_with_its_handle():
+    model, opt = fresh(record_every=1)
+    calls = []
+    handle = opt.register_step_post_hook(lambda o, args, kwargs: calls.append(o.num_anchors))
+    train_steps(model, opt, 3)
+    handle.remove()
+    train_steps(model, opt, 2)
+    assert calls == [0, 1, 2]  # the post hook runs inside the inner step, before the anchor
+    assert opt.num_anchors == 5
+
+
 def test_zero_grad_and_add_param_group_forward():
     model, opt = fresh()
     train_steps(model, opt, 1)

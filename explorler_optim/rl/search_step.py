@@ -17,14 +17,43 @@ single-file scripts have always used.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
+from torch import Tensor
 
 from explorler_optim.explorer import ExploreResult
 
-__all__ = ["SearchStep"]
+if TYPE_CHECKING:
+    from explorler_optim.rl.normalize import ObsNormalizer
+
+__all__ = ["CandidateEvaluator", "SearchStep"]
+
+
+class CandidateEvaluator(Protocol):
+    """What :class:`SearchStep` needs of the evaluator that scores a search's candidates.
+
+    ``PolicyEvaluator`` (episodes) and ``SurrogateEvaluator`` (the update's batch, no env steps)
+    both are one; mypy checks it where the library builds a :class:`SearchStep`.
+    """
+
+    obs_normalizer: ObsNormalizer | None
+    """Set before every search: the training env's observation statistics now."""
+    seed: int
+    """Set before every search: the first reset seed of the cycle's episodes."""
+    total_env_steps: int
+    """Env steps played so far, all calls together (the search's cost is its increase)."""
+    episodes: int
+    """Episodes per candidate (the budget rule's bound; 0: a search costs no env steps)."""
+
+    def evaluate_many(self, params: Sequence[Tensor], candidates: Sequence[Tensor]) -> Any:
+        """One score per candidate (see ``BatchEvaluator``)."""
+        ...
+
+    def close(self) -> None:
+        """Release envs and workers."""
+        ...
 
 
 class SearchStep:
@@ -33,9 +62,9 @@ class SearchStep:
     Args:
         optimizer: the ``ExploRLerOptimizer`` whose anchors are searched, or an ``Explorer``
             (the SB3 callback's, which searches the actor of an optimizer it does not wrap).
-        evaluator: scores candidates (e.g. a ``PolicyEvaluator``); it needs ``obs_normalizer``,
-            ``seed`` and ``total_env_steps`` attributes. ``None`` makes a disabled step (a run
-            without ExploRLer): :meth:`due` is always false, its counters still go into checkpoints.
+        evaluator: scores candidates (a :class:`CandidateEvaluator`, e.g. a ``PolicyEvaluator``).
+            ``None`` makes a disabled step (a run without ExploRLer): :meth:`due` is always false,
+            its counters still go into checkpoints.
         candidate_seed: the evaluator's reset seed for search cycle ``cycle``.
         every: search after every ``every``-th iteration.
         start_step: no search before this many training env steps.
@@ -65,11 +94,13 @@ class SearchStep:
         >>> from explorler_optim import ExploRLerOptimizer
         >>> policy = torch.nn.Linear(2, 1)
         >>> opt = ExploRLerOptimizer(torch.optim.SGD(policy.parameters(), lr=0.1), seed=0)
-        >>> class Score:  # a stand-in for PolicyEvaluator: 10 env steps per policy scored
-        ...     obs_normalizer, seed, total_env_steps = None, 0, 0
-        ...     def __call__(self):
-        ...         self.total_env_steps += 10
-        ...         return -policy.weight.square().sum().item()
+        >>> class Score:  # a CandidateEvaluator: 10 env steps per policy scored
+        ...     obs_normalizer, seed, total_env_steps, episodes = None, 0, 0, 1
+        ...     def evaluate_many(self, params, candidates):  # candidates[0]: the weights, stacked
+        ...         self.total_env_steps += 10 * len(candidates[0])
+        ...         return [-weight.square().sum().item() for weight in candidates[0]]
+        ...     def close(self):
+        ...         pass
         >>> search = SearchStep(opt, Score(), candidate_seed=lambda cycle: 100 + cycle, every=2)
         >>> for iteration in range(1, 3):
         ...     _ = policy.weight.data.add_(1.0); opt.record()
@@ -82,7 +113,7 @@ class SearchStep:
     def __init__(
         self,
         optimizer: Any,
-        evaluator: Any | None,
+        evaluator: CandidateEvaluator | None,
         *,
         candidate_seed: Callable[[int], int],
         every: int = 1,

@@ -17,8 +17,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from torch.utils.hooks import RemovableHandle
 
 from ..checkpoint import save_checkpoint
-from ..explorer import Explorer, ExploreResult
-from ..rl import ObsNormalizer, PolicyEvaluator, SearchStep
+from ..explorer import Explorer, ExploreResult, flatten_params
+from ..rl import CandidateEvaluator, ObsNormalizer, PolicyEvaluator, SearchStep
 from ..search import SearchOperator, make_search
 from . import checks
 from .actor import check_policy, sb3_actor, sb3_actor_params
@@ -280,7 +280,7 @@ class ExploRLerCallback(BaseCallback):
     @property
     def evaluator(self) -> PolicyEvaluator | None:
         """The candidate evaluator (built when ``learn()`` starts)."""
-        return self.step.evaluator
+        return cast("PolicyEvaluator | None", self.step.evaluator)  # the callback builds no other kind
 
     # ---------------------------------------------------------------- setup
     def _init_callback(self) -> None:
@@ -339,7 +339,7 @@ class ExploRLerCallback(BaseCallback):
             self.step.close()
         self.step = self._new_step(None, self.step)
 
-    def _new_step(self, evaluator: PolicyEvaluator | None, old: SearchStep | None) -> SearchStep:
+    def _new_step(self, evaluator: CandidateEvaluator | None, old: SearchStep | None) -> SearchStep:
         cap = None if self._eval is None else self._eval.episode_cap
         step = SearchStep(
             self.explorer,
@@ -437,7 +437,7 @@ class ExploRLerCallback(BaseCallback):
     # ---------------------------------------------------------------- anchors
     def _actor_flat(self) -> torch.Tensor:
         assert self.explorer is not None, "the callback is not attached to a model yet"
-        return torch.cat([p.detach().reshape(-1) for p in self.explorer.params]).clone()
+        return flatten_params(self.explorer.params)
 
     def _record(self) -> None:
         assert self.explorer is not None, "the callback is not attached to a model yet"
