@@ -1,12 +1,17 @@
 """TRPO for continuous actions, CleanRL style, with ExploRLer between iterations.
 
-One file, top to bottom. `python trpo_continuous_action.py` runs ExploRLer-TRPO on Hopper-v5;
-`--no-explorler` runs the plain TRPO baseline with the same code, seeds and held-out evaluation.
-The actor takes one full-batch natural-gradient step per iteration (conjugate gradient on
-Fisher-vector products, step scaled to the KL bound, backtracking line search), written as a small
-`torch.optim.Optimizer`; the critic is trained by Adam. The ExploRLer part is the PPO script's:
-the actor's optimizer is wrapped in `ExploRLerOptimizer`, an anchor is recorded after every
-iteration, and `optimizer.explore(evaluator)` runs every `explore_every` iterations.
+The PPO script's order (Args, make_env, Agent, rollout, GAE, update, logging) with TRPO's update:
+one full-batch natural-gradient step of the actor per iteration (`NaturalGradientOptimizer` from
+`explorler_optim.rl.trpo`: conjugate gradient on Fisher-vector products, the step scaled to the KL
+bound, backtracking line search) and Adam for the critic. ExploRLer is in a few blocks marked
+`# ExploRLer:`: the actor's optimizer is wrapped in `ExploRLerOptimizer`, an anchor is recorded
+after every iteration, a search runs when due and its env steps count toward the budget, and the
+policy is scored on held-out episodes. The research machinery (resume, forks, the audit) lives in
+`explorler_optim.rl`.
+
+    python single_file_baselines/trpo_continuous_action.py                  # ExploRLer-TRPO
+    python single_file_baselines/trpo_continuous_action.py --no-explorler   # plain TRPO baseline
+    python single_file_baselines/trpo_continuous_action.py --eval-checkpoint runs/<run>/<name>.pt
 """
 
 import functools
