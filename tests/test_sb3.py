@@ -249,6 +249,15 @@ def test_callback_is_built_from_plain_yaml_values_and_warns_once_at_the_users_li
     assert dropping.iterations == 2
 
 
+@pytest.mark.parametrize("name", [None, "esa", "random-walk", "gaussian"])
+def test_every_default_search_of_the_callback_makes_10_candidates_from_10_anchors(name):
+    assert ExploRLerCallback(ENV, search=name).search.num_candidates(10) == 10
+    options = {"num_candidates": 20} if name == "gaussian" else {"snapshot_every": 20}
+    assert ExploRLerCallback(ENV, search=name, search_kwargs=options).search.num_candidates(10) == 20
+    with pytest.raises(ValueError, match="its options are"):
+        ExploRLerCallback(ENV, search=name, search_kwargs={"snapshots": 20})
+
+
 def test_docstring_examples(tmp_path, monkeypatch):
     import doctest
 
