@@ -150,7 +150,7 @@ def train_and_compare(args, log):
     ppo = PPO.Args()  # the script's hyperparameters: gamma, GAE lambda, clip, loss and gradient clip
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    env = PPO.make_env(args.env_id, 0, ppo.gamma)()
+    env = PPO.make_env(args.env_id, ppo.gamma)()
     obs_dim = env.observation_space.shape[0]
     act_dim = env.action_space.shape[0]
     agent = PPO.Agent(obs_dim, act_dim)

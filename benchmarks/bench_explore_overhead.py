@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.common import REPO, write_results  # noqa: E402
-from explorler_optim import ExploRLerOptimizer  # noqa: E402
+from explorler_optim import EmptySpaceSearch, ExploRLerOptimizer  # noqa: E402
 from tests.reference_esa import raw_space_esa  # noqa: E402
 
 
@@ -33,7 +33,8 @@ def explore_once(num_params: int, seed: int) -> tuple[float, float, np.ndarray]:
     """One ``explore()`` on 10 drifting anchors: its search seconds, its CPU seconds, the anchors."""
     generator = torch.Generator().manual_seed(seed)
     param = torch.nn.Parameter(torch.randn(num_params, generator=generator))
-    opt = ExploRLerOptimizer(torch.optim.SGD([param], lr=1.0), seed=seed)
+    search = EmptySpaceSearch(snapshot_every=20)  # the authors' operator, as raw_space_esa: 20 candidates
+    opt = ExploRLerOptimizer(torch.optim.SGD([param], lr=1.0), search=search, seed=seed)
     drift = torch.randn(num_params, generator=generator) * 1e-2
     for _ in range(10):
         with torch.no_grad():

@@ -9,9 +9,10 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from explorler_optim import files
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -148,19 +149,7 @@ def machine_speed(env_id: str = "Hopper-v5", steps: int = 4000, seed: int = 0) -
 
 def atomic_write(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename, so no file is half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(temp, path)
-    except BaseException:
-        os.unlink(temp)
-        raise
+    files.atomic_write(path, lambda file: file.write(text.encode()))
 
 
 def write_results(directory: Path, data: dict, markdown: str) -> None:

@@ -19,16 +19,22 @@ Modules:
   grid around a saved policy and writes a PNG.
 """
 
-from .explorer import BatchEvaluator, Explorer, ExploreResult
-from .optimizer import ExploRLerOptimizer
-from .search import (
-    CheckpointAverage,
-    EmptySpaceSearch,
-    GaussianSearch,
-    RandomWalkSearch,
-    SearchOperator,
-)
-from .subspace import AnchorSubspace
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
+
+if TYPE_CHECKING:  # the names below import lazily (PEP 562): `import explorler_optim` loads no torch
+    from .explorer import BatchEvaluator, Explorer, ExploreResult
+    from .optimizer import ExploRLerOptimizer
+    from .search import (
+        CheckpointAverage,
+        EmptySpaceSearch,
+        GaussianSearch,
+        RandomWalkSearch,
+        SearchOperator,
+        make_search,
+    )
+    from .subspace import AnchorSubspace
 
 __version__ = "0.1.0"
 
@@ -44,4 +50,22 @@ __all__ = [
     "RandomWalkSearch",
     "SearchOperator",
     "__version__",
+    "make_search",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "AnchorSubspace": "subspace",
+        "BatchEvaluator": "explorer",
+        "CheckpointAverage": "search",
+        "EmptySpaceSearch": "search",
+        "Explorer": "explorer",
+        "ExploRLerOptimizer": "optimizer",
+        "ExploreResult": "explorer",
+        "GaussianSearch": "search",
+        "RandomWalkSearch": "search",
+        "SearchOperator": "search",
+        "make_search": "search",
+    },
+)

@@ -25,12 +25,13 @@ from __future__ import annotations
 import collections
 import os
 import random
-import tempfile
-from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import torch
+
+from .files import atomic_write
+from .rl.normalize import find_in_chain
 
 __all__ = [
     "env_state",
@@ -71,19 +72,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
 
     The file gets the permissions a plain ``open`` would give it (``0o666`` less the umask).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(payload, file)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda file: torch.save(payload, file))
 
 
 def find_wrapper(env: Any, cls: type) -> Any:
@@ -98,11 +87,9 @@ def find_wrapper(env: Any, cls: type) -> Any:
         >>> type(find_wrapper(env, gym.wrappers.NormalizeObservation)).__name__
         'NormalizeObservation'
     """
-    layer = env
-    while layer is not None:
-        if isinstance(layer, cls):
-            return layer
-        layer = getattr(layer, "env", None)
+    layer = find_in_chain(env, lambda layer: isinstance(layer, cls))
+    if layer is not None:
+        return layer
     raise ValueError(
         f"no {cls.__name__} wrapper in {env}; build the env with gymnasium.wrappers.{cls.__name__}"
     )

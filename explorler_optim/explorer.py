@@ -24,7 +24,7 @@ from torch.optim import Optimizer
 from .search import EmptySpaceSearch, SearchOperator
 from .subspace import AnchorSubspace
 
-__all__ = ["BatchEvaluator", "Evaluate", "ExploreResult", "Explorer"]
+__all__ = ["BatchEvaluator", "Evaluate", "ExploreResult", "Explorer", "flatten_params", "split_flat"]
 
 _STATE_VERSION = 1
 _DTYPES = {
@@ -154,6 +154,51 @@ class _Candidates:
     backup: list[Tensor]  # the incumbent's parameters, restored on any failure
 
 
+def flatten_params(
+    params: Iterable[Tensor], device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> Tensor:
+    """The parameters' values, detached and concatenated into one new 1-D tensor (``P`` values).
+
+    Args:
+        params: the tensors, in order.
+        device: where the result lives (default: the parameters').
+        dtype: its dtype (default: the parameters').
+
+    Returns:
+        The flat copy.
+
+    Example:
+        >>> flatten_params([torch.ones(2, 2), torch.zeros(1)], dtype=torch.float64).tolist()
+        [1.0, 1.0, 1.0, 1.0, 0.0]
+    """
+    return torch.cat([p.detach().reshape(-1).to(device, dtype) for p in params])
+
+
+def split_flat(flat_rows: Tensor, shapes: Sequence[Sequence[int]]) -> list[Tensor]:
+    """Split ``(N, P)`` rows of flat parameters into one ``(N, *shape)`` tensor per shape.
+
+    The inverse of :func:`flatten_params`, row by row.
+
+    Args:
+        flat_rows: ``N`` flat parameter vectors.
+        shapes: the parameters' shapes, in order (their sizes add up to ``P``).
+
+    Returns:
+        The pieces, views of ``flat_rows`` where possible.
+
+    Example:
+        >>> rows = torch.arange(10.0).reshape(2, 5)
+        >>> [tuple(piece.shape) for piece in split_flat(rows, [(2, 2), (1,)])]
+        [(2, 2, 2), (2, 1)]
+    """
+    pieces, start = [], 0
+    for shape in shapes:
+        size = math.prod(shape)
+        pieces.append(flat_rows[:, start : start + size].reshape(flat_rows.shape[0], *shape))
+        start += size
+    return pieces
+
+
 def searched_params(params: Any, name: str = "params") -> list[Tensor]:
     """``params`` as a list of distinct float tensors, or an error that says what to pass instead.
 
@@ -234,7 +279,7 @@ class Explorer:
         ...     explorer.record()
         >>> result = explorer.explore(evaluate)
         >>> result.num_candidates, explorer.num_anchors
-        (20, 0)
+        (10, 0)
     """
 
     def __init__(
@@ -315,9 +360,7 @@ class Explorer:
                 )
 
     def _flatten(self) -> Tensor:
-        return torch.cat(
-            [p.detach().reshape(-1).to(self.anchor_device, self._work_dtype) for p in self.params]
-        )
+        return flatten_params(self.params, self.anchor_device, self._work_dtype)
 
     @torch.no_grad()
     def record(self) -> None:
@@ -554,13 +597,10 @@ class Explorer:
 
     def _split(self, flat_rows: Tensor) -> list[Tensor]:
         """Split ``(N, P)`` rows into per-parameter ``(N, *shape)`` tensors on each parameter's device."""
-        pieces, start = [], 0
-        for p, shape in zip(self.params, self._shapes, strict=True):
-            size = math.prod(shape)
-            piece = flat_rows[:, start : start + size].reshape(flat_rows.shape[0], *shape)
-            pieces.append(piece.to(device=p.device, dtype=p.dtype))
-            start += size
-        return pieces
+        pieces = split_flat(flat_rows, self._shapes)
+        return [
+            piece.to(device=p.device, dtype=p.dtype) for p, piece in zip(self.params, pieces, strict=True)
+        ]
 
     @torch.no_grad()
     def _load(self, values: Sequence[Tensor]) -> None:

@@ -13,8 +13,11 @@ on ``3 x grid`` points of that line instead of a plane.
 
 Example::
 
-    python -m explorler_optim.landscape runs/Hopper-v5__ppo__1__1700000000/ppo.explorler_model \\
+    python -m explorler_optim.landscape \\
+        runs/Hopper-v5__ppo_continuous_action__1__1700000000/ppo_continuous_action.pt \\
         --grid 15 --episodes 3 --out landscape.png
+
+(``runs/{run_name}/{exp_name}.pt``, where ``--save-model`` writes, or ``--checkpoint-path``.)
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .explorer import flatten_params, split_flat
 from .subspace import AnchorSubspace
 from .viz import landscape_figure, landscape_line_figure, principal_plane, require_matplotlib, save_figure
 
@@ -193,7 +197,7 @@ class _Lattice:
         on_a_line = spread.shape[0] < 2 or spread[1] <= 1e-9 * max(spread[0], 1e-300)
         basis = basis[:, : 1 if on_a_line else 2]
         anchors_2d = (coords - center) @ basis
-        current = torch.cat([p.detach().reshape(-1).double() for p in actor_params])
+        current = flatten_params(actor_params, dtype=torch.float64)
         rest = anchors[-1, current.numel() :]
         log_std = checkpoint["agent"].get("actor_logstd")
         if log_std is not None and log_std.numel() == rest.numel():
@@ -263,10 +267,7 @@ def _score(
     try:
         for start in tqdm(range(0, points.shape[0], args.batch), desc="scoring the lattice", unit="batch"):
             flat = lattice.subspace.lift(points[start : start + args.batch], dtype=torch.float32)
-            pieces, offset = [], 0
-            for p in params:
-                pieces.append(flat[:, offset : offset + p.numel()].reshape(-1, *p.shape))
-                offset += p.numel()
+            pieces = split_flat(flat, [p.shape for p in params])
             scores.append(torch.as_tensor(evaluator.evaluate_many(params, pieces), dtype=torch.float64))
             episode_returns.append(torch.as_tensor(evaluator.last_returns, dtype=torch.float64))
         env_steps = evaluator.total_env_steps

@@ -21,16 +21,26 @@ __all__ = ["BatchEvaluator", "ExploRLerOptimizer", "ExploreResult"]
 _WRAPPERS: weakref.WeakKeyDictionary[Optimizer, weakref.ref] = weakref.WeakKeyDictionary()
 
 
-def _forward_to_explorer(name: str) -> property:
-    """A property read from and written to ``self.explorer`` (settings that live in the explorer)."""
+def _forwarded(holder: str, name: str, doc: str) -> property:
+    """A property read from and written to ``self.<holder>.<name>``, live."""
 
     def get(self):
-        return getattr(self.explorer, name)
+        return getattr(getattr(self, holder), name)
 
     def set(self, value):
-        setattr(self.explorer, name, value)
+        setattr(getattr(self, holder), name, value)
 
-    return property(get, set, doc=f"The explorer's ``{name}`` (see :class:`Explorer`).")
+    return property(get, set, doc=doc)
+
+
+def _forward_to_explorer(name: str) -> property:
+    """A setting that lives in the explorer."""
+    return _forwarded("explorer", name, f"The explorer's ``{name}`` (see :class:`Explorer`).")
+
+
+def _forward_to_inner(name: str) -> property:
+    """Part of ``torch.optim.Optimizer``'s instance state, which lives in the inner optimizer."""
+    return _forwarded("optimizer", name, f"The inner optimizer's ``{name}``, live.")
 
 
 class ExploRLerOptimizer(Optimizer):
@@ -83,7 +93,7 @@ class ExploRLerOptimizer(Optimizer):
         ...     opt.record()
         >>> result = opt.explore(evaluate)
         >>> result.num_candidates
-        20
+        10
     """
 
     def __init__(
@@ -173,6 +183,17 @@ class ExploRLerOptimizer(Optimizer):
         if self.record_every is not None and self._steps % self.record_every == 0:
             self.record()
         return loss
+
+    # The rest of a torch optimizer's instance state (what `Optimizer.__init__` would have set) is
+    # the inner optimizer's too: its hook dictionaries hold the hooks registered below.
+    _optimizer_step_pre_hooks = _forward_to_inner("_optimizer_step_pre_hooks")
+    _optimizer_step_post_hooks = _forward_to_inner("_optimizer_step_post_hooks")
+    _optimizer_state_dict_pre_hooks = _forward_to_inner("_optimizer_state_dict_pre_hooks")
+    _optimizer_state_dict_post_hooks = _forward_to_inner("_optimizer_state_dict_post_hooks")
+    _optimizer_load_state_dict_pre_hooks = _forward_to_inner("_optimizer_load_state_dict_pre_hooks")
+    _optimizer_load_state_dict_post_hooks = _forward_to_inner("_optimizer_load_state_dict_post_hooks")
+    _warned_capturable_if_run_uncaptured = _forward_to_inner("_warned_capturable_if_run_uncaptured")
+    _zero_grad_profile_name = _forward_to_inner("_zero_grad_profile_name")
 
     # Hooks are registered on the inner optimizer, which runs them; they receive this wrapper as
     # their `optimizer` argument, as they would on a plain optimizer.

@@ -4,14 +4,17 @@ Each operator turns anchors (checkpoints) into candidate points. All of them wor
 affine hull: :meth:`SearchOperator.search` receives the anchors' orthonormal coordinates (see
 :class:`~explorler_optim.subspace.AnchorSubspace`) and returns candidate coordinates, which the
 optimizer lifts back to parameter space with one matrix product. :meth:`SearchOperator.candidates`
-does the whole round trip for raw ``(n, P)`` anchors.
+does the whole round trip for raw ``(n, P)`` anchors. :meth:`SearchOperator.num_candidates` says
+how many candidates a search over ``n`` anchors returns, and :func:`make_search` builds an operator
+by name. Every default makes 10 candidates from 10 anchors.
 """
 
 from __future__ import annotations
 
 import abc
+import inspect
 import math
-import warnings
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -24,6 +27,7 @@ __all__ = [
     "RandomWalkSearch",
     "CheckpointAverage",
     "GaussianSearch",
+    "make_search",
 ]
 
 # Distances are clipped below at this value inside the force law (as in the authors' code).
@@ -50,6 +54,26 @@ class SearchOperator(abc.ABC):
         subspace = AnchorSubspace(anchors)
         coords = self.search(subspace.coords, generator)
         return subspace.lift(coords, dtype=anchors.dtype)
+
+    def num_candidates(self, num_anchors: int) -> int:
+        """How many candidates a search over ``num_anchors`` anchors returns.
+
+        The built-in operators answer by formula; this default runs the search once on
+        ``num_anchors`` random anchors, so an operator whose count depends on the anchors' values
+        should override it.
+
+        Args:
+            num_anchors: the number of anchors searched (at least 2).
+
+        Returns:
+            The number of candidates.
+
+        Example:
+            >>> CheckpointAverage().num_candidates(10)
+            1
+        """
+        coords = torch.randn(num_anchors, num_anchors - 1, generator=torch.Generator().manual_seed(0))
+        return int(self.search(coords, torch.Generator().manual_seed(0)).shape[0])
 
     def extra_repr(self) -> str:
         return ""
@@ -93,8 +117,9 @@ class EmptySpaceSearch(SearchOperator):
     of the empty regions among the anchors. Each agent contributes its position at steps
     ``0, snapshot_every, 2 * snapshot_every, ...`` (before that step's move) and its final position.
 
-    With the defaults and 10 anchors this gives 5 agents x 4 snapshots = 20 candidates, ordered
-    agent by agent, exactly the authors' operator. With fewer anchors it uses what it has (from 2).
+    With the defaults and 10 anchors this gives 5 agents x 2 snapshots = 10 candidates (the setting
+    the benchmarks tuned), ordered agent by agent; ``snapshot_every=20`` gives 5 x 4 = 20, exactly
+    the authors' operator. With fewer anchors it uses what it has (from 2).
 
     Args:
         agents: number of search agents; starts are taken at anchors 0, 2, 4, ... (then 1, 3, ...).
@@ -103,12 +128,13 @@ class EmptySpaceSearch(SearchOperator):
         momentum: weight ``gamma`` of the running direction and force magnitude.
         epsilon: depth of the Lennard-Jones potential.
         neighbors: anchors that act on an agent (its nearest ones); starts average ``neighbors - 1``.
-        snapshot_every: a snapshot every this many steps, plus the final position.
+        snapshot_every: a snapshot every this many steps, plus the final position (20: the paper's).
 
     Example:
-        >>> esa = EmptySpaceSearch()
-        >>> esa.candidates(torch.randn(10, 4610)).shape
-        torch.Size([20, 4610])
+        >>> EmptySpaceSearch().candidates(torch.randn(10, 4610)).shape
+        torch.Size([10, 4610])
+        >>> EmptySpaceSearch(snapshot_every=20).num_candidates(10)  # the authors' operator
+        20
     """
 
     def __init__(
@@ -119,7 +145,7 @@ class EmptySpaceSearch(SearchOperator):
         momentum: float = 0.3,
         epsilon: float = 0.5,
         neighbors: int = 6,
-        snapshot_every: int = 20,
+        snapshot_every: int = 60,
     ) -> None:
         for name, value in [("agents", agents), ("neighbors", neighbors), ("snapshot_every", snapshot_every)]:
             if int(value) != value or value < 1:
@@ -143,7 +169,7 @@ class EmptySpaceSearch(SearchOperator):
         self.snapshot_every = int(snapshot_every)
 
     def num_candidates(self, num_anchors: int) -> int:
-        """How many candidates a search over ``num_anchors`` anchors returns."""
+        """How many candidates a search over ``num_anchors`` anchors returns (agents x snapshots)."""
         return min(self.agents, num_anchors) * (len(_snapshot_steps(self.steps, self.snapshot_every)) + 1)
 
     def search(self, coords: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -211,7 +237,7 @@ class RandomWalkSearch(SearchOperator):
 
     Example:
         >>> RandomWalkSearch().candidates(torch.randn(10, 100), torch.Generator().manual_seed(0)).shape
-        torch.Size([20, 100])
+        torch.Size([10, 100])
     """
 
     def __init__(
@@ -220,12 +246,14 @@ class RandomWalkSearch(SearchOperator):
         steps: int = 60,
         step_size: float = 1e-3,
         neighbors: int = 6,
-        snapshot_every: int = 20,
+        snapshot_every: int = 60,
     ) -> None:
         # Reuse ESA's validation of the shared settings.
         EmptySpaceSearch(agents, steps, step_size, 0.0, 0.5, neighbors, snapshot_every)
         self.agents, self.steps, self.step_size = int(agents), int(steps), float(step_size)
         self.neighbors, self.snapshot_every = int(neighbors), int(snapshot_every)
+
+    num_candidates = EmptySpaceSearch.num_candidates
 
     def search(self, coords: Tensor, generator: torch.Generator | None = None) -> Tensor:
         _check_anchor_count(coords.shape[0])
@@ -260,6 +288,10 @@ class CheckpointAverage(SearchOperator):
         tensor([[1., 2.]])
     """
 
+    def num_candidates(self, num_anchors: int) -> int:
+        """One candidate, whatever the number of anchors."""
+        return 1
+
     def search(self, coords: Tensor, generator: torch.Generator | None = None) -> Tensor:
         _check_anchor_count(coords.shape[0])
         return coords.to(torch.float64).mean(0, keepdim=True)
@@ -272,35 +304,27 @@ class GaussianSearch(SearchOperator):
     subspace coordinates draws from exactly that Gaussian at any network size.
 
     Args:
-        num_candidates: number of samples.
+        num_candidates: number of samples (10: as many as the default ESA makes from 10 anchors).
         scale: multiplies the standard deviation (1.0: the fitted Gaussian).
-        num: deprecated spelling of ``num_candidates`` (a ``DeprecationWarning``; removed in the
-            next release).
 
     Example:
         >>> search = GaussianSearch(num_candidates=8)
+        >>> search.num_candidates(10)
+        8
         >>> search.candidates(torch.randn(10, 50), torch.Generator().manual_seed(0)).shape
         torch.Size([8, 50])
     """
 
-    def __init__(self, num_candidates: int = 20, scale: float = 1.0, *, num: int | None = None) -> None:
-        if num is not None:
-            warnings.warn(
-                "GaussianSearch(num=...) is deprecated; pass num_candidates=...",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            num_candidates = num
+    def __init__(self, num_candidates: int = 10, scale: float = 1.0) -> None:
         if int(num_candidates) != num_candidates or num_candidates < 1:
             raise ValueError(f"num_candidates must be a positive integer, got {num_candidates!r}")
         if not scale >= 0:
             raise ValueError(f"scale must be non-negative, got {scale!r}")
-        self.num_candidates, self.scale = int(num_candidates), float(scale)
+        self.samples, self.scale = int(num_candidates), float(scale)
 
-    @property
-    def num(self) -> int:
-        """Deprecated: ``num_candidates``."""
-        return self.num_candidates
+    def num_candidates(self, num_anchors: int) -> int:
+        """``num_candidates`` samples, whatever the number of anchors."""
+        return self.samples
 
     def search(self, coords: Tensor, generator: torch.Generator | None = None) -> Tensor:
         _check_anchor_count(coords.shape[0])
@@ -308,10 +332,49 @@ class GaussianSearch(SearchOperator):
         mean = coords.mean(0)
         centred = coords - mean
         # noise @ centred has covariance centred^T centred: the anchors' sample covariance times n-1.
-        noise = torch.randn(self.num_candidates, coords.shape[0], generator=generator, dtype=torch.float64)
+        noise = torch.randn(self.samples, coords.shape[0], generator=generator, dtype=torch.float64)
         noise = noise.to(coords.device)
         spread = self.scale / math.sqrt(coords.shape[0] - 1)
         return mean + spread * noise @ centred
 
     def extra_repr(self) -> str:
-        return f"num_candidates={self.num_candidates}, scale={self.scale:g}"
+        return f"num_candidates={self.samples}, scale={self.scale:g}"
+
+
+_SEARCHES: dict[str, type[SearchOperator]] = {
+    "esa": EmptySpaceSearch,
+    "random-walk": RandomWalkSearch,
+    "checkpoint-average": CheckpointAverage,
+    "gaussian": GaussianSearch,
+}
+
+
+def make_search(name: str = "esa", **options: Any) -> SearchOperator:
+    """The candidate generator called ``name``, built with ``options``.
+
+    Args:
+        name: ``"esa"`` (:class:`EmptySpaceSearch`, the default), ``"random-walk"``,
+            ``"checkpoint-average"`` or ``"gaussian"``.
+        **options: the operator's constructor arguments (e.g. ``agents=5, snapshot_every=20``).
+
+    Returns:
+        The operator. With no options, every one makes 10 candidates (or 1, the average) from 10
+        anchors.
+
+    Raises:
+        ValueError: an unknown name, or an option the operator does not take (both name the
+            choices).
+
+    Example:
+        >>> make_search().num_candidates(10)
+        10
+        >>> make_search("gaussian", num_candidates=4).num_candidates(10)
+        4
+    """
+    if name not in _SEARCHES:
+        raise ValueError(f"make_search: unknown search {name!r}; choose one of {sorted(_SEARCHES)}")
+    try:
+        return _SEARCHES[name](**options)
+    except TypeError as error:
+        params = list(inspect.signature(_SEARCHES[name].__init__).parameters)[1:]
+        raise ValueError(f"make_search({name!r}): {error}; its options are {params}") from None

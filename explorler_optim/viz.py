@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import Tensor
 
+from .files import atomic_write
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -403,15 +405,4 @@ def save_figure(figure: Figure, path: str) -> None:
     The file gets the permissions a plain ``open(path, "w")`` would give (0o666 less the umask),
     not the owner-only ones of a ``tempfile.mkstemp`` file.
     """
-    import os
-
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
-        figure.savefig(temp, format="png")
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    atomic_write(path, lambda file: figure.savefig(file, format="png"))

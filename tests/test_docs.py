@@ -6,15 +6,19 @@ from pathlib import Path
 
 import pytest
 
+import explorler_optim._lazy
 import explorler_optim.audit
 import explorler_optim.checkpoint
 import explorler_optim.explorer
+import explorler_optim.files
 import explorler_optim.optimizer
+import explorler_optim.rl.args
 import explorler_optim.rl.batched
 import explorler_optim.rl.normalize
 import explorler_optim.rl.racing
 import explorler_optim.rl.run_evaluators
 import explorler_optim.rl.search_step
+import explorler_optim.rl.trpo
 import explorler_optim.search
 import explorler_optim.subspace
 
@@ -24,15 +28,19 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize(
     "module",
     [
+        explorler_optim._lazy,
         explorler_optim.audit,
         explorler_optim.checkpoint,
         explorler_optim.explorer,
+        explorler_optim.files,
         explorler_optim.optimizer,
+        explorler_optim.rl.args,
         explorler_optim.rl.batched,
         explorler_optim.rl.normalize,
         explorler_optim.rl.racing,
         explorler_optim.rl.run_evaluators,
         explorler_optim.rl.search_step,
+        explorler_optim.rl.trpo,
         explorler_optim.search,
         explorler_optim.subspace,
     ],

@@ -126,6 +126,54 @@ def test_step_hooks_and_closure():
     assert seen == [("pre", opt), ("post", opt)]
 
 
+def test_every_torch_optimizer_attribute_is_the_inner_ones():
+    """What `Optimizer.__init__` sets on a plain optimizer (the hook dictionaries among it) is
+    readable on the wrapper, and is the inner optimizer's own object."""
+    model, opt = fresh()
+    plain = torch.optim.Adam(make_model().parameters())
+    for name, value in vars(plain).items():
+        assert getattr(opt, name) is getattr(opt.optimizer, name), name
+        assert type(getattr(opt, name)) is type(value), name
+    handle = opt.register_step_pre_hook(lambda o, args, kwargs: None)
+    assert handle.id in opt._optimizer_step_pre_hooks  # registered where the inner optimizer runs it
+    handle.remove()
+    assert not opt._optimizer_step_pre_hooks
+
+
+def test_state_dict_hooks_run_with_the_wrapper_and_can_be_removed():
+    model, opt = fresh()
+    train_steps(model, opt, 2, record=True)
+    seen = []
+    handles = [
+        opt.register_state_dict_pre_hook(lambda o: seen.append(("sd-pre", o))),
+        opt.register_state_dict_post_hook(lambda o, sd: seen.append(("sd-post", o, "state" in sd))),
+        opt.register_load_state_dict_pre_hook(lambda o, sd: seen.append(("load-pre", o))),
+        opt.register_load_state_dict_post_hook(lambda o: seen.append(("load-post", o))),
+    ]
+    state = opt.state_dict()
+    opt.load_state_dict(state)
+    assert seen == [("sd-pre", opt), ("sd-post", opt, True), ("load-pre", opt), ("load-post", opt)]
+    assert "explorler" in state and opt.num_anchors == 2
+    for handle in handles:
+        handle.remove()
+    opt.load_state_dict(opt.state_dict())
+    assert len(seen) == 4
+    plain = torch.optim.Adam(model.parameters())
+    plain.load_state_dict(state)  # still loadable by a plain inner optimizer
+    assert plain.state_dict()["state"].keys() == opt.optimizer.state_dict()["state"].keys()
+
+
+def test_a_step_post_hook_runs_before_the_automatic_anchor_and_is_removed_with_its_handle():
+    model, opt = fresh(record_every=1)
+    calls = []
+    handle = opt.register_step_post_hook(lambda o, args, kwargs: calls.append(o.num_anchors))
+    train_steps(model, opt, 3)
+    handle.remove()
+    train_steps(model, opt, 2)
+    assert calls == [0, 1, 2]  # the post hook runs inside the inner step, before the anchor
+    assert opt.num_anchors == 5
+
+
 def test_zero_grad_and_add_param_group_forward():
     model, opt = fresh()
     train_steps(model, opt, 1)
@@ -203,7 +251,7 @@ def test_explore_scores_incumbent_first_and_commits_only_a_better_candidate():
 
     result = opt.explore(evaluate)
     assert isinstance(result, ExploreResult)
-    assert result.num_candidates == 20 and result.scores.shape == (20,)
+    assert result.num_candidates == 10 and result.scores.shape == (10,)
     assert all(torch.equal(a, b) for a, b in zip(order[0], before))  # the incumbent first
     assert result.incumbent_score == pytest.approx(distance_score_of(before))
     assert result.best_index == int(result.scores.argmax())
@@ -229,7 +277,7 @@ def test_commit_happens_when_a_candidate_wins_and_resets_only_explored_state():
     model, opt = fresh()  # explores all params
     cycle(model, opt)
     assert len(opt.state) > 0
-    scores = iter([0.0] + [1.0 if i == 7 else -1.0 for i in range(20)])
+    scores = iter([0.0] + [1.0 if i == 7 else -1.0 for i in range(10)])
     result = opt.explore(lambda: next(scores))
     assert result.committed and result.best_index == 7 and result.distance > 0
     assert len(opt.state) == 0  # Adam moments of the explored params cleared
@@ -241,7 +289,7 @@ def test_reset_state_false_and_partial_explore_params_keep_other_state():
     opt = ExploRLerOptimizer(inner, explore_params=model[2].parameters(), reset_state=True)
     cycle(model, opt)
     first_layer = [p.detach().clone() for p in model[0].parameters()]
-    scores = iter([0.0] + [1.0] * 20)
+    scores = iter([0.0] + [1.0] * 10)
     result = opt.explore(lambda: next(scores))
     assert result.committed
     assert all(p in opt.state for p in model[0].parameters())
@@ -249,7 +297,7 @@ def test_reset_state_false_and_partial_explore_params_keep_other_state():
     assert all(torch.equal(a, b) for a, b in zip(first_layer, model[0].parameters()))
     model2, opt2 = fresh(reset_state=False)
     cycle(model2, opt2)
-    scores = iter([0.0] + [1.0] * 20)
+    scores = iter([0.0] + [1.0] * 10)
     assert opt2.explore(lambda: next(scores)).committed
     assert len(opt2.state) == len(list(model2.parameters()))
 
@@ -259,7 +307,7 @@ def test_without_incumbent_the_best_candidate_always_wins():
     cycle(model, opt)
     calls = []
     result = opt.explore(lambda: calls.append(1) or -1e9 - len(calls))
-    assert len(calls) == 20 and result.incumbent_score is None and result.gain is None
+    assert len(calls) == 10 and result.incumbent_score is None and result.gain is None
     assert result.committed and result.best_index == 0
 
 
@@ -276,7 +324,7 @@ def test_batch_protocol_gives_the_same_choice_and_sees_incumbent_as_row_zero():
             result = opt.explore(scorer)
             params, candidates = scorer.calls[0]
             assert all(a is b for a, b in zip(params, model.parameters()))
-            assert all(c.shape == (21, *p.shape) for c, p in zip(candidates, params))
+            assert all(c.shape == (11, *p.shape) for c, p in zip(candidates, params))
             assert all(torch.equal(c[0], b) for c, b in zip(candidates, before))
         results.append((result, [p.detach().clone() for p in model.parameters()]))
     (a, params_a), (b, params_b) = results
@@ -302,7 +350,7 @@ def test_batch_protocol_checks_the_number_of_scores():
             return [0.0] * 3
 
     before = [p.detach().clone() for p in model.parameters()]
-    with pytest.raises(RuntimeError, match="returned 3 scores for 21 candidates"):
+    with pytest.raises(RuntimeError, match="returned 3 scores for 11 candidates"):
         opt.explore(Short())
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert opt.num_anchors == 10
@@ -326,14 +374,14 @@ def test_a_raising_evaluate_restores_parameters_and_keeps_anchors(exception):
         opt.explore(evaluate)
     if isinstance(exception, KeyboardInterrupt):
         assert any(
-            "candidate 4 of 20" in note for note in getattr(info.value, "__notes__", ["candidate 4 of 20"])
+            "candidate 4 of 10" in note for note in getattr(info.value, "__notes__", ["candidate 4 of 10"])
         )
     else:
-        assert "candidate 4 of 20" in str(info.value)
+        assert "candidate 4 of 10" in str(info.value)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert opt.num_anchors == 10
     result = opt.explore(lambda: 0.0)  # the anchors are still usable
-    assert result.num_candidates == 20
+    assert result.num_candidates == 10
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), "high", None, torch.ones(2)])
@@ -341,9 +389,9 @@ def test_invalid_scores_raise_or_are_skipped(bad):
     model, opt = fresh()
     cycle(model, opt)
     before = [p.detach().clone() for p in model.parameters()]
-    scores = [0.0] + [1.0] * 20
+    scores = [0.0] + [1.0] * 10
     scores[3] = bad
-    with pytest.raises(ValueError, match="candidate 2 of 20") as info:
+    with pytest.raises(ValueError, match="candidate 2 of 10") as info:
         opt.explore(iter(scores).__next__)
     assert "restored" in str(info.value)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
@@ -431,7 +479,7 @@ def test_float64_and_mixed_dtypes():
         opt.record()
     result = opt.explore(lambda: -float(a.square().sum() + b.square().sum() + c.float().square().sum()))
     assert a.dtype == torch.float64 and b.dtype == torch.float32 and c.dtype == torch.bfloat16
-    assert result.num_candidates == 20  # starts at anchors 0, 2, 4, then 1, 3
+    assert result.num_candidates == 10  # starts at anchors 0, 2, 4, then 1, 3
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -25,6 +25,7 @@ pytest.importorskip("mujoco")
 
 from explorler_optim.explorer import ExploreResult  # noqa: E402
 from explorler_optim.rl import Episode, ObsNormalizer, PolicyEvaluator, RewardNormalizer  # noqa: E402
+from explorler_optim.rl.reuse import reused_batch  # noqa: E402
 from tests.test_ppo_script import SCRIPT, TINY, load_script_module, reference_gae  # noqa: E402, F401
 
 CAP = 40  # steps per episode at most
@@ -227,7 +228,12 @@ def test_reused_batch_gae_log_probs_and_weights(mode):
     episodes[1].log_probs = (current + torch.tensor([0.5, -0.5, 0.3, -1.0, 0.2])).numpy()
     args = types.SimpleNamespace(gamma=0.9, gae_lambda=0.8, reuse_candidate_rollouts=mode)
     scale = RewardNormalizer(var=4.0, clip=10.0, epsilon=0.0)
-    batch = module.reused_batch(agent, episodes, kept, scale, args, torch.device("cpu"))
+
+    def log_prob_and_value(obs, actions):
+        return agent.get_action_and_value(obs, actions)[1::2]
+
+    settings = dict(everyone=mode == "all", gamma=args.gamma, gae_lambda=args.gae_lambda)
+    batch = reused_batch(episodes, kept, scale, log_prob_and_value, **settings)
 
     used = [e for e in episodes if mode == "all" or e.candidate == kept]
     assert len(batch["obs"]) == sum(len(e) for e in used)
@@ -259,7 +265,7 @@ def test_reused_batch_gae_log_probs_and_weights(mode):
             expected = reference_off_policy_gae(rewards, values, traces.tolist(), args.gamma, args.gae_lambda)
         assert batch["advantages"][rows].tolist() == pytest.approx(expected, abs=1e-5)
         torch.testing.assert_close(batch["returns"][rows], batch["advantages"][rows] + value.view(-1))
-    nothing_kept = module.reused_batch(agent, episodes, None, scale, args, torch.device("cpu"))
+    nothing_kept = reused_batch(episodes, None, scale, log_prob_and_value, **settings)
     if mode == "winner":  # the kept policy was not scored: nothing is on-policy
         assert nothing_kept is None
     else:

@@ -249,6 +249,15 @@ def test_callback_is_built_from_plain_yaml_values_and_warns_once_at_the_users_li
     assert dropping.iterations == 2
 
 
+@pytest.mark.parametrize("name", [None, "esa", "random-walk", "gaussian"])
+def test_every_default_search_of_the_callback_makes_10_candidates_from_10_anchors(name):
+    assert ExploRLerCallback(ENV, search=name).search.num_candidates(10) == 10
+    options = {"num_candidates": 20} if name == "gaussian" else {"snapshot_every": 20}
+    assert ExploRLerCallback(ENV, search=name, search_kwargs=options).search.num_candidates(10) == 20
+    with pytest.raises(ValueError, match="its options are"):
+        ExploRLerCallback(ENV, search=name, search_kwargs={"snapshots": 20})
+
+
 def test_docstring_examples(tmp_path, monkeypatch):
     import doctest
 
@@ -287,15 +296,17 @@ def test_benchmark_runner_with_the_callback_logs_training_and_total_steps(tmp_pa
 
 def test_trpo_script_takes_sb3_contribs_policy_step_with_the_kl_averaged():
     """On sb3-contrib's own rollout and weights, one policy step of the TRPO script's
-    `NaturalGradientOptimizer` equals sb3-contrib's TRPO step when the KL is averaged over action
-    dimensions (`--kl-reduction mean`, as sb3-contrib does) and differs with the textbook sum. The
-    README's TRPO section cites this (it was `benchmarks/bench_trpo_peer.py --step-check`)."""
+    `NaturalGradientOptimizer` (`explorler_optim.rl.trpo`) equals sb3-contrib's TRPO step when the KL
+    is averaged over action dimensions (`--kl-reduction mean`, as sb3-contrib does) and differs with
+    the textbook sum. The README's TRPO section cites this (it was
+    `benchmarks/bench_trpo_peer.py --step-check`)."""
     from stable_baselines3.common.logger import configure
 
     from benchmarks.common import load_script
     from benchmarks.protocols import SCRIPTS
+    from explorler_optim.rl.trpo import NaturalGradientOptimizer
 
-    script = load_script(SCRIPTS["trpo"])
+    script = load_script(SCRIPTS["trpo"])  # its objective, surrogate_and_kl
     venv = VecNormalize(make_vec_env("Hopper-v5", n_envs=1, seed=1), clip_obs=10.0, epsilon=1e-8)
     model = sb3_contrib.TRPO("MlpPolicy", venv, n_steps=256, seed=1, device="cpu")
     model.set_logger(configure(None, [""]))
@@ -327,7 +338,7 @@ def test_trpo_script_takes_sb3_contribs_policy_step_with_the_kl_averaged():
             for mine, source in zip(actor, theirs, strict=True):
                 mine.copy_(source.view_as(mine))
             old_dist = agent.get_distribution(obs)
-        optimizer = script.NaturalGradientOptimizer(actor)
+        optimizer = NaturalGradientOptimizer(actor)
         optimizer.step(
             lambda: script.surrogate_and_kl(
                 agent, obs, actions, old_logprobs, advantages, old_dist, kl_reduction

@@ -137,25 +137,3 @@ def test_landscape_every_checks_matplotlib_before_training(script, tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "pip install 'explorler-optim[viz]'" in proc.stderr
     assert not (tmp_path / "runs").exists()  # nothing was started
-
-
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
-def test_renamed_flags_keep_their_old_spelling_for_one_release(script):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"{script.stem}_flags", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    old = ["--final-eval-episodes", "3", "--explore-start=500", "--no-reset-optimizer-state"]
-    with pytest.warns(DeprecationWarning) as caught:
-        args = module.parse_args(old)
-    messages = [str(warning.message) for warning in caught]
-    assert len(messages) == 3 and "--final-eval-episodes is deprecated" in messages[0]
-    assert "use --heldout-episodes" in messages[0] and "use --no-reset-state" in messages[2]
-    assert (args.heldout_episodes, args.explore_start_step, args.reset_state) == (3, 500, False)
-    new = module.parse_args(["--heldout-episodes", "3", "--explore-start-step=500", "--no-reset-state"])
-    assert new == args
-    help_text = subprocess.run(
-        [sys.executable, str(script), "--help"], env=script_env(), capture_output=True, text=True, timeout=120
-    ).stdout
-    assert "--heldout-episodes" in help_text and "final-eval-episodes" not in help_text  # old names unlisted

@@ -132,7 +132,8 @@ def test_fixed_candidate_starts_reuse_the_runs_seed_every_cycle():
         spec.loader.exec_module(module)
         fixed = module.Args(seed=7, fixed_candidate_starts=True, eval_episodes=3)
         moving = module.Args(seed=7, eval_episodes=3)
-        assert {module.candidate_seed(fixed, cycle) for cycle in range(5)} == {7}
-        assert len({module.candidate_seed(moving, cycle) for cycle in range(5)}) == 5
-        truths = {module.truth_seed(module.Args(seed=7, selection_truth_episodes=20), c) for c in range(5)}
-        assert min(truths) > max(module.heldout_seed(moving) + 10_000, 999_000_000)  # never a selection's
+        seeds = module.harness  # the scripts' seeds live in explorler_optim.rl.harness
+        assert {seeds.candidate_seed(fixed, cycle) for cycle in range(5)} == {7}
+        assert len({seeds.candidate_seed(moving, cycle) for cycle in range(5)}) == 5
+        truths = {seeds.truth_seed(module.Args(seed=7, selection_truth_episodes=20), c) for c in range(5)}
+        assert min(truths) > max(seeds.heldout_seed(moving) + 10_000, 999_000_000)  # never a selection's

@@ -14,6 +14,8 @@ from explorler_optim import (
     EmptySpaceSearch,
     GaussianSearch,
     RandomWalkSearch,
+    SearchOperator,
+    make_search,
 )
 from tests.reference_esa import raw_space_esa
 
@@ -31,7 +33,7 @@ def ppo_like_anchors(n, p, seed, step=1e-2):
 def test_subspace_esa_matches_raw_space(n, scale):
     anchors = ppo_like_anchors(n, 257, seed=n, step=scale)
     expected = raw_space_esa(anchors)
-    got = EmptySpaceSearch().candidates(torch.tensor(anchors)).numpy()
+    got = EmptySpaceSearch(snapshot_every=20).candidates(torch.tensor(anchors)).numpy()
     assert got.shape == expected.shape
     # The force law is steep (d**-13), so a trajectory can amplify round-off: with 2 anchors a
     # 1e-14 nudge moves the raw-space result itself by ~1e-4. "Floating-point tolerance" is
@@ -53,9 +55,9 @@ def test_subspace_esa_matches_raw_space_with_other_settings():
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
 
 
-def test_defaults_give_twenty_candidates_agent_by_agent():
+def test_the_authors_setting_gives_twenty_candidates_agent_by_agent():
     anchors = torch.tensor(ppo_like_anchors(10, 64, seed=0))
-    esa = EmptySpaceSearch()
+    esa = EmptySpaceSearch(snapshot_every=20)
     out = esa.candidates(anchors)
     assert out.shape == (20, 64) and esa.num_candidates(10) == 20
     # The first snapshot of each agent is its start: the mean of the 5 nearest other anchors of
@@ -70,7 +72,7 @@ def test_defaults_give_twenty_candidates_agent_by_agent():
 def test_fewer_anchors_and_neighbors_than_defaults():
     for n in (2, 3, 4):
         anchors = torch.tensor(ppo_like_anchors(n, 30, seed=n))
-        out = EmptySpaceSearch().candidates(anchors)
+        out = EmptySpaceSearch(snapshot_every=20).candidates(anchors)
         assert out.shape == (min(5, n) * 4, 30)
         assert torch.isfinite(out).all()
 
@@ -114,7 +116,7 @@ anchor_sets = st.builds(
 @settings(max_examples=40, deadline=None)
 @given(anchors=anchor_sets)
 def test_esa_candidates_stay_in_the_affine_hull_and_move_boundedly(anchors):
-    esa = EmptySpaceSearch()
+    esa = EmptySpaceSearch(snapshot_every=20)
     tensor = torch.tensor(anchors)
     out = esa.candidates(tensor)
     sub = AnchorSubspace(tensor)
@@ -185,13 +187,13 @@ def test_gaussian_matches_the_anchor_mean_and_covariance():
 
 def test_random_walk_shares_starts_and_schedule_with_esa():
     anchors = torch.tensor(ppo_like_anchors(10, 40, seed=2))
-    walk = RandomWalkSearch().candidates(anchors, torch.Generator().manual_seed(0))
-    esa = EmptySpaceSearch().candidates(anchors)
+    walk = RandomWalkSearch(snapshot_every=20).candidates(anchors, torch.Generator().manual_seed(0))
+    esa = EmptySpaceSearch(snapshot_every=20).candidates(anchors)
     assert walk.shape == esa.shape
     torch.testing.assert_close(walk[::4], esa[::4])  # same start points
     hops = (walk.reshape(5, 4, 40)[:, 1:] - walk.reshape(5, 4, 40)[:, :-1]).norm(dim=-1)
     assert (hops <= 20 * 1e-3 + 1e-12).all() and (hops > 0).all()
-    other = RandomWalkSearch().candidates(anchors, torch.Generator().manual_seed(1))
+    other = RandomWalkSearch(snapshot_every=20).candidates(anchors, torch.Generator().manual_seed(1))
     assert not torch.equal(walk, other)
 
 
@@ -200,12 +202,21 @@ def test_reprs_show_settings():
     assert repr(GaussianSearch(num_candidates=3)) == "GaussianSearch(num_candidates=3, scale=1)"
 
 
-def test_gaussian_num_is_a_deprecated_spelling_of_num_candidates():
-    with pytest.warns(DeprecationWarning, match="num_candidates"):
-        old = GaussianSearch(num=4)
-    assert old.num_candidates == 4 and old.num == 4
-    anchors = torch.randn(5, 12, dtype=torch.float64)
-    torch.testing.assert_close(
-        old.candidates(anchors, torch.Generator().manual_seed(0)),
-        GaussianSearch(num_candidates=4).candidates(anchors, torch.Generator().manual_seed(0)),
-    )
+@pytest.mark.parametrize("name", ["esa", "random-walk", "checkpoint-average", "gaussian"])
+@pytest.mark.parametrize("num_anchors", [2, 3, 10])
+def test_every_search_says_how_many_candidates_it_makes(name, num_anchors):
+    search = make_search(name)
+    anchors = torch.randn(num_anchors, 40, dtype=torch.float64)
+    made = search.candidates(anchors, torch.Generator().manual_seed(0)).shape[0]
+    assert search.num_candidates(num_anchors) == made
+    assert SearchOperator.num_candidates(search, num_anchors) == made  # the generic answer agrees
+    if num_anchors == 10:  # one default: 10 candidates (the average: 1)
+        assert made == (1 if name == "checkpoint-average" else 10)
+
+
+def test_make_search_names_the_choices():
+    with pytest.raises(ValueError, match="choose one of"):
+        make_search("esa2")
+    with pytest.raises(ValueError, match="its options are"):
+        make_search("checkpoint-average", agents=3)
+    assert make_search("esa", snapshot_every=20).num_candidates(10) == 20

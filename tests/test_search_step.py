@@ -58,8 +58,7 @@ def test_a_search_that_could_overrun_the_budget_is_skipped_counted_and_announced
         opt,
         Score(policy),
         candidate_seed=lambda c: c,
-        budget_limit=1000,
-        policies_per_search=lambda anchors: 5,
+        budget_limit=1000,  # the optimizer's default search: 2 anchors, 2 agents x 2 snapshots + incumbent
         episode_cap=50,
         writer=writer,
         say=messages.append,
@@ -115,7 +114,7 @@ def test_state_dict_round_trip_and_old_checkpoints():
 
 def test_errors_name_the_fix():
     policy, opt = _optimizer(2)
-    with pytest.raises(ValueError, match="policies_per_search and episode_cap"):
+    with pytest.raises(ValueError, match="episode_cap"):
         SearchStep(opt, Score(policy), candidate_seed=lambda c: c, budget_limit=10)
     with pytest.raises(ValueError, match="truth_seed and audit_path"):
         SearchStep(opt, Score(policy), candidate_seed=lambda c: c, audit=object())

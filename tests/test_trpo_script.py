@@ -1,5 +1,6 @@
-"""Tests of single_file_baselines/trpo_continuous_action.py: the natural-gradient optimizer (Fisher-
-vector products, conjugate gradient, line search) in-process, and smoke runs as a script."""
+"""Tests of single_file_baselines/trpo_continuous_action.py and its natural-gradient optimizer
+(`explorler_optim.rl.trpo`: Fisher-vector products, conjugate gradient, line search) in-process,
+and smoke runs as a script."""
 
 import importlib.util
 import json
@@ -15,6 +16,7 @@ pytest.importorskip("tyro")
 pytest.importorskip("tensorboard")
 
 from explorler_optim import ExploRLerOptimizer
+from explorler_optim.rl.trpo import NaturalGradientOptimizer, conjugate_gradient
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "single_file_baselines" / "trpo_continuous_action.py"
@@ -123,7 +125,7 @@ def test_fisher_vector_product_matches_explicit_fisher():
     assert torch.allclose(explicit_hessian, fisher, atol=1e-10)  # Hessian of the KL = Fisher
 
     damping = 0.1
-    opt = trpo.NaturalGradientOptimizer(agent.parameters(), damping=damping)
+    opt = NaturalGradientOptimizer(agent.parameters(), damping=damping)
     _, kl = closure()
     fvp = opt.fisher_vector_product(kl)
     torch.manual_seed(1)
@@ -150,15 +152,15 @@ def test_conjugate_gradient_solves_spd_system():
     m = torch.randn(n, n, dtype=torch.float64)
     a = m @ m.T + 0.5 * torch.eye(n, dtype=torch.float64)
     b = torch.randn(n, dtype=torch.float64)
-    x = trpo.conjugate_gradient(lambda v: a @ v, b, iters=4 * n, residual_tol=1e-24)
+    x = conjugate_gradient(lambda v: a @ v, b, iters=4 * n, residual_tol=1e-24)
     assert torch.allclose(x, torch.linalg.solve(a, b), atol=1e-8)
     # stops as soon as the residual is below the tolerance: one product for a scaled identity
     calls = []
-    x = trpo.conjugate_gradient(lambda v: calls.append(1) or 3.0 * v, b, iters=15)
+    x = conjugate_gradient(lambda v: calls.append(1) or 3.0 * v, b, iters=15)
     assert len(calls) == 1 and torch.allclose(x, b / 3.0)
     # and never takes more than `iters` products
     calls.clear()
-    trpo.conjugate_gradient(lambda v: calls.append(1) or a @ v, b, iters=3)
+    conjugate_gradient(lambda v: calls.append(1) or a @ v, b, iters=3)
     assert len(calls) == 3
 
 
@@ -166,7 +168,7 @@ def full_step_norm(seed=0, max_kl=0.01):
     """Length of the unshrunk natural-gradient step of tiny_problem(seed)."""
     agent, _, closure = tiny_problem(seed)
     before = flat_params(agent)
-    opt = trpo.NaturalGradientOptimizer(agent.parameters(), max_kl=max_kl, backtrack_iters=1)
+    opt = NaturalGradientOptimizer(agent.parameters(), max_kl=max_kl, backtrack_iters=1)
     stats = opt.step(closure)
     assert stats["line_search_success"]  # the plain problem takes its full step
     assert 0 < stats["kl"] <= max_kl
@@ -199,7 +201,7 @@ def test_line_search_never_accepts_a_step_violating_the_kl_bound():
     start = flat_params(agent)
     # at the full step the reported KL exceeds the bound by ~3 max_kl; shrinking helps
     wrapped, tries = logged(closure, agent, quartic_kl=3 * max_kl / norm**4)
-    opt = trpo.NaturalGradientOptimizer(agent.parameters(), max_kl=max_kl)
+    opt = NaturalGradientOptimizer(agent.parameters(), max_kl=max_kl)
     stats = opt.step(wrapped)
     assert tries[0][1] > max_kl  # the full step violates the bound ...
     assert stats["line_search_success"] and stats["backtracks"] >= 1  # ... and was shrunk
@@ -222,14 +224,14 @@ def test_line_search_restores_parameters_when_every_try_fails():
     agent, _, closure = tiny_problem()
     start = flat_params(agent)
     wrapped, tries = logged(closure, agent, quartic_kl=1e6 * max_kl / norm**4)
-    stats = trpo.NaturalGradientOptimizer(agent.parameters(), max_kl=max_kl).step(wrapped)
+    stats = NaturalGradientOptimizer(agent.parameters(), max_kl=max_kl).step(wrapped)
     assert len(tries) == 10 and all(kl > max_kl for _, kl in tries)
     assert not stats["line_search_success"] and stats["kl"] == 0.0
     assert torch.equal(flat_params(agent), start)
     # (b) the surrogate gets worse at every try
     agent, _, closure = tiny_problem()
     wrapped, tries = logged(closure, agent, quadratic_loss=100 * gain / norm**2)
-    stats = trpo.NaturalGradientOptimizer(agent.parameters(), max_kl=max_kl).step(wrapped)
+    stats = NaturalGradientOptimizer(agent.parameters(), max_kl=max_kl).step(wrapped)
     assert len(tries) == 10 and all(kl <= max_kl for _, kl in tries)
     assert not stats["line_search_success"] and stats["improvement"] == 0.0
     assert torch.equal(flat_params(agent), start)
@@ -237,7 +239,7 @@ def test_line_search_restores_parameters_when_every_try_fails():
 
 def test_natural_gradient_optimizer_inside_explorler_optimizer():
     agent, _, closure = tiny_problem()
-    ng = trpo.NaturalGradientOptimizer(agent.parameters())
+    ng = NaturalGradientOptimizer(agent.parameters())
     opt = ExploRLerOptimizer(ng, seed=0)
     assert isinstance(ng, torch.optim.Optimizer)
     for _ in range(3):

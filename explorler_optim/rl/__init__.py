@@ -33,20 +33,27 @@ One idea per module:
 ``surrogate``       ``SurrogateEvaluator``: scores candidates on the update's batch, zero env steps
 ==================  ==========================================================================
 
-Importing this package imports torch and numpy only; gymnasium is imported when envs are
-stepped, Ray only when ``backend="ray"`` is used.
+Importing this package imports nothing heavy: its names import their module when first used
+(torch and numpy); gymnasium is imported when envs are stepped, Ray only when ``backend="ray"``
+is used. ``args`` (``ExploRLerArgs``, the scripts' flags) imports neither torch nor gymnasium.
 """
 
-from explorler_optim.rl.batched import BatchedPolicy
-from explorler_optim.rl.evaluator import PolicyEvaluator
-from explorler_optim.rl.normalize import ObsNormalizer, RewardNormalizer
-from explorler_optim.rl.racing import racing_schedule
-from explorler_optim.rl.rollout import Episode
-from explorler_optim.rl.run_evaluators import RunEvaluators
-from explorler_optim.rl.search_step import SearchStep
-from explorler_optim.rl.surrogate import SurrogateBatch, SurrogateEvaluator
+from typing import TYPE_CHECKING
+
+from explorler_optim._lazy import lazy_exports
+
+if TYPE_CHECKING:  # the names below import lazily (PEP 562)
+    from explorler_optim.rl.batched import BatchedPolicy
+    from explorler_optim.rl.evaluator import PolicyEvaluator
+    from explorler_optim.rl.normalize import ObsNormalizer, RewardNormalizer
+    from explorler_optim.rl.racing import racing_schedule
+    from explorler_optim.rl.rollout import Episode
+    from explorler_optim.rl.run_evaluators import RunEvaluators
+    from explorler_optim.rl.search_step import CandidateEvaluator, SearchStep
+    from explorler_optim.rl.surrogate import SurrogateBatch, SurrogateEvaluator
 
 __all__ = [
+    "CandidateEvaluator",
     "BatchedPolicy",
     "Episode",
     "ObsNormalizer",
@@ -58,3 +65,20 @@ __all__ = [
     "SurrogateEvaluator",
     "racing_schedule",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "BatchedPolicy": "batched",
+        "CandidateEvaluator": "search_step",
+        "Episode": "rollout",
+        "ObsNormalizer": "normalize",
+        "PolicyEvaluator": "evaluator",
+        "RewardNormalizer": "normalize",
+        "RunEvaluators": "run_evaluators",
+        "SearchStep": "search_step",
+        "SurrogateBatch": "surrogate",
+        "SurrogateEvaluator": "surrogate",
+        "racing_schedule": "racing",
+    },
+)

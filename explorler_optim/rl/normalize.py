@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["ObsNormalizer", "RewardNormalizer"]
+__all__ = ["ObsNormalizer", "RewardNormalizer", "find_in_chain"]
 
 
 class _FromWrapper:
@@ -133,7 +134,7 @@ class RewardNormalizer:
                 clip at 10 with a separate wrapper). ``None``: no clipping.
             epsilon: the wrapper's own epsilon unless given.
         """
-        wrapper = _find_wrapper(env, _normalizes_rewards)
+        wrapper = find_in_chain(env, _normalizes_rewards)
         if wrapper is None:
             raise ValueError(
                 "RewardNormalizer.from_env: no NormalizeReward / VecNormalize wrapper (an object with "
@@ -172,7 +173,7 @@ def _float_array(x: Any) -> np.ndarray:
 
 def _find_normalize_wrapper(env: Any) -> Any:
     """The first wrapper with ``obs_rms`` down the chain (gymnasium ``.env``, SB3 ``.venv``)."""
-    return _find_wrapper(env, _normalizes_observations)
+    return find_in_chain(env, _normalizes_observations)
 
 
 def _normalizes_observations(e: Any) -> bool:
@@ -182,8 +183,22 @@ def _normalizes_observations(e: Any) -> bool:
     return getattr(e, "norm_obs", True)  # SB3 VecNormalize(norm_obs=False) keeps unused stats
 
 
-def _find_wrapper(env: Any, matches: Any) -> Any:
-    """The first object down the wrapper chain (gymnasium ``.env``, SB3 ``.venv``) that ``matches``."""
+def find_in_chain(env: Any, matches: Callable[[Any], bool]) -> Any:
+    """The first object down the wrapper chain (gymnasium ``.env``, SB3 ``.venv``) that ``matches``.
+
+    Args:
+        env: the outermost wrapper (or env).
+        matches: the test of a layer.
+
+    Returns:
+        That layer, or ``None`` (also after 100 layers).
+
+    Example:
+        >>> import gymnasium as gym
+        >>> env = gym.wrappers.ClipAction(gym.make("Pendulum-v1"))
+        >>> type(find_in_chain(env, lambda layer: hasattr(layer, "_max_episode_steps"))).__name__
+        'TimeLimit'
+    """
     seen = 0
     e = env
     while e is not None and seen < 100:

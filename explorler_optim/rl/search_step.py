@@ -17,24 +17,54 @@ single-file scripts have always used.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
+from torch import Tensor
 
 from explorler_optim.explorer import ExploreResult
 
-__all__ = ["SearchStep"]
+if TYPE_CHECKING:
+    from explorler_optim.rl.normalize import ObsNormalizer
+
+__all__ = ["CandidateEvaluator", "SearchStep"]
+
+
+class CandidateEvaluator(Protocol):
+    """What :class:`SearchStep` needs of the evaluator that scores a search's candidates.
+
+    ``PolicyEvaluator`` (episodes) and ``SurrogateEvaluator`` (the update's batch, no env steps)
+    both are one; mypy checks it where the library builds a :class:`SearchStep`.
+    """
+
+    obs_normalizer: ObsNormalizer | None
+    """Set before every search: the training env's observation statistics now."""
+    seed: int
+    """Set before every search: the first reset seed of the cycle's episodes."""
+    total_env_steps: int
+    """Env steps played so far, all calls together (the search's cost is its increase)."""
+    episodes: int
+    """Episodes per candidate (the budget rule's bound; 0: a search costs no env steps)."""
+
+    def evaluate_many(self, params: Sequence[Tensor], candidates: Sequence[Tensor]) -> Any:
+        """One score per candidate (see ``BatchEvaluator``)."""
+        ...
+
+    def close(self) -> None:
+        """Release envs and workers."""
+        ...
 
 
 class SearchStep:
     """One ExploRLer search between RL iterations, its budget rule, accounting and logging.
 
     Args:
-        optimizer: the ``ExploRLerOptimizer`` whose anchors are searched.
-        evaluator: scores candidates (e.g. a ``PolicyEvaluator``); it needs ``obs_normalizer``,
-            ``seed`` and ``total_env_steps`` attributes. ``None`` makes a disabled step (a run
-            without ExploRLer): :meth:`due` is always false, its counters still go into checkpoints.
+        optimizer: the ``ExploRLerOptimizer`` whose anchors are searched, or an ``Explorer``
+            (the SB3 callback's, which searches the actor of an optimizer it does not wrap).
+        evaluator: scores candidates (a :class:`CandidateEvaluator`, e.g. a ``PolicyEvaluator``).
+            ``None`` makes a disabled step (a run without ExploRLer): :meth:`due` is always false,
+            its counters still go into checkpoints.
         candidate_seed: the evaluator's reset seed for search cycle ``cycle``.
         every: search after every ``every``-th iteration.
         start_step: no search before this many training env steps.
@@ -44,10 +74,9 @@ class SearchStep:
         truth_seed: the reset seed of the audit's ``"truth"`` evaluator for cycle ``cycle``.
         audit_path: the JSON-lines file of the audit's records (needed with ``audit``).
         budget_limit: with a budget on counted env steps (candidate steps counted), a search is
-            skipped when ``counted_steps + policies_per_search(num_anchors) * episodes *
-            episode_cap`` would exceed it; ``None``: no budget rule.
-        policies_per_search: how many policies a search with ``num_anchors`` anchors scores
-            (needed with ``budget_limit``).
+            skipped when ``counted_steps + policies * episodes * episode_cap`` would exceed it,
+            ``policies`` being what the optimizer's search scores (:meth:`policies_per_search`);
+            ``None``: no budget rule.
         episode_cap: the longest an episode can be (needed with ``budget_limit``).
         landscape_every: :meth:`log` draws the loss landscape every this many cycles (0: never).
         writer: a TensorBoard ``SummaryWriter`` for :meth:`log` and the skipped-search count.
@@ -58,18 +87,20 @@ class SearchStep:
             scored on fresh samples of the current policy, which no update has fit yet).
 
     Raises:
-        ValueError: with an evaluator, ``budget_limit`` without ``policies_per_search`` and
-            ``episode_cap``, or ``audit`` without ``truth_seed`` and ``audit_path``; pass them.
+        ValueError: with an evaluator, ``budget_limit`` without ``episode_cap``, or ``audit``
+            without ``truth_seed`` and ``audit_path``; pass them.
 
     Example:
         >>> from explorler_optim import ExploRLerOptimizer
         >>> policy = torch.nn.Linear(2, 1)
         >>> opt = ExploRLerOptimizer(torch.optim.SGD(policy.parameters(), lr=0.1), seed=0)
-        >>> class Score:  # a stand-in for PolicyEvaluator: 10 env steps per policy scored
-        ...     obs_normalizer, seed, total_env_steps = None, 0, 0
-        ...     def __call__(self):
-        ...         self.total_env_steps += 10
-        ...         return -policy.weight.square().sum().item()
+        >>> class Score:  # a CandidateEvaluator: 10 env steps per policy scored
+        ...     obs_normalizer, seed, total_env_steps, episodes = None, 0, 0, 1
+        ...     def evaluate_many(self, params, candidates):  # candidates[0]: the weights, stacked
+        ...         self.total_env_steps += 10 * len(candidates[0])
+        ...         return [-weight.square().sum().item() for weight in candidates[0]]
+        ...     def close(self):
+        ...         pass
         >>> search = SearchStep(opt, Score(), candidate_seed=lambda cycle: 100 + cycle, every=2)
         >>> for iteration in range(1, 3):
         ...     _ = policy.weight.data.add_(1.0); opt.record()
@@ -82,7 +113,7 @@ class SearchStep:
     def __init__(
         self,
         optimizer: Any,
-        evaluator: Any | None,
+        evaluator: CandidateEvaluator | None,
         *,
         candidate_seed: Callable[[int], int],
         every: int = 1,
@@ -91,19 +122,14 @@ class SearchStep:
         truth_seed: Callable[[int], int] | None = None,
         audit_path: str | os.PathLike | None = None,
         budget_limit: int | None = None,
-        policies_per_search: Callable[[int], int] | None = None,
         episode_cap: int | None = None,
         landscape_every: int = 0,
         writer: Any | None = None,
         say: Callable[[str], Any] | None = None,
         defer: bool = False,
     ) -> None:
-        if (
-            evaluator is not None
-            and budget_limit is not None
-            and (policies_per_search is None or not episode_cap)
-        ):
-            raise ValueError("SearchStep: budget_limit needs policies_per_search and episode_cap; pass them")
+        if evaluator is not None and budget_limit is not None and not episode_cap:
+            raise ValueError("SearchStep: budget_limit needs episode_cap; pass it")
         if audit is not None and (truth_seed is None or audit_path is None):
             raise ValueError("SearchStep: audit needs truth_seed and audit_path; pass them")
         self.optimizer = optimizer
@@ -115,7 +141,6 @@ class SearchStep:
         self.truth_seed = truth_seed
         self.audit_path = audit_path
         self.budget_limit = budget_limit
-        self.policies_per_search = policies_per_search
         self.episode_cap = episode_cap
         self.landscape_every = int(landscape_every)
         self.writer = writer
@@ -142,7 +167,7 @@ class SearchStep:
             return False
         if self.budget_limit is None:
             return self._due_now()
-        assert self.policies_per_search is not None and self.episode_cap is not None
+        assert self.episode_cap is not None
         policies = self.policies_per_search(self.optimizer.num_anchors)
         bound = policies * self.evaluator.episodes * self.episode_cap
         if counted_steps + bound <= self.budget_limit:
@@ -158,6 +183,19 @@ class SearchStep:
                 "later searches that do not fit are skipped too"
             )
         return False
+
+    def policies_per_search(self, num_anchors: int) -> int:
+        """How many policies a search over ``num_anchors`` anchors scores: the optimizer's search's
+        candidates, plus the incumbent when it is scored.
+
+        Example:
+            >>> from explorler_optim import ExploRLerOptimizer
+            >>> opt = ExploRLerOptimizer(torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1))
+            >>> SearchStep(opt, None, candidate_seed=int).policies_per_search(10)  # 10 candidates + 1
+            11
+        """
+        explorer = getattr(self.optimizer, "explorer", self.optimizer)  # an optimizer's, or an Explorer
+        return explorer.search.num_candidates(num_anchors) + int(explorer.include_incumbent)
 
     def _due_now(self) -> bool:
         """A due search runs now, or (``defer``) waits for the next batch."""

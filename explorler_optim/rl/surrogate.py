@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from explorler_optim.rl.normalize import ObsNormalizer
+
 __all__ = ["SurrogateBatch", "SurrogateEvaluator"]
 
 
@@ -136,7 +138,9 @@ class SurrogateEvaluator:
         self.batch: SurrogateBatch | None = None
         self.total_env_steps = 0
         self.last_env_steps = 0
-        self.obs_normalizer = None  # set by a SearchStep, not used: the batch is already normalised
+        self.obs_normalizer: ObsNormalizer | None = (
+            None  # set by a SearchStep, unused: the batch is normalised
+        )
         self.seed = 0  # set by a SearchStep, not used: nothing is reset
         self.last_kl = torch.zeros(0, dtype=torch.float64)
         self.last_surrogate = torch.zeros(0, dtype=torch.float64)

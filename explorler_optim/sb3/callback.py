@@ -8,7 +8,6 @@ accounting and ``explorler/*`` scalars). What it checks at ``learn()`` start is 
 from __future__ import annotations
 
 import copy
-import functools
 import math
 import os
 from typing import Any, cast
@@ -18,21 +17,15 @@ from stable_baselines3.common.callbacks import BaseCallback
 from torch.utils.hooks import RemovableHandle
 
 from ..checkpoint import save_checkpoint
-from ..explorer import Explorer, ExploreResult
-from ..rl import ObsNormalizer, PolicyEvaluator, SearchStep
-from ..search import CheckpointAverage, EmptySpaceSearch, GaussianSearch, RandomWalkSearch, SearchOperator
+from ..explorer import Explorer, ExploreResult, flatten_params
+from ..rl import CandidateEvaluator, ObsNormalizer, PolicyEvaluator, SearchStep
+from ..search import SearchOperator, make_search
 from . import checks
 from .actor import check_policy, sb3_actor, sb3_actor_params
 
 __all__ = ["ExploRLerCallback"]
 
 _STATE_VERSION = 2  # 1: no num_timesteps / param_shapes / search_step (still read, unchecked)
-_SEARCHES: dict[str, type[SearchOperator]] = {
-    "esa": EmptySpaceSearch,
-    "random-walk": RandomWalkSearch,
-    "checkpoint-average": CheckpointAverage,
-    "gaussian": GaussianSearch,
-}
 
 
 def _make_search(search: str | SearchOperator | None, kwargs: dict[str, Any] | None) -> SearchOperator:
@@ -42,15 +35,9 @@ def _make_search(search: str | SearchOperator | None, kwargs: dict[str, Any] | N
                 "search_kwargs applies to a search given by name; configure the instance instead"
             )
         return search
-    if search is None:
-        options = {"snapshot_every": 60, **(kwargs or {})}  # the scripts' tuned default: 10 candidates
-        return EmptySpaceSearch(**options)
-    if search not in _SEARCHES:
-        raise ValueError(f"search must be one of {sorted(_SEARCHES)} or a SearchOperator, got {search!r}")
-    options = dict(kwargs or {})
-    if search == "esa":
-        options.setdefault("snapshot_every", 60)
-    return _SEARCHES[search](**options)
+    if search is not None and not isinstance(search, str):
+        raise ValueError(f"search must be a search's name or a SearchOperator, got {search!r}")
+    return make_search(search or "esa", **(kwargs or {}))  # every default: 10 candidates
 
 
 def _positive_int(name: str, value: Any, auto: bool = False) -> None:
@@ -147,8 +134,9 @@ class ExploRLerCallback(BaseCallback):
         eval_episodes: deterministic episodes per candidate (the paper: 3).
         max_anchors: anchors searched: the last ones recorded.
         anchor_every: ``"auto"``, ``"epoch"`` (PPO) or ``"iteration"`` (TRPO, A2C).
-        search: ``None`` (``EmptySpaceSearch(snapshot_every=60)``: 10 candidates), a name (``"esa"``,
-            ``"random-walk"``, ``"checkpoint-average"``, ``"gaussian"``) or a ``SearchOperator``.
+        search: ``None`` (``EmptySpaceSearch()``), a name (``"esa"``, ``"random-walk"``,
+            ``"checkpoint-average"``, ``"gaussian"``: ``make_search``'s, each making 10 candidates
+            from 10 anchors with its defaults, the average 1) or a ``SearchOperator``.
         search_kwargs: arguments of the named search (e.g. ``{"snapshot_every": 20}``).
         include_incumbent: score the current policy too and commit only if a candidate beats it.
         reset_state: clear ``policy.optimizer``'s state (Adam moments) of the actor after a commit.
@@ -292,7 +280,7 @@ class ExploRLerCallback(BaseCallback):
     @property
     def evaluator(self) -> PolicyEvaluator | None:
         """The candidate evaluator (built when ``learn()`` starts)."""
-        return self.step.evaluator
+        return cast("PolicyEvaluator | None", self.step.evaluator)  # the callback builds no other kind
 
     # ---------------------------------------------------------------- setup
     def _init_callback(self) -> None:
@@ -351,16 +339,13 @@ class ExploRLerCallback(BaseCallback):
             self.step.close()
         self.step = self._new_step(None, self.step)
 
-    def _new_step(self, evaluator: PolicyEvaluator | None, old: SearchStep | None) -> SearchStep:
+    def _new_step(self, evaluator: CandidateEvaluator | None, old: SearchStep | None) -> SearchStep:
         cap = None if self._eval is None else self._eval.episode_cap
         step = SearchStep(
             self.explorer,
             evaluator,
             candidate_seed=self._seed_of,
             budget_limit=self._budget_limit if evaluator is not None else None,
-            policies_per_search=functools.partial(
-                checks.policies_per_search, self.search, self.include_incumbent
-            ),
             episode_cap=cap,
             writer=_LoggerWriter(self),
             say=checks.warn_at_user,
@@ -414,7 +399,7 @@ class ExploRLerCallback(BaseCallback):
                     "bound a search's env steps: pass eval_env_kwargs={'max_episode_steps': N} (or a "
                     "factory with a TimeLimit), budget_tolerance=None or count_eval_steps=False"
                 )
-            checks.policies_per_search(self.search, self.include_incumbent, 2)  # fails now if it cannot
+            self.search.num_candidates(2)  # a custom operator's count fails now, not at a search
             end = checks.plain_end(start, total, rollout)
             self._budget_limit = end + int(self.budget_tolerance * max(total - start, 0))
         evaluator = self.step.evaluator
@@ -452,7 +437,7 @@ class ExploRLerCallback(BaseCallback):
     # ---------------------------------------------------------------- anchors
     def _actor_flat(self) -> torch.Tensor:
         assert self.explorer is not None, "the callback is not attached to a model yet"
-        return torch.cat([p.detach().reshape(-1) for p in self.explorer.params]).clone()
+        return flatten_params(self.explorer.params)
 
     def _record(self) -> None:
         assert self.explorer is not None, "the callback is not attached to a model yet"

@@ -16,9 +16,8 @@ import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from ..search import CheckpointAverage, EmptySpaceSearch, GaussianSearch, RandomWalkSearch, SearchOperator
 from .actor import check_policy
 
 __all__ = [
@@ -27,7 +26,6 @@ __all__ = [
     "check_algorithm",
     "check_observation_space",
     "eval_env_for",
-    "policies_per_search",
     "resolve_schedule",
     "warn_at_user",
 ]
@@ -257,45 +255,6 @@ def resolve_schedule(explore_every: int | str, max_anchors: int, mode: str, roll
     every = max(1, round(AUTO_STEPS_PER_SEARCH[mode] / rollout))
     stride = max(1, math.ceil(every / max_anchors)) if mode == "iteration" else 1
     return Schedule(every, stride)
-
-
-def policies_per_search(search: SearchOperator, include_incumbent: bool, num_anchors: int) -> int:
-    """How many policies a search over ``num_anchors`` anchors scores (the budget rule's count).
-
-    Args:
-        search: the search operator.
-        include_incumbent: whether the current policy is scored too.
-        num_anchors: anchors searched.
-
-    Returns:
-        Candidates plus the incumbent.
-
-    Raises:
-        TypeError: a custom operator without a ``num_candidates(num_anchors)`` method.
-
-    Example:
-        >>> policies_per_search(EmptySpaceSearch(snapshot_every=60), True, 10)
-        11
-    """
-    if isinstance(search, EmptySpaceSearch):
-        candidates = search.num_candidates(num_anchors)
-    elif isinstance(search, RandomWalkSearch):
-        candidates = min(search.agents, num_anchors) * (
-            len(range(0, search.steps, search.snapshot_every)) + 1
-        )
-    elif isinstance(search, CheckpointAverage):
-        candidates = 1
-    elif isinstance(search, GaussianSearch):
-        candidates = search.num_candidates
-    elif callable(getattr(search, "num_candidates", None)):
-        candidates = int(cast(Any, search).num_candidates(num_anchors))
-    else:
-        raise TypeError(
-            f"ExploRLerCallback: {type(search).__name__} has no num_candidates(num_anchors) method, so "
-            "the budget rule cannot bound a search's env steps: add one, or pass budget_tolerance=None "
-            "(or count_eval_steps=False)"
-        )
-    return int(candidates) + int(include_incumbent)
 
 
 def rollout_steps(model: Any) -> int:
