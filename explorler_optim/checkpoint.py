@@ -71,12 +71,24 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     """``torch.save`` to ``path`` atomically: a crash mid-write never leaves a truncated file.
 
     The file gets the permissions a plain ``open`` would give it (``0o666`` less the umask).
+
+    Args:
+        path: the file to write (its folder is created if missing).
+        payload: what to save: tensors and plain Python values, so that
+            ``torch.load(path, weights_only=True)`` reads it.
     """
     atomic_write(path, lambda file: torch.save(payload, file))
 
 
 def find_wrapper(env: Any, cls: type) -> Any:
     """The outermost wrapper of type ``cls`` in ``env``'s chain (``env``, ``env.env``, ...).
+
+    Args:
+        env: a gymnasium env, wrapped or not.
+        cls: the wrapper class to find (e.g. ``gymnasium.wrappers.NormalizeObservation``).
+
+    Returns:
+        That wrapper.
 
     Raises:
         ValueError: no wrapper of that type; build the env with it.
@@ -213,7 +225,12 @@ def rng_state() -> dict[str, Any]:
 
 
 def load_rng_state(state: dict[str, Any]) -> None:
-    """Restore the generators saved by :func:`rng_state`."""
+    """Restore the generators saved by :func:`rng_state`.
+
+    Args:
+        state: what :func:`rng_state` returned (Python's, NumPy's, torch's and CUDA's generators;
+            CUDA's only where CUDA is available).
+    """
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
     name, keys, position, has_gauss, cached = state["numpy"]
@@ -229,6 +246,12 @@ def env_state(env: Any) -> list[dict[str, Any]]:
     Holds every attribute that is plain data (numbers, arrays, running statistics, queues, random
     generators), and for MuJoCo envs the simulator's full integration state. Functions, spaces and
     the wrapped env are structure, rebuilt by the code that makes the env, and are not saved.
+
+    Args:
+        env: a gymnasium env and its wrappers (e.g. one env of a ``SyncVectorEnv``).
+
+    Returns:
+        One ``{"type": class name, "attributes": {...}}`` per layer, outermost first.
 
     Raises:
         TypeError: an attribute holds something that cannot be saved this way; the message names it.
@@ -249,7 +272,15 @@ def env_state(env: Any) -> list[dict[str, Any]]:
 
 
 def load_env_state(env: Any, state: list[dict[str, Any]]) -> None:
-    """Restore :func:`env_state` into an env built the same way (same wrappers, same order)."""
+    """Restore :func:`env_state` into an env built the same way (same wrappers, same order).
+
+    Args:
+        env: the env to restore into, built by the same code as the saved one.
+        state: what :func:`env_state` returned.
+
+    Raises:
+        ValueError: the env's wrappers differ from the saved ones; build it with the same wrappers.
+    """
     layers = []
     layer = env
     while layer is not None:

@@ -76,6 +76,7 @@ class SearchOperator(abc.ABC):
         return int(self.search(coords, torch.Generator().manual_seed(0)).shape[0])
 
     def extra_repr(self) -> str:
+        """The settings ``repr`` shows inside the parentheses (override to add them)."""
         return ""
 
     def __repr__(self) -> str:

@@ -314,7 +314,8 @@ def landscape_line_figure(
         incumbent_position: the incumbent's position, if known.
         incumbent_score: the incumbent's score, if known.
         standard_errors: optional ``(k,)`` standard errors of ``scores``.
-        title: figure title; note: an extra line under it.
+        title: figure title.
+        note: an extra line under the title.
         incumbent_label: legend label of the incumbent.
 
     Returns:
@@ -370,7 +371,18 @@ def landscape_line_figure(
 
 
 def figure_from_result(result: ExploreResult, title: str | None = None) -> Figure:
-    """:func:`landscape_figure` for the :class:`~explorler_optim.ExploreResult` of one ``explore()``."""
+    """:func:`landscape_figure` for the :class:`~explorler_optim.ExploreResult` of one ``explore()``.
+
+    Args:
+        result: what ``explore()`` returned (its anchor, candidate and incumbent coordinates).
+        title: the figure's title.
+
+    Returns:
+        A matplotlib ``Figure``.
+
+    Raises:
+        ValueError: ``result`` holds no anchor coordinates.
+    """
     if result.anchor_coords.numel() == 0 and result.num_anchors == 0:
         raise ValueError("this ExploreResult holds no anchor coordinates")
     return landscape_figure(
@@ -386,6 +398,15 @@ def figure_from_result(result: ExploreResult, title: str | None = None) -> Figur
 
 def log_landscape(writer: Any, result: ExploreResult, step: int, tag: str = "explorler/landscape") -> None:
     """Log the landscape of ``result`` to a TensorBoard ``SummaryWriter`` as an image under ``tag``.
+
+    Args:
+        writer: a ``torch.utils.tensorboard.SummaryWriter`` (anything with ``add_figure``).
+        result: what ``explore()`` returned.
+        step: the global step the image is logged at.
+        tag: the image's tag in TensorBoard.
+
+    Raises:
+        ImportError: matplotlib is not installed (``pip install 'explorler-optim[viz]'``).
 
     Example:
         >>> # after result = optimizer.explore(evaluator)
@@ -404,5 +425,9 @@ def save_figure(figure: Figure, path: str) -> None:
 
     The file gets the permissions a plain ``open(path, "w")`` would give (0o666 less the umask),
     not the owner-only ones of a ``tempfile.mkstemp`` file.
+
+    Args:
+        figure: a matplotlib ``Figure``.
+        path: the PNG file to write.
     """
     atomic_write(path, lambda file: figure.savefig(file, format="png"))

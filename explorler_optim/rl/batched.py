@@ -79,8 +79,16 @@ class BatchedPolicy:
     """Evaluates a policy for n candidates at once: obs (n, S, d) -> actions (n, S, a).
 
     ``stacked`` maps parameter names to (n, *shape) float32 tensors; every other parameter and
-    buffer of the module keeps its current value. ``fast=None`` picks the ``baddbmm`` path when
-    the policy allows it, ``False`` forces ``vmap``, ``True`` requires ``baddbmm``.
+    buffer of the module keeps its current value.
+
+    Args:
+        policy: the policy module (e.g. the actor's mean network).
+        fast: ``None`` picks the ``baddbmm`` path when the policy is a ``Sequential`` of
+            ``Linear`` layers and activations, ``False`` forces ``torch.func.vmap``, ``True``
+            requires ``baddbmm``.
+
+    Raises:
+        ValueError: ``fast=True`` for a policy the ``baddbmm`` path cannot run.
     """
 
     def __init__(self, policy: nn.Module, fast: bool | None = None):

@@ -49,7 +49,8 @@ class PolicyEvaluator:
             exceed it (estimated from rung 0's episode lengths; a soft bound on env steps).
         backend: ``"local"`` or ``"ray"``.
         ray_address: address of an existing Ray cluster (``ray.init(address=...)``); ignored if
-            Ray is already initialised. ``ray_init_kwargs``: extra ``ray.init`` arguments.
+            Ray is already initialised.
+        ray_init_kwargs: extra ``ray.init`` arguments.
         fast_path: None = use the ``baddbmm`` path for Sequential(Linear/activation) policies and
             ``torch.func.functional_call`` + ``vmap`` otherwise; False forces vmap.
         start_method: multiprocessing start method for workers ("spawn" or "forkserver").

@@ -26,8 +26,18 @@ class ObsNormalizer:
 
     The statistics are copied at construction and never updated by evaluation; refresh them by
     building a new normaliser (``ObsNormalizer.from_env(env)``) and assigning it to
-    ``PolicyEvaluator.obs_normalizer``. ``clip=None`` disables clipping.
+    ``PolicyEvaluator.obs_normalizer``.
 
+    Args:
+        mean: the running mean of the observations (array-like, the observation's shape).
+        var: their running variance, the same shape.
+        clip: the bound the normalised observation is clipped to; ``None``: no clipping.
+        epsilon: added to the variance before the square root.
+
+    Raises:
+        ValueError: ``mean`` and ``var`` differ in shape.
+
+    Example:
     >>> norm = ObsNormalizer(mean=[1.0, 0.0], var=[4.0, 1.0], clip=5.0, epsilon=0.0)
     >>> norm([[3.0, 10.0]]).tolist()
     [[1.0, 5.0]]
@@ -87,6 +97,7 @@ class ObsNormalizer:
         return np.asarray(x, dtype=np.float32)
 
     def state_dict(self) -> dict[str, Any]:
+        """The statistics and settings (``mean``, ``var``, ``clip``, ``epsilon``), as copies."""
         return {
             "mean": self.mean.copy(),
             "var": self.var.copy(),
@@ -96,6 +107,11 @@ class ObsNormalizer:
 
     @classmethod
     def from_state_dict(cls, sd: dict[str, Any]) -> ObsNormalizer:
+        """A normaliser from what :meth:`state_dict` returned.
+
+        Args:
+            sd: a dict with ``mean``, ``var``, ``clip`` and ``epsilon``.
+        """
         return cls(sd["mean"], sd["var"], clip=sd["clip"], epsilon=sd["epsilon"])
 
     def __repr__(self) -> str:
@@ -108,8 +124,14 @@ class RewardNormalizer:
     The scaling of gymnasium's ``NormalizeReward`` (and SB3's ``VecNormalize``), with the variance
     of the discounted return copied once and never updated: rewards collected outside the training
     env (e.g. candidate episodes reused for training) are scaled exactly as the training env scales
-    its own at that moment. ``clip=None`` disables clipping.
+    its own at that moment.
 
+    Args:
+        var: the running variance of the discounted return.
+        clip: the bound the scaled reward is clipped to; ``None``: no clipping.
+        epsilon: added to the variance before the square root.
+
+    Example:
     >>> scale = RewardNormalizer(var=3.0, clip=1.0, epsilon=1.0)
     >>> scale([1.0, 4.0]).tolist()
     [0.5, 1.0]

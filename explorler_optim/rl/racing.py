@@ -30,6 +30,18 @@ def racing_schedule(
     it fits (or only one survivor is left after rung 0). With ``episodes <= 1`` or ``n <= 2`` the
     schedule is exhaustive: ``[(n, episodes)]``.
 
+    Args:
+        n: candidates raced.
+        episodes: episodes a finalist plays.
+        eta: the fraction ``1 / eta`` of candidates that survives each rung.
+        budget: the most the schedule may spend, as a fraction of the exhaustive
+            ``n * episodes`` episodes.
+        min_survivors: candidates kept at least after each rung.
+
+    Returns:
+        ``[(survivors, episodes per survivor so far), ...]``, one pair per rung.
+
+    Example:
     >>> racing_schedule(9, 3)
     [(9, 1), (3, 2), (1, 3)]
     >>> racing_schedule(2, 5)

@@ -102,6 +102,7 @@ class SB3Actor(nn.Module):
             self._high = torch.as_tensor(box.high, dtype=torch.float32)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """The deterministic action for ``obs`` (squashed into the action space when SB3 squashes)."""
         x = preprocess_obs(obs, self._observation_space, normalize_images=self._normalize_images)
         mean = self.action_net(self.policy_net(self.features_extractor(x)))
         if not self.squash:
