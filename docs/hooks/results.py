@@ -15,10 +15,11 @@ SKIPPED_FOLDERS = {"runs", "pretrained"}  # per-run logs and checkpoints: thousa
 
 
 def on_files(files, config):
-    root = Path(config.config_file_path).parent / "benchmarks" / "results"
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
+    results = Path(config.config_file_path).parent / "benchmarks" / "results"
+    for path in sorted(results.rglob("*")):
+        relative = path.relative_to(results)
         if path.is_file() and not SKIPPED_FOLDERS & set(relative.parts[:-1]):
-            files.append(File(f"results/{relative.as_posix()}", str(root), config.site_dir, False))
-            files.get_file_from_path(f"results/{relative.as_posix()}").abs_src_path = str(path)
+            # src_dir is benchmarks/, so the page "results/..." is read from benchmarks/results/...
+            name = f"results/{relative.as_posix()}"
+            files.append(File(name, str(results.parent), config.site_dir, config.use_directory_urls))
     return files
