@@ -377,7 +377,7 @@ FREE_SCHEDULE = Protocol(
 # tasks with the defaults, both reuse modes and free scoring; TRPO on Hopper with the defaults and free
 # scoring. The free-scoring arm is the best free setting of `selection-surrogate` (2026-12-06): the
 # same-batch surrogate, which kept the incumbent in all 36 audited searches (realised gain 0), where
-# scoring on the next batch committed in 34 of 36 and lost (-29 per search pooled). Runs are made
+# scoring on the next batch committed in 34 of 36 and lost (-59 per search pooled). Runs are made
 # under benchmarks/constraints.txt on one CPU model; the report flags any other setup.
 VERDICT_FREE = "explorler-surrogate"
 PPO_TASKS = tuple((env, "ppo") for env in SMALL.envs)
