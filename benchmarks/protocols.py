@@ -164,6 +164,9 @@ class Protocol:
     resumable: bool = False
     # its runs are results: the sweep runs them only under benchmarks/constraints.txt's versions
     pinned: bool = True
+    # protocols whose finished runs this one takes (copied into its folder) instead of running
+    # them again, where the command is the same but for where the checkpoint is kept
+    reuse_from: tuple[str, ...] = ()
 
     def runs_task(self, variant: str, env: str, algo: str) -> bool:
         """Whether the grid has ``variant`` on ``env`` with ``algo``."""
@@ -355,14 +358,15 @@ SELECTION_SURROGATE = Protocol(
 )
 
 # `free-schedule`: with free scoring a search can run after every iteration; does that beat the
-# default schedule (every 20)? PPO on small's tasks, 2 seeds, compared with `verdict`'s baseline runs
-# of the same seeds (the same flags, so the same runs).
+# default schedule (every 20)? PPO on small's tasks, 2 seeds. The baseline and every-20 same-batch
+# runs are `verdict`'s runs of the same seeds (the same commands), taken from its folder.
 FREE_SCHEDULE = Protocol(
     name="free-schedule",
     description="free (surrogate) scoring every iteration vs every 20: PPO on small's tasks, 2 seeds",
     envs=SMALL.envs,
     algos=("ppo",),
     variants=(
+        "baseline",
         "explorler-surrogate",
         "explorler-surrogate-every1",
         "explorler-surrogate-next",
@@ -371,6 +375,7 @@ FREE_SCHEDULE = Protocol(
     seeds=(1, 2),
     flags=SMALL.flags,
     resumable=True,
+    reuse_from=("verdict",),
 )
 
 # `verdict` (issue 20): every per-task claim at 10 seeds, at equal total env steps. PPO on small's

@@ -385,6 +385,28 @@ def done(run_dir: Path, command: list[str] | None = None) -> bool:
     return ok
 
 
+def finished_elsewhere(protocol: Protocol, run: Run, command: list[str]) -> Path | None:
+    """The folder of ``run`` finished with the same command in a protocol ``protocol`` reuses, if any."""
+    for name in protocol.reuse_from:
+        source = run_dir_of(RESULTS / name, run)
+        if done(source, command):
+            return source
+    return None
+
+
+def adopt(source: Path, run_dir: Path) -> None:
+    """Copy a finished run's folder (less its checkpoint) to ``run_dir``, replacing a stopped run there.
+
+    The copy is made beside ``run_dir`` and renamed into place, so a crash leaves no half-copied run.
+    """
+    staging = run_dir.with_name(run_dir.name + ".adopting")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging, ignore=shutil.ignore_patterns(CHECKPOINT_FILE))
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    staging.rename(run_dir)
+
+
 def without_checkpointing(tokens: list[str]) -> list[str]:
     """``tokens`` less ``--save-model`` and ``--checkpoint-path PATH``: where a run keeps its resume
     checkpoint does not change its results, so a run made in another protocol's folder counts."""
@@ -605,6 +627,12 @@ def plan(protocol: Protocol, runs: list[Run], out: Path, args, extra) -> tuple[l
             print(shlex.join(command))
             continue
         if args.collect_only or done(run_dir, command):
+            skipped += 1
+            continue
+        source = finished_elsewhere(protocol, run, command)
+        if source is not None:
+            adopt(source, run_dir)
+            print(f"{run.name}: taken from {source.parent.parent}", file=sys.stderr)
             skipped += 1
             continue
         if done(run_dir):

@@ -142,6 +142,40 @@ def test_a_finished_run_recorded_from_another_checkout_is_not_run_again(tmp_path
     assert [entry[0] for entry in todo] == [pretrain] and skipped == 0  # flags changed: run again
 
 
+def test_a_run_finished_in_a_reused_protocol_is_copied_not_run_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "RESULTS", tmp_path / "results")
+    schedule = protocols.PROTOCOLS["free-schedule"]
+    verdict = protocols.PROTOCOLS["verdict"]
+    assert schedule.reuse_from == ("verdict",)
+    args = sweep.parse_args(["--protocol", "free-schedule"])
+    out = tmp_path / "results" / "free-schedule"
+    run = sweep.Run("Hopper-v5", "ppo", "baseline", 1)
+    other = sweep.Run("Hopper-v5", "ppo", "explorler-surrogate", 1)
+    source = sweep.run_dir_of(tmp_path / "results" / "verdict", run)
+    (source / "runs").mkdir(parents=True)
+    (source / "runs" / "events").write_text("tensorboard")
+    (source / sweep.CHECKPOINT_FILE).write_bytes(b"not needed by a finished run")
+    command = sweep.build_command(verdict, run, [], sys.executable, tmp_path / "results" / "verdict")
+    record = {"returncode": 0, "evaluations": [{"return": 1.0}], "command": sweep.shlex.join(command)}
+    (source / sweep.RESULT_FILE).write_text(json.dumps(record))
+    stopped = sweep.run_dir_of(out, run)
+    stopped.mkdir(parents=True)
+    (stopped / sweep.CHECKPOINT_FILE).write_bytes(b"a stopped run of our own")
+    todo, skipped = sweep.plan(schedule, [run, other], out, args, [])
+    assert [entry[0] for entry in todo] == [other] and skipped == 1  # no finished surrogate run to take
+    assert (stopped / "runs" / "events").read_text() == "tensorboard"
+    assert (
+        not (stopped / sweep.CHECKPOINT_FILE).exists()
+        and not stopped.with_name(stopped.name + ".adopting").exists()
+    )
+    assert sweep.done(stopped, sweep.build_command(schedule, run, [], sys.executable, out))
+    changed = [*command, "--learning-rate", "1e-4"]
+    (source / sweep.RESULT_FILE).write_text(json.dumps({**record, "command": sweep.shlex.join(changed)}))
+    sweep.shutil.rmtree(stopped)
+    todo, _ = sweep.plan(schedule, [run], out, args, [])
+    assert [entry[0] for entry in todo] == [run] and not stopped.exists()  # other flags: not the same run
+
+
 @pytest.mark.slow
 def test_smoke_sweep_local_resumable_and_report(tmp_path):
     out = tmp_path / "smoke"
