@@ -264,7 +264,18 @@ def test_reused_batch_gae_log_probs_and_weights(mode):
             torch.testing.assert_close(batch["weights"][rows], traces)
             expected = reference_off_policy_gae(rewards, values, traces.tolist(), args.gamma, args.gae_lambda)
         assert batch["advantages"][rows].tolist() == pytest.approx(expected, abs=1e-5)
-        torch.testing.assert_close(batch["returns"][rows], batch["advantages"][rows] + value.view(-1))
+        # the value target is V-trace's: v_s - V(s) = rho_s delta_s + gamma lam c_s (v_{s+1} - V(s+1))
+        weights = batch["weights"][rows].tolist()
+        targets, correction = [], 0.0
+        for t in reversed(range(len(episode))):
+            delta = rewards[t] + args.gamma * (values[t + 1] if t + 1 < len(episode) else 0.0) - values[t]
+            correction = weights[t] * (delta + args.gamma * args.gae_lambda * correction)
+            targets.insert(0, values[t] + correction)
+        assert batch["returns"][rows].tolist() == pytest.approx(targets, abs=1e-5)
+        if episode.candidate == kept:  # on-policy: GAE's own target, bit for bit
+            assert torch.equal(batch["returns"][rows], batch["advantages"][rows] + value.view(-1))
+        else:  # not the behaviour action's value: the target differs where the ratio was cut
+            assert not torch.allclose(batch["returns"][rows], batch["advantages"][rows] + value.view(-1))
     nothing_kept = reused_batch(episodes, None, scale, log_prob_and_value, **settings)
     if mode == "winner":  # the kept policy was not scored: nothing is on-policy
         assert nothing_kept is None

@@ -4,7 +4,8 @@
 from (``kept_row``) are on-policy: they take the place of as many training env steps. With
 ``everyone=True`` the other candidates' episodes join on top, each step weighted by its truncated
 importance ratio ``min(1, pi(a|s) / mu(a|s))`` against the candidate that played it (V-trace's
-``rho_t`` and ``c_t``): the weight scales the step's policy loss and cuts the GAE trace.
+``rho_t`` and ``c_t``): the weight scales the step's policy loss, cuts the GAE trace and makes the
+value target V-trace's ``V(s) + c_s * A_s``.
 
 :func:`compute_gae` is the scripts' GAE(lambda) (CleanRL's, with an optional trace cut),
 :func:`reused_batch` turns a search's episodes into batch rows and :func:`join_reused` appends
@@ -126,7 +127,7 @@ def reused_batch(
         else:
             behaviour = torch.as_tensor(episode.log_probs, device=device)
             weight = (logprob - behaviour).exp().clamp(max=1.0)
-        advantage, target = compute_gae(
+        advantage, _ = compute_gae(
             scaled[:, None],
             value.view(steps, 1),
             torch.zeros(steps, 1, device=device),
@@ -136,12 +137,15 @@ def reused_batch(
             gae_lambda=gae_lambda,
             traces=weight[:, None],
         )
+        advantage = advantage.view(-1)
         row = {
             "obs": episode_obs,
             "actions": episode_actions,
             "logprobs": logprob,
-            "advantages": advantage.view(-1),
-            "returns": target.view(-1),
+            "advantages": advantage,
+            # V-trace's target v_s = V(s) + c_s * A_s: A_s + V(s) would be the value of the
+            # behaviour's action, not of the state under the current policy (c_s = 1 on-policy)
+            "returns": value.view(-1) + weight * advantage,
             "values": value.view(-1),
             "weights": weight,
             "on_policy": torch.full((steps,), episode.candidate == kept_row, device=device),
