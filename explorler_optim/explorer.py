@@ -297,8 +297,7 @@ class Explorer:
         optimizer: Optimizer | None = None,
     ) -> None:
         unique = searched_params(params)
-        if int(max_anchors) != max_anchors or max_anchors < 2:
-            raise ValueError(f"max_anchors must be an integer >= 2, got {max_anchors!r}")
+        self.max_anchors = max_anchors
         if on_invalid not in ("raise", "skip"):
             raise ValueError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
         if search is None:
@@ -315,7 +314,6 @@ class Explorer:
             raise ValueError(f"anchor_dtype must be a float dtype, got {anchor_dtype}")
 
         self.params: list[Tensor] = unique
-        self.max_anchors = int(max_anchors)
         self.search = search
         self.include_incumbent = bool(include_incumbent)
         self.reset_state = bool(reset_state)
@@ -336,6 +334,22 @@ class Explorer:
         self.last_result: ExploreResult | None = None
 
     # ----------------------------------------------------------------- anchors
+    @property
+    def max_anchors(self) -> int:
+        """Anchors kept; recording more drops the oldest (as does lowering it)."""
+        return self._max_anchors
+
+    @max_anchors.setter
+    def max_anchors(self, value: int) -> None:
+        if isinstance(value, bool) or int(value) != value or value < 2:
+            raise ValueError(f"max_anchors must be an integer >= 2, got {value!r}")
+        self._max_anchors = int(value)
+        if hasattr(self, "_deltas"):
+            self._keep_newest()
+
+    def _keep_newest(self) -> None:
+        del self._deltas[: max(0, len(self._deltas) - self._max_anchors)]
+
     @property
     def num_anchors(self) -> int:
         """Anchors held now."""
@@ -370,8 +384,7 @@ class Explorer:
         if self._origin is None:
             self._origin = flat
         self._deltas.append((flat - self._origin).to(self.anchor_dtype))
-        if len(self._deltas) > self.max_anchors:
-            self._deltas.pop(0)
+        self._keep_newest()
 
     def clear_anchors(self) -> None:
         """Drop all anchors and start a new cycle."""
@@ -459,6 +472,12 @@ class Explorer:
         """Run the search in the anchors' subspace and lift its points back to parameter space."""
         subspace = AnchorSubspace(torch.stack(self._deltas), origin=self._origin)
         coords = self.search.search(subspace.coords, self._generator)
+        if coords.dim() != 2 or coords.shape[0] == 0 or coords.shape[1] != subspace.coords.shape[1]:
+            raise ValueError(
+                f"{self.search!r} returned points of shape {tuple(coords.shape)}; a SearchOperator "
+                f"returns (num_candidates >= 1, {subspace.coords.shape[1]}) coordinates in the anchors' "
+                "subspace (the shape of its anchor_coords argument's rows)"
+            )
         incumbent_coords, incumbent_offset = subspace.project(self._flatten())
         return _Candidates(
             rows=subspace.lift(coords, dtype=self._work_dtype),
@@ -632,6 +651,7 @@ class Explorer:
         self._origin = None if origin is None else origin.to(self.anchor_device, self._work_dtype)
         self.anchor_dtype = dtype
         self._deltas = [] if deltas is None else [row.to(self.anchor_device, dtype) for row in deltas]
+        self._keep_newest()  # saved with a larger max_anchors: the newest are the ones record keeps
         self.cycles = int(state_dict["cycles"])
         self._generator.set_state(state_dict["generator_state"])
 

@@ -289,6 +289,12 @@ class ExploRLerOptimizer(Optimizer):
             )
         if explorer is not None:
             self.explorer._check_state(explorer)  # fail before anything is loaded
+            if "steps" not in explorer:
+                raise ValueError(
+                    "the state dict's 'explorler' entry lacks 'steps': pass what "
+                    "ExploRLerOptimizer.state_dict() returned (an Explorer's own state dict loads "
+                    "with optimizer.explorer.load_state_dict)"
+                )
         self.optimizer.load_state_dict(inner)
         if explorer is not None:
             self.explorer.load_state_dict(explorer)

@@ -144,3 +144,23 @@ def test_load_run_state_names_the_fix_for_old_checkpoints_and_other_env_counts()
         load_run_state(envs, {k: v for k, v in state.items() if k != "envs"})
     with pytest.raises(ValueError, match="build as many"):
         load_run_state(_normalized_vector_env(3), state)
+
+
+def test_another_scripts_checkpoint_is_refused_by_name(tmp_path):
+    from types import SimpleNamespace
+
+    from explorler_optim.rl.harness import RunCheckpoint
+
+    path = tmp_path / "trpo.pt"
+    torch.save({"format": "explorler-trpo-continuous/1", "envs": [], "run_name": "r", "global_step": 0}, path)
+    args = SimpleNamespace(
+        resume=str(path), init_from=None, checkpoint_path=None, exp_name="ppo", env_id="Hopper-v5", seed=1
+    )
+    with pytest.raises(
+        SystemExit, match="is a 'explorler-trpo-continuous/1' checkpoint and this script reads"
+    ):
+        RunCheckpoint(args, "explorler-ppo-continuous/1")
+    assert RunCheckpoint(args, "explorler-trpo-continuous/1").run_name == "r"
+    fork = SimpleNamespace(**{**vars(args), "resume": None, "init_from": str(path)})
+    with pytest.raises(SystemExit, match="--init-from: .* use the script that wrote it"):
+        RunCheckpoint(fork, "explorler-ppo-continuous/1").restore({}, None, None, print)

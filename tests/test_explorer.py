@@ -227,6 +227,25 @@ def test_evaluate_many_with_a_missing_score_says_row_zero_is_the_incumbent():
     assert "row 0 is the incumbent" in message and "raised" not in message
 
 
+def test_a_search_operator_that_returns_no_candidates_is_named_and_nothing_changes():
+    from explorler_optim.search import SearchOperator
+
+    class Nothing(SearchOperator):
+        def search(self, coords, generator=None):
+            return coords[:0]
+
+        def __repr__(self):
+            return "Nothing()"
+
+    model = make_model()
+    opt = ExploRLerOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), search=Nothing())
+    train(model, opt, 10, record=opt.record)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"Nothing\(\) returned points of shape \(0, "):
+        opt.explore(lambda: 0.0)
+    assert params_equal(before, list(model.parameters())) and opt.num_anchors == 10
+
+
 def test_the_wrapper_is_not_a_second_torch_optimizer():
     """torch's step machinery (global step hooks, profiling) runs once per step, in the inner
     optimizer: the wrapper does not patch a step of its own around it."""

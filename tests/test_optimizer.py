@@ -215,6 +215,16 @@ def test_record_keeps_the_newest_max_anchors():
         snapshots.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert opt.num_anchors == 3
     torch.testing.assert_close(opt.anchors(), torch.stack(snapshots[-3:]))
+    # a state saved with more anchors, or a lower max_anchors later, keeps the newest too
+    _, small = fresh(max_anchors=2)
+    small.load_state_dict(opt.state_dict())
+    assert small.num_anchors == 2
+    torch.testing.assert_close(small.anchors(), torch.stack(snapshots[-2:]))
+    opt.max_anchors = 2
+    torch.testing.assert_close(opt.anchors(), torch.stack(snapshots[-2:]))
+    with pytest.raises(ValueError, match="max_anchors"):
+        opt.max_anchors = 1
+    assert opt.max_anchors == 2 and opt.num_anchors == 2
 
 
 def test_shape_change_is_a_clear_error():
@@ -457,6 +467,15 @@ def test_load_state_dict_accepts_a_plain_inner_state_dict_and_rejects_mismatches
         other.load_state_dict(opt.state_dict())
     with pytest.raises(ValueError, match="state dict"):
         opt.load_state_dict({"weights": 1})
+    # an Explorer's own state under 'explorler' lacks the step count: refused before anything loads
+    train_steps(model, opt, 1)
+    opt.record()
+    lr_before = opt.param_groups[0]["lr"]
+    half = {**plain.state_dict(), "explorler": opt.explorer.state_dict()}
+    half["param_groups"][0]["lr"] = 0.5
+    with pytest.raises(ValueError, match="lacks 'steps'"):
+        opt.load_state_dict(half)
+    assert opt.param_groups[0]["lr"] == lr_before and opt.num_anchors == 1
 
 
 def test_repr_shows_inner_optimizer_and_search():

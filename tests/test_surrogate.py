@@ -3,6 +3,7 @@
 import math
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,14 @@ def test_higher_batch_advantage_ranks_higher_and_spends_no_env_steps():
     assert scores[3] > scores[1]
     assert scorer.total_env_steps == 0 and scorer.last_env_steps == 0
     assert torch.equal(policy.mu.detach(), torch.zeros(1))  # restored
+    # a rollout's (T, E, ...) tensors score as the flat batch they hold
+    obs, actions, behaviour, advantages = batch_where_larger_actions_pay(policy)
+    scorer.set_batch(
+        obs.view(1024, 4, 1), actions.view(1024, 4, 1), behaviour.view(1024, 4), advantages.view(1024, 4)
+    )
+    torch.testing.assert_close(scorer.evaluate_many([policy.mu], [rows]), scores)
+    with pytest.raises(ValueError, match="one row per step"):
+        scorer.set_batch(obs[:10], actions, behaviour, advantages)
 
 
 def test_candidate_outside_the_trust_region_is_rejected():
@@ -175,11 +184,27 @@ def test_scripts_score_for_free(algo, score_with, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_surrogate_scoring_with_reused_rollouts_is_refused(tmp_path):
+@pytest.mark.parametrize("score_with", ["surrogate", "surrogate-next"])
+def test_free_scoring_with_reused_rollouts_is_refused(tmp_path, score_with):
     proc = subprocess.run(
-        [sys.executable, str(SCRIPTS / "ppo_continuous_action.py"), "--score-with", "surrogate",
+        [sys.executable, str(SCRIPTS / "ppo_continuous_action.py"), "--score-with", score_with,
          "--reuse-candidate-rollouts", "winner", "--total-timesteps", "64"],
         capture_output=True, text=True, cwd=tmp_path, check=False, timeout=120,
     )  # fmt: skip
     assert proc.returncode != 0
-    assert "choose one of them" in proc.stderr
+    assert f"--score-with {score_with} plays none: choose one of them" in proc.stderr
+
+
+@pytest.mark.parametrize("flag", ["explore_every", "eval_every"])
+def test_a_schedule_of_zero_iterations_is_refused_before_training(flag):
+    from explorler_optim.rl.harness import check_settings
+
+    settings = dict(num_iterations=2, batch_size=64, budget_tolerance=0.0, total_timesteps=128,
+                    max_episode_steps=50, env_id="Hopper-v5", explorler=True, count_eval_steps=True,
+                    surrogate_max_kl=0.01, score_with="env", landscape_every=0,
+                    explore_every=20, eval_every=10)  # fmt: skip
+    assert check_settings(types.SimpleNamespace(**settings)) == (128, 50)
+    with pytest.raises(SystemExit, match=f"--{flag.replace('_', '-')} must be >= 1"):
+        check_settings(types.SimpleNamespace(**{**settings, flag: 0}))
+    with pytest.raises(ValueError, match="every must be an integer >= 1"):
+        SearchStep(None, None, candidate_seed=lambda search: search, every=0)

@@ -235,6 +235,18 @@ def test_line_search_restores_parameters_when_every_try_fails():
     assert len(tries) == 10 and all(kl <= max_kl for _, kl in tries)
     assert not stats["line_search_success"] and stats["improvement"] == 0.0
     assert torch.equal(flat_params(agent), start)
+    # (c) the closure raises (or Ctrl-C arrives) at a trial step: the error passes, the step does not
+    agent, _, closure = tiny_problem()
+    start = flat_params(agent)
+
+    def fails_at_a_trial_step():
+        if not torch.is_grad_enabled():
+            raise KeyboardInterrupt
+        return closure()
+
+    with pytest.raises(KeyboardInterrupt):
+        NaturalGradientOptimizer(agent.parameters(), max_kl=max_kl).step(fails_at_a_trial_step)
+    assert torch.equal(flat_params(agent), start)
 
 
 def test_natural_gradient_optimizer_inside_explorler_optimizer():

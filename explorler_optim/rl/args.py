@@ -35,9 +35,9 @@ class ExploRLerArgs:
     checkpoint_path: str | None = None
     """where `--save-model` writes the checkpoint (default runs/{run_name}/{exp_name}.pt)"""
     resume: str | None = None
-    """path of a checkpoint to continue training from, exactly where it stopped (envs, RNGs, counters)"""
+    """checkpoint to continue a run from (envs, RNGs, counters; a Ctrl-C one loses the current iteration)"""
     init_from: str | None = None
-    """path of a checkpoint to start a new run from: its weights, normalisation and optimizer state"""
+    """checkpoint to start a new run from: weights, normalisation, optimizer state (ignored with --resume)"""
     eval_checkpoint: str | None = None
     """path of a checkpoint to evaluate on held-out episodes (its saved seed and env); no training"""
     max_episode_steps: int | None = None

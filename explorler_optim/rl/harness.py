@@ -115,11 +115,16 @@ def check_settings(args: Any) -> tuple[int, int | None]:
         )
     if args.surrogate_max_kl <= 0:
         raise SystemExit(f"--surrogate-max-kl must be > 0, got {args.surrogate_max_kl}")
-    if args.score_with == "surrogate" and reuse != "none":
+    if args.score_with != "env" and reuse != "none":
         raise SystemExit(
-            "--reuse-candidate-rollouts trains on a search's episodes and --score-with surrogate plays "
-            "none: choose one of them"
+            f"--reuse-candidate-rollouts trains on a search's episodes and --score-with {args.score_with} "
+            "plays none: choose one of them"
         )
+    for flag in ("explore_every", "eval_every"):
+        if getattr(args, flag, 1) < 1:
+            raise SystemExit(
+                f"--{flag.replace('_', '-')} must be >= 1 (iterations), got {getattr(args, flag)}"
+            )
     if args.landscape_every > 0:
         from explorler_optim.viz import require_matplotlib
 
@@ -254,7 +259,7 @@ class RunCheckpoint:
 
     Raises:
         SystemExit: ``--resume`` of a checkpoint without the envs' states (a release before exact
-            resume; start a new run, or fork it with ``--init-from``).
+            resume; start a new run, or fork it with ``--init-from``), or of another script's.
 
     Example:
         >>> args = SimpleNamespace(resume=None, init_from=None, checkpoint_path="x.pt",
@@ -267,6 +272,8 @@ class RunCheckpoint:
     def __init__(self, args: Any, fmt: str) -> None:
         self.args, self.format = args, fmt
         self.resumed = torch.load(args.resume, map_location="cpu", weights_only=True) if args.resume else None
+        if self.resumed is not None:
+            self._check_format(self.resumed, "--resume", args.resume)
         if self.resumed is not None and "envs" not in self.resumed:
             raise SystemExit(
                 f"--resume: {args.resume} has no env states (written before exact resume); start a new "
@@ -277,6 +284,14 @@ class RunCheckpoint:
         self.path = args.checkpoint_path or os.path.join("runs", self.run_name, f"{args.exp_name}.pt")
         # a resumed run drops what the stopped one logged after its checkpoint
         self.purge_step = self.resumed["global_step"] + 1 if self.resumed else None
+
+    def _check_format(self, ckpt: dict, flag: str, path: str) -> None:
+        written_by = ckpt.get("format", self.format)
+        if written_by != self.format:
+            raise SystemExit(
+                f"{flag}: {path} is a {written_by!r} checkpoint and this script reads {self.format!r}; "
+                "use the script that wrote it"
+            )
 
     def restore(self, modules: dict[str, Any], envs: Any, search: SearchStep, say: Callable) -> dict:
         """Load ``--resume``'s or ``--init-from``'s checkpoint into a freshly built run.
@@ -294,13 +309,14 @@ class RunCheckpoint:
 
         Raises:
             SystemExit: resuming an ExploRLer run with ``--no-explorler``, or forking a run of
-                another env.
+                another env or another script.
         """
         args, ckpt = self.args, self.resumed
         if ckpt is None and args.init_from is None:
             return {}
         if ckpt is None:  # a new run from a trained one: its weights, statistics and optimizers
             source = torch.load(args.init_from, map_location="cpu", weights_only=True)
+            self._check_format(source, "--init-from", args.init_from)
             if source["args"]["env_id"] != args.env_id:
                 trained_on = source["args"]["env_id"]
                 raise SystemExit(

@@ -132,6 +132,8 @@ class SearchStep:
             raise ValueError("SearchStep: budget_limit needs episode_cap; pass it")
         if audit is not None and (truth_seed is None or audit_path is None):
             raise ValueError("SearchStep: audit needs truth_seed and audit_path; pass them")
+        if int(every) != every or every < 1:
+            raise ValueError(f"SearchStep: every must be an integer >= 1 (1: every iteration), got {every!r}")
         self.optimizer = optimizer
         self.evaluator = evaluator
         self.candidate_seed = candidate_seed

@@ -51,7 +51,8 @@ class SurrogateBatch:
             rows = getattr(self, name).shape[0]
             if rows != n:
                 raise ValueError(
-                    f"SurrogateBatch: {name} has {rows} rows, observations {n}; pass one per step"
+                    f"SurrogateBatch: {name} has {rows} rows, observations {n}; pass one row per "
+                    "step (flat (N, ...) tensors, or a rollout's with log_probs shaped (T, E))"
                 )
         if n == 0:
             raise ValueError("SurrogateBatch: the batch is empty; pass the update's samples")
@@ -147,10 +148,26 @@ class SurrogateEvaluator:
         self.last_radius = math.inf
 
     def set_batch(self, observations: Tensor, actions: Tensor, log_probs: Tensor, advantages: Tensor) -> None:
-        """The batch the next search is scored on (detached; e.g. the update's flattened batch)."""
+        """The batch the next search is scored on (detached; e.g. the update's flattened batch).
+
+        Either flat tensors (``(N, *obs_shape)``, ``(N, *act_shape)``, ``(N,)``, ``(N,)``) or a
+        rollout's (``(T, E, *obs_shape)``, ..., ``log_probs`` and ``advantages`` shaped ``(T, E)``):
+        the leading dimensions of ``log_probs`` are flattened in every tensor.
+
+        Raises:
+            ValueError: the tensors do not hold one row per step.
+        """
+        lead = log_probs.dim()  # the step dimensions: (N,) or a rollout's (T, E); not a trailing 1
+        while lead > 1 and log_probs.shape[lead - 1] == 1:
+            lead -= 1
+
+        def rows(tensor: Tensor) -> Tensor:
+            tensor = tensor.detach()
+            return tensor.flatten(0, lead - 1) if lead > 1 and tensor.dim() >= lead else tensor
+
         self.batch = SurrogateBatch(
-            observations.detach(),
-            actions.detach(),
+            rows(observations),
+            rows(actions),
             log_probs.detach().reshape(-1),
             advantages.detach().reshape(-1),
         )

@@ -213,21 +213,25 @@ class NaturalGradientOptimizer(Optimizer):
         with torch.no_grad():
             old = flatten_params(params)
             coef = 1.0
-            for tries in range(group["backtrack_iters"]):
-                self._set_flat(params, old + coef * step_size * direction)
-                new_surrogate, new_kl = closure()
-                new_surrogate, new_kl = float(new_surrogate), float(new_kl)
-                if new_kl <= max_kl and new_surrogate > surrogate_before:  # NaN never passes
-                    stats.update(
-                        policy_objective=new_surrogate,
-                        improvement=new_surrogate - surrogate_before,
-                        kl=new_kl,
-                        line_search_success=True,
-                        backtracks=tries,
-                    )
-                    break
-                coef *= group["backtrack_coef"]
-            else:
-                self._set_flat(params, old)  # every try failed: keep the old policy
+            try:
+                for tries in range(group["backtrack_iters"]):
+                    self._set_flat(params, old + coef * step_size * direction)
+                    new_surrogate, new_kl = closure()
+                    new_surrogate, new_kl = float(new_surrogate), float(new_kl)
+                    if new_kl <= max_kl and new_surrogate > surrogate_before:  # NaN never passes
+                        stats.update(
+                            policy_objective=new_surrogate,
+                            improvement=new_surrogate - surrogate_before,
+                            kl=new_kl,
+                            line_search_success=True,
+                            backtracks=tries,
+                        )
+                        break
+                    coef *= group["backtrack_coef"]
+                else:
+                    self._set_flat(params, old)  # every try failed: keep the old policy
+            except BaseException:  # a closure error or Ctrl-C mid-search: not an untested trial step
+                self._set_flat(params, old)
+                raise
         self.last_stats = stats
         return stats
