@@ -253,21 +253,37 @@ def order(variants):
     return known + sorted(v for v in variants if v not in VARIANT_ORDER)
 
 
-def task_verdict(ratios, scores, base_scores, low, reps, rng) -> dict:
-    """One task's paired verdict: the mean per-seed ratio with its 95% bootstrap interval (seeds
-    resampled), whether that interval excludes 1, and the task's own IQM and P(better)."""
-    if len(ratios) < 2 or not base_scores:
+def task_verdict(paired, low, scores, base_scores, reps, rng) -> dict:
+    """One task's paired verdict over seeds run by both the variant and the baseline.
+
+    ``paired`` holds ``(variant score, baseline score)`` per seed; progress is a score minus the
+    random policy's ``low``. The verdict's ratio is the ratio of mean progress, sum(variant) /
+    sum(baseline), with a 95% bootstrap interval that resamples seeds (pairs kept together):
+    "better" or "worse" when that interval excludes 1. The mean of the per-seed ratios is given
+    beside it; it is not the verdict's because one seed whose baseline barely left the random
+    policy's score (HalfCheetah) can make it any size.
+    """
+    pairs = [(v - low, b - low) for v, b in paired if b != low]
+    if len(pairs) < 2 or not base_scores:
         return {}
     generator = np.random.default_rng(rng)
-    values = np.asarray(ratios, float)
-    means = values[generator.integers(0, len(values), (reps, len(values)))].mean(1)
-    low_ci, high_ci = (float(x) for x in np.percentile(means, [2.5, 97.5]))
+    progress = np.asarray(pairs, float)  # (seeds, 2): the variant's and the baseline's
+    picks = generator.integers(0, len(progress), (reps, len(progress)))
+    totals = progress[picks].sum(1)  # (reps, 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        resampled = np.where(totals[:, 1] > 0, totals[:, 0] / totals[:, 1], np.nan)
+    low_ci, high_ci = (float(x) for x in np.nanpercentile(resampled, [2.5, 97.5]))
+    ratio = float(progress[:, 0].sum() / progress[:, 1].sum())
+    per_seed = progress[:, 0] / progress[:, 1]
+    per_seed_means = per_seed[picks].mean(1)
     resolved = "better" if low_ci > 1 else "worse" if high_ci < 1 else "unresolved"
     point, iqm_low, iqm_high = iqm_ci([normalise(scores, base_scores, low)], reps, rng=generator)
     p, p_low, p_high = prob_improvement_ci([scores], [np.asarray(base_scores)], reps, rng=generator)
     return {
-        "paired_ratio_mean": float(values.mean()),
+        "paired_ratio": ratio,
         "paired_ratio_ci": [low_ci, high_ci],
+        "paired_ratio_mean": float(per_seed.mean()),
+        "paired_ratio_mean_ci": [float(x) for x in np.percentile(per_seed_means, [2.5, 97.5])],
         "resolved": resolved,
         "task_iqm": point,
         "task_iqm_ci": [iqm_low, iqm_high],
@@ -282,24 +298,29 @@ def verdict_table(summary) -> list[str]:
     if not rows:
         return []
     lines = [
-        "| task | variant | seeds (pairs) | mean paired ratio [95% CI] | wins | resolved | "
-        "IQM normalised [95% CI] | P(better) [95% CI] | physics |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| task | variant | seeds (pairs) | paired ratio [95% CI] | resolved | wins | "
+        "mean per-seed ratio [95% CI] | IQM normalised [95% CI] | P(better) [95% CI] | physics |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     setups = sorted({s for r in summary["table"] for s in r.get("physics", [])})
     for r in rows:
         physics = "one setup" if len(r["physics"]) == 1 else f"MIXED: {len(r['physics'])} setups"
         lines.append(
             f"| {r['algo'].upper()} {r['env']} | {r['variant']} | {r['seeds']} ({r['pairs']}) | "
-            f"{_with_ci(r['paired_ratio_mean'], r['paired_ratio_ci'])} | {r['wins']}/{r['pairs']} | "
-            f"{r['resolved']} | {_with_ci(r['task_iqm'], r['task_iqm_ci'])} | "
+            f"{_with_ci(r['paired_ratio'], r['paired_ratio_ci'])} | {r['resolved']} | "
+            f"{r['wins']}/{r['pairs']} | {_with_ci(r['paired_ratio_mean'], r['paired_ratio_mean_ci'])} | "
+            f"{_with_ci(r['task_iqm'], r['task_iqm_ci'])} | "
             f"{_with_ci(r['task_prob_improvement'], r['task_prob_improvement_ci'])} | {physics} |"
         )
     lines += [
         "",
-        "Paired ratio: a seed's progress over a random policy's return (final score minus the random",
-        "score) over the same seed's baseline's, averaged over seeds; the interval resamples seeds.",
-        "Resolved: the interval excludes 1. Physics and numerics setups "
+        "Paired ratio: the variant's progress over a random policy's return (final score minus the",
+        "random score), summed over the seeds both ran, over the baseline's on the same seeds; the",
+        "interval resamples seeds, pairs kept together. Resolved: that interval excludes 1. Wins: seeds",
+        "on which the variant scored higher. Mean per-seed ratio: each seed's progress ratio, averaged",
+        "(not the verdict's: a seed whose baseline barely beat the random policy can make it any",
+        "size). IQM normalised: the variant's scores over the baseline's mean progress; the baseline's",
+        "own IQM is below 1 where its seeds are spread. Physics and numerics setups "
         "of these runs: " + "; ".join(f"`{s}`" for s in setups) + ".",
     ]
     if len(setups) > 1:
@@ -343,10 +364,9 @@ def summarise(rows, last_k=3, reps=10_000, anchor=True, rng=0, baseline=BASELINE
             # the same seed of both: the scripts share the seed's env starts and initial weights
             paired = [(final(cell[seed], last_k), final(base[seed], last_k)) for seed in cell if seed in base]
             ratios = [v / b for v, b in paired if b != 0]
-            # the verdict's ratios count progress over a random policy, as the normalised scores do,
-            # so a baseline near 0 (HalfCheetah early on) does not make them explode or flip sign
-            anchored = [(v - low) / (b - low) for v, b in paired if b != low]
-            verdict = task_verdict(anchored, scores, base_scores, low, reps, rng)
+            # the verdict counts progress over a random policy, as the normalised scores do, so a
+            # baseline near 0 (HalfCheetah early on) does not flip its sign
+            verdict = task_verdict(paired, low, scores, base_scores, reps, rng)
             setups = {p[0].get("physics", "unrecorded") for p in (*cell.values(), *base.values())}
             table.append(
                 {

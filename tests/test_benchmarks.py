@@ -615,6 +615,7 @@ def test_per_task_verdict_resolves_a_clear_gain_and_flags_mixed_physics():
         row["physics"] = "setup A" if row["seed"] < 4 else "setup B"
     summary = report.summarise(rows, last_k=3, reps=500, anchor=False)
     table = {r["variant"]: r for r in summary["table"]}
+    assert table["explorler"]["paired_ratio"] == pytest.approx(1.5)
     assert table["explorler"]["paired_ratio_mean"] == pytest.approx(1.5)
     assert table["explorler"]["resolved"] == "better" and table["explorler"]["wins"] == 4
     assert table["noisy"]["resolved"] == "unresolved"
@@ -626,6 +627,21 @@ def test_per_task_verdict_resolves_a_clear_gain_and_flags_mixed_physics():
     for row in rows:
         row["physics"] = "setup A"
     assert not any("MIXED" in line for line in report.verdict_table(report.summarise(rows, 3, 500, False)))
+
+
+def test_one_seed_whose_baseline_barely_progressed_does_not_decide_the_verdict():
+    # progress over random (low = 0 with anchor=False): the variant matches the baseline on 9 seeds
+    # and makes 50 where the baseline made 1 on the tenth; the per-seed mean reads 5.9x
+    paired = [(100.0 + seed, 100.0 + seed) for seed in range(9)] + [(50.0, 1.0)]
+    verdict = report.task_verdict(paired, 0.0, [v for v, _ in paired], [b for _, b in paired], 2000, 0)
+    assert verdict["paired_ratio_mean"] == pytest.approx((9 + 50) / 10)
+    assert verdict["paired_ratio"] == pytest.approx(
+        (sum(100.0 + s for s in range(9)) + 50) / (sum(100.0 + s for s in range(9)) + 1)
+    )
+    assert verdict["paired_ratio"] < 1.06 and verdict["resolved"] == "unresolved"
+    assert verdict["paired_ratio_mean_ci"][1] > 5  # the per-seed mean's interval spans that seed
+    lower = report.task_verdict([(b * 0.8, b) for _, b in paired[:9]], 0.0, [1.0], [1.0], 2000, 0)
+    assert lower["paired_ratio"] == pytest.approx(0.8) and lower["resolved"] == "worse"
 
 
 def test_a_finished_run_counts_wherever_it_kept_its_checkpoint(tmp_path):
