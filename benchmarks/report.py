@@ -343,6 +343,7 @@ def summarise(rows, last_k=3, reps=10_000, anchor=True, rng=0, baseline=BASELINE
     normalised: dict = defaultdict(dict)  # variant -> task -> normalised scores
     finals: dict = defaultdict(dict)  # variant -> task -> raw final scores
     cost_ratio: dict = defaultdict(list)  # variant -> per-run wall ratio to the baseline
+    base_on_seeds: dict = defaultdict(dict)  # variant -> task -> the baseline's normalised scores
     for env, algo in tasks:
         base = runs.get((env, algo, baseline), {})
         base_scores = [final(p, last_k) for p in base.values()]
@@ -360,6 +361,8 @@ def summarise(rows, last_k=3, reps=10_000, anchor=True, rng=0, baseline=BASELINE
             finals[variant][(env, algo)] = scores
             if base_scores:
                 normalised[variant][(env, algo)] = normalise(scores, base_scores, low)
+                same_seeds = [final(base[seed], last_k) for seed in cell if seed in base]
+                base_on_seeds[variant][(env, algo)] = normalise(same_seeds, base_scores, low)
                 cost_ratio[variant] += list(costs / base_cost)
             # the same seed of both: the scripts share the seed's env starts and initial weights
             paired = [(final(cell[seed], last_k), final(base[seed], last_k)) for seed in cell if seed in base]
@@ -408,6 +411,10 @@ def summarise(rows, last_k=3, reps=10_000, anchor=True, rng=0, baseline=BASELINE
             "iqm_ci": [low, high],
             "wall_ratio_iqm": float(iqm(cost_ratio[variant])) if cost_ratio[variant] else None,
         }
+        # the baseline's own IQM on the same tasks and seeds: below 1 where its seeds spread
+        base_runs = [base_on_seeds[variant][t] for t in common if len(base_on_seeds[variant][t])]
+        if len(base_runs) == len(common):
+            entry["baseline_iqm"] = float(iqm(np.concatenate(base_runs)))
         if variant != baseline:
             pairs = [t for t in common if t in finals.get(baseline, {})]
             if pairs:
@@ -560,14 +567,16 @@ def markdown(summary, title, sweep: dict | None = None, paper: dict | None = Non
             "## Aggregate over all env x algorithm tasks",
             "",
             f"Baseline-normalised final score: (score - r) / (baseline mean - r), r = {anchor}; "
-            "1.0 = the baseline. IQM with 95% stratified-bootstrap CI "
+            "1.0 = the baseline's mean (its own IQM on each variant's tasks and seeds, given beside it, "
+            "is below 1 where its seeds spread: compare a variant's IQM with it). IQM with 95% "
+            "stratified-bootstrap CI "
             f"({summary['bootstrap_reps']:,} resamples); probability of improvement "
             "P(variant > baseline) averaged over tasks, with CI; wall ratio: IQM over runs of "
             "training wall-clock / the baseline's mean on the same task.",
             "",
-            "| variant | tasks | runs | IQM normalised score [95% CI] | P(improvement) [95% CI] "
-            "| wall ratio (IQM) |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| variant | tasks | runs | IQM normalised score [95% CI] | baseline's IQM, same runs "
+            "| P(improvement) [95% CI] | wall ratio (IQM) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for a in summary["aggregate"]:
             pi = (
@@ -578,7 +587,7 @@ def markdown(summary, title, sweep: dict | None = None, paper: dict | None = Non
             )
             lines.append(
                 f"| {a['variant']} | {a['tasks']} | {a['runs']} | {a['iqm']:.3f} "
-                f"[{a['iqm_ci'][0]:.3f}, {a['iqm_ci'][1]:.3f}] | {pi} "
+                f"[{a['iqm_ci'][0]:.3f}, {a['iqm_ci'][1]:.3f}] | {_f(a.get('baseline_iqm'), 3)} | {pi} "
                 f"| {_f(a['wall_ratio_iqm'], 2)} |"
             )
         lines.append("")

@@ -378,6 +378,7 @@ def test_summary_of_synthetic_sweep():
     # normalised scores: baseline 0.5, 1, 1.5 per task; explorler twice that
     assert agg["baseline"]["iqm"] == pytest.approx(1.0)
     assert agg["explorler"]["iqm"] == pytest.approx(2.0)
+    assert agg["explorler"]["baseline_iqm"] == pytest.approx(agg["baseline"]["iqm"])  # the same tasks
     assert agg["explorler"]["iqm_ci"][0] <= 2.0 <= agg["explorler"]["iqm_ci"][1]
     assert agg["explorler"]["wall_ratio_iqm"] == pytest.approx(3.0)
     # P(explorler > baseline) per task: (100, 200, 300) vs (50, 100, 150): 7 of 9 pairs greater,
