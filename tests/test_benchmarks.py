@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from benchmarks import common, protocols, report, sweep
+from tests.conftest import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +21,7 @@ SCRIPT_ALGOS = ["ppo", "trpo"]
 HAS_MPL = importlib.util.find_spec("matplotlib") is not None
 
 
-def run_cli(script, *args, timeout=120):
+def run_cli(script, *args, timeout=HANG_GUARD_S):
     return subprocess.run(
         [sys.executable, "-m", f"benchmarks.{Path(script).stem}", *map(str, args)],
         capture_output=True,
@@ -266,7 +267,7 @@ def test_smoke_run_through_local_ray(tmp_path):
     proc = run_cli(
         "sweep.py", "--protocol", "smoke", "--out", out, "--ray", "--jobs", 2,
         "--algos", "ppo", "--variants", "baseline", "--seeds", 3,
-        timeout=900,  # a guard against hangs only: starting Ray on a busy 2-core machine took >240 s
+        timeout=HANG_GUARD_S,  # starting Ray on a busy 2-core machine took >240 s
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "(ray)" in proc.stderr

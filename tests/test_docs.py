@@ -21,6 +21,7 @@ import explorler_optim.rl.search_step
 import explorler_optim.rl.trpo
 import explorler_optim.search
 import explorler_optim.subspace
+from tests.conftest import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -145,7 +146,11 @@ def check_main_job(command):
     assert "scripts" in extras()
     script = ROOT / "single_file_baselines" / run
     help_text = subprocess.run(
-        [sys.executable, str(script), "--help"], capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, str(script), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=HANG_GUARD_S,
     ).stdout
     assert "Hopper-v5" in help_text and "--no-explorler" in help_text  # defaults: ExploRLer on Hopper
     # tests/test_ppo_script.py runs this script (tiny budgets); test_ci_runs_the_readme_test_command

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import HANG_GUARD_S
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def check(tool, *args, timeout=300):
+def check(tool, *args, timeout=HANG_GUARD_S):
     if importlib.util.find_spec(tool) is None:
         pytest.fail(f"{tool} is not installed: pip install -e '.[test]' installs the pinned version")
     proc = subprocess.run(

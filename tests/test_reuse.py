@@ -26,6 +26,7 @@ pytest.importorskip("mujoco")
 from explorler_optim.explorer import ExploreResult  # noqa: E402
 from explorler_optim.rl import Episode, ObsNormalizer, PolicyEvaluator, RewardNormalizer  # noqa: E402
 from explorler_optim.rl.reuse import reused_batch  # noqa: E402
+from tests.conftest import HANG_GUARD_S  # noqa: E402
 from tests.test_ppo_script import SCRIPT, TINY, load_script_module, reference_gae  # noqa: E402, F401
 
 CAP = 40  # steps per episode at most
@@ -324,7 +325,7 @@ def test_reuse_needs_explorler(tmp_path):
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_GUARD_S,
         check=False,
     )
     assert proc.returncode != 0 and "needs ExploRLer" in proc.stderr

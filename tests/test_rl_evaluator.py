@@ -16,6 +16,7 @@ from gymnasium import spaces
 from torch import nn
 
 from explorler_optim.rl import ObsNormalizer, PolicyEvaluator, racing_schedule
+from tests.conftest import HANG_GUARD_S
 
 torch.set_num_threads(1)
 
@@ -124,7 +125,7 @@ def test_imports_stay_light():
         "import explorler_optim.rl\n"
         "assert 'ray' not in sys.modules\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=HANG_GUARD_S)
 
 
 def test_known_returns_and_exact_env_steps():

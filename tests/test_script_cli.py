@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ScriptUnderTest
+from tests.conftest import HANG_GUARD_S, ScriptUnderTest
 
 pytestmark = pytest.mark.slow  # runs the scripts
 
@@ -47,7 +47,7 @@ def script_env():
 def test_help_lists_only_settable_flags_and_loads_no_torch(script, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", str(script), "--help"],
-        cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=HANG_GUARD_S,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "--total-timesteps" in proc.stdout and "--budget-tolerance" in proc.stdout
@@ -59,7 +59,7 @@ def test_help_lists_only_settable_flags_and_loads_no_torch(script, tmp_path):
     # a runtime field is not a flag
     proc = subprocess.run(
         [sys.executable, str(script), "--batch-size", "64"],
-        cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=HANG_GUARD_S,
     )  # fmt: skip
     assert proc.returncode != 0 and "--batch-size" in proc.stdout + proc.stderr
 
@@ -89,7 +89,7 @@ def test_ctrl_c_stops_cleanly_and_says_what_was_kept(script, save_model, tmp_pat
     )  # fmt: skip
     try:
         # wait until training runs: the first checkpoint, or the first TensorBoard scalars
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + HANG_GUARD_S
         while time.monotonic() < deadline and proc.poll() is None:
             if (save_model and checkpoint.exists()) or (
                 not save_model
@@ -101,7 +101,7 @@ def test_ctrl_c_stops_cleanly_and_says_what_was_kept(script, save_model, tmp_pat
             time.sleep(0.2)
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=120)
+        stdout, stderr = proc.communicate(timeout=HANG_GUARD_S)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -132,7 +132,7 @@ def test_landscape_every_checks_matplotlib_before_training(script, tmp_path):
         env=script_env(),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_GUARD_S,
     )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "pip install 'explorler-optim[viz]'" in proc.stderr

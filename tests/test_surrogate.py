@@ -11,7 +11,7 @@ import torch
 
 from explorler_optim import ExploRLerOptimizer
 from explorler_optim.rl import SearchStep, SurrogateEvaluator
-from tests.conftest import ScriptUnderTest
+from tests.conftest import HANG_GUARD_S, ScriptUnderTest
 
 
 class GaussianPolicy(torch.nn.Module):
@@ -189,7 +189,7 @@ def test_free_scoring_with_reused_rollouts_is_refused(tmp_path, score_with):
     proc = subprocess.run(
         [sys.executable, str(SCRIPTS / "ppo_continuous_action.py"), "--score-with", score_with,
          "--reuse-candidate-rollouts", "winner", "--total-timesteps", "64"],
-        capture_output=True, text=True, cwd=tmp_path, check=False, timeout=120,
+        capture_output=True, text=True, cwd=tmp_path, check=False, timeout=HANG_GUARD_S,
     )  # fmt: skip
     assert proc.returncode != 0
     assert f"--score-with {score_with} plays none: choose one of them" in proc.stderr

@@ -14,6 +14,7 @@ from explorler_optim.viz import (  # noqa: E402
     principal_plane,
     save_figure,
 )
+from tests.conftest import HANG_GUARD_S  # noqa: E402
 
 
 def plane_anchors(num_params=300, seed=0):
@@ -97,7 +98,7 @@ def test_landscape_command_on_a_tiny_checkpoint(tmp_path):
         "--heldout-episodes", "1", "--max-episode-steps", "30", "--save-model", "--checkpoint-path",
         str(checkpoint), "--quiet", "--landscape-every", "1",
     ]  # fmt: skip
-    subprocess.run([sys.executable, str(script), *tiny], cwd=tmp_path, check=True, timeout=120)
+    subprocess.run([sys.executable, str(script), *tiny], cwd=tmp_path, check=True, timeout=HANG_GUARD_S)
     from explorler_optim.landscape import main
 
     png = main([str(checkpoint), "--grid", "3", "--episodes", "1", "--out", str(tmp_path / "grid.png")])
@@ -191,7 +192,12 @@ def test_landscape_command_line_names_the_missing_install_without_a_traceback(tm
         os.environ, PYTHONPATH=os.pathsep.join(p for p in [str(root), os.environ.get("PYTHONPATH")] if p)
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
     )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "pip install 'explorler-optim[viz]'" in proc.stderr
@@ -212,7 +218,7 @@ def test_landscape_command_on_a_two_anchor_trpo_checkpoint(tmp_path, capsys):
         "--heldout-episodes", "1", "--max-episode-steps", "30", "--save-model", "--checkpoint-path",
         str(checkpoint), "--quiet", "--no-count-eval-steps",
     ]  # fmt: skip
-    subprocess.run([sys.executable, str(script), *tiny], cwd=tmp_path, check=True, timeout=120)
+    subprocess.run([sys.executable, str(script), *tiny], cwd=tmp_path, check=True, timeout=HANG_GUARD_S)
     from explorler_optim.landscape import main
 
     png = main([str(checkpoint), "--grid", "3", "--episodes", "2", "--out", str(tmp_path / "line.png")])
