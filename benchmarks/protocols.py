@@ -393,6 +393,20 @@ FREE_NEXT = Protocol(
     resumable=True,
 )
 
+# `replicate-hopper`: PPO Hopper-v5 is the one task where `verdict`'s defaults lean above PPO (1.11x,
+# 6 wins in 10, unresolved). The same commands on another CPU model are new runs of the same seeds: an
+# independent replicate of that cell, with its own baselines.
+REPLICATE_HOPPER = Protocol(
+    name="replicate-hopper",
+    description="verdict's PPO Hopper-v5 cell (baseline vs defaults, 10 seeds) replicated on another CPU",
+    envs=("Hopper-v5",),
+    algos=("ppo",),
+    variants=("baseline", "explorler"),
+    seeds=tuple(range(1, 11)),
+    flags=SMALL.flags,
+    resumable=True,
+)
+
 # `verdict` (issue 20): every per-task claim at 10 seeds, at equal total env steps. PPO on small's
 # tasks with the defaults, both reuse modes and free scoring; TRPO on Hopper with the defaults and free
 # scoring. The free-scoring arm is the best free setting of `selection-surrogate` (2026-12-06): the
@@ -427,6 +441,7 @@ ALL = (
     SELECTION_SURROGATE,
     FREE_SCHEDULE,
     FREE_NEXT,
+    REPLICATE_HOPPER,
     VERDICT,
 )
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in ALL}
