@@ -395,7 +395,7 @@ FREE_NEXT = Protocol(
 
 # `replicate-hopper`: PPO Hopper-v5 is the one task where `verdict`'s defaults lean above PPO (1.11x,
 # 6 wins in 10, unresolved). The same commands on another CPU model are new runs of the same seeds: an
-# independent replicate of that cell, with its own baselines.
+# independent replicate of that cell. Its baselines are `free-next`'s (the same commands, same CPU).
 REPLICATE_HOPPER = Protocol(
     name="replicate-hopper",
     description="verdict's PPO Hopper-v5 cell (baseline vs defaults, 10 seeds) replicated on another CPU",
@@ -405,6 +405,7 @@ REPLICATE_HOPPER = Protocol(
     seeds=tuple(range(1, 11)),
     flags=SMALL.flags,
     resumable=True,
+    reuse_from=("free-next",),
 )
 
 # `verdict` (issue 20): every per-task claim at 10 seeds, at equal total env steps. PPO on small's
