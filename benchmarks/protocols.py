@@ -140,6 +140,8 @@ class Pretrain:
 
     flags: tuple[str, ...]  # the pretraining run's flags (it always saves a checkpoint)
     algo_flags: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # the (env, algo) pairs that are pretrained (None: all); the others start from scratch
+    tasks: tuple[Task, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,8 @@ class Protocol:
     seeds: tuple[int, ...]
     flags: tuple[str, ...]  # given to every run (before the variant's flags)
     algo_flags: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # flags for one (env, algo) pair, after the algorithm's (a task's own budget or hyper-parameters)
+    task_flags: dict[Task, tuple[str, ...]] = field(default_factory=dict)
     ray: bool = False  # meant for a Ray cluster (sweep.py warns when run locally)
     budget_minutes: float | None = None  # what the protocol is sized to on this 2-core machine
     # (env, algo) pairs to run instead of every env x algo; per variant, a further restriction
@@ -173,6 +177,11 @@ class Protocol:
         if self.tasks is not None and (env, algo) not in self.tasks:
             return False
         return variant not in self.variant_tasks or (env, algo) in self.variant_tasks[variant]
+
+    def pretrains(self, env: str, algo: str) -> bool:
+        """Whether runs on ``env`` with ``algo`` continue from a pretraining stage."""
+        stage = self.pretrain
+        return stage is not None and (stage.tasks is None or (env, algo) in stage.tasks)
 
 
 SMOKE = Protocol(
@@ -432,6 +441,38 @@ VERDICT = Protocol(
     resumable=True,
 )
 
+# `headline` (issue 30): the paper's headline tasks in its own regime, at 10 seeds. Humanoid-v5 and
+# Ant-v5 PPO and Hopper-v5 TRPO (to settle `finetune`'s 1.17x lean at 3 seeds): 1M plain steps per
+# seed, shared by the variants, then 200,704 more as in `finetune`. BipedalWalker-v3 PPO from scratch as
+# the authors ran it (no pretraining, 1M steps, 4 envs x 2048 steps a rollout: their 122 iterations,
+# their gamma, lambda and clip; CleanRL's 32 minibatches), evaluated every ~100k steps. Both metrics
+# for every run. Measured here (AMD EPYC, 2026-12-07): Humanoid and Ant PPO ~730 raw training steps/s
+# a core, BipedalWalker ~900, Hopper ~880, so a pretraining run is ~25 min. Core time per seed
+# ~4 hours (pretraining 3 x 25 min; continuations 5-25 min; BipedalWalker 3 x 20-60 min): ~40 hours
+# for 10 seeds, so the grid runs seed by seed over many sittings (`benchmarks/run_headline.sh`).
+HEADLINE_TASKS = (("Humanoid-v5", "ppo"), ("Ant-v5", "ppo"), ("Hopper-v5", "trpo"))
+BIPEDAL = ("BipedalWalker-v3", "ppo")
+HEADLINE = Protocol(
+    name="headline",
+    description="Humanoid, Ant PPO and Hopper TRPO fine-tuning 1M-step policies; BipedalWalker from scratch",
+    envs=("Humanoid-v5", "Ant-v5", "Hopper-v5", "BipedalWalker-v3"),
+    algos=("ppo", "trpo"),
+    variants=("baseline", "explorler", "explorler-paper"),
+    seeds=TEN_SEEDS,
+    flags=FINETUNE.flags,
+    algo_flags=FINETUNE.algo_flags,
+    task_flags={
+        BIPEDAL: _flags(
+            "--total-timesteps 1000000 --num-envs 4 --num-steps 2048 --gamma 0.999 --gae-lambda 0.95 "
+            "--clip-coef 0.18 --eval-every 12"
+        )
+    },
+    tasks=(*HEADLINE_TASKS, BIPEDAL),
+    pretrain=Pretrain(flags=FINETUNE.pretrain.flags, tasks=HEADLINE_TASKS),  # type: ignore[union-attr]
+    resumable=True,
+    budget_minutes=2400,
+)
+
 ALL = (
     SMOKE,
     SMALL,
@@ -447,5 +488,6 @@ ALL = (
     FREE_NEXT,
     REPLICATE_HOPPER,
     VERDICT,
+    HEADLINE,
 )
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in ALL}

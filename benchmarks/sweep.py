@@ -152,9 +152,14 @@ def build_command(protocol: Protocol, run: Run, extra=(), python: str | None = N
         flags = [*stage.flags, *stage.algo_flags.get(run.algo, ())]
         checkpoint = ["--save-model", "--checkpoint-path", str(checkpoint_path(out, run))] if out else []
         return [python, str(SCRIPTS[run.algo]), *base, "--quiet", *flags, *checkpoint]
-    flags = [*protocol.flags, *protocol.algo_flags.get(run.algo, ()), *variant_flags(run.variant, run.algo)]
+    flags = [
+        *protocol.flags,
+        *protocol.algo_flags.get(run.algo, ()),
+        *protocol.task_flags.get((run.env, run.algo), ()),
+        *variant_flags(run.variant, run.algo),
+    ]
     stages = []
-    if out is not None and protocol.pretrain is not None:
+    if out is not None and protocol.pretrains(run.env, run.algo):
         stages += ["--init-from", str(checkpoint_path(out, pretrain_run(run)))]
     if out is not None and protocol.resumable:
         stages += ["--save-model", "--checkpoint-path", str(checkpoint_path(out, run))]
@@ -169,6 +174,12 @@ def is_sb3(variant: str) -> bool:
 def pretrain_run(run: Run) -> Run:
     """The pretraining run that ``run`` continues from."""
     return Run(run.env, run.algo, PRETRAIN, run.seed)
+
+
+def pretrain_runs(protocol: Protocol, runs: list[Run]) -> list[Run]:
+    """The pretraining runs that ``runs`` continue from (one per env, algorithm and seed)."""
+    stage = {pretrain_run(r) for r in runs if not is_sb3(r.variant) and protocol.pretrains(r.env, r.algo)}
+    return sorted(stage, key=lambda r: r.name)
 
 
 def run_dir_of(out: Path, run: Run) -> Path:
@@ -637,7 +648,7 @@ def plan(protocol: Protocol, runs: list[Run], out: Path, args, extra) -> tuple[l
             continue
         if done(run_dir):
             print(f"{run.name}: flags changed since its result; running it again", file=sys.stderr)
-        elif protocol.pretrain is not None and run.variant != PRETRAIN and not is_sb3(run.variant):
+        elif protocol.pretrains(run.env, run.algo) and run.variant != PRETRAIN and not is_sb3(run.variant):
             if not done(run_dir_of(out, pretrain_run(run))):
                 print(f"{run.name}: skipped, its pretraining run did not finish", file=sys.stderr)
                 continue
@@ -709,9 +720,7 @@ def main(argv=None) -> int:
     # a pretraining stage runs first: its checkpoints are where every variant starts
     stages = [runs]
     if protocol.pretrain is not None:
-        stages.insert(
-            0, sorted({pretrain_run(r) for r in runs if not is_sb3(r.variant)}, key=lambda r: r.name)
-        )
+        stages.insert(0, pretrain_runs(protocol, runs))
 
     checked = protocol.pinned and not (args.dry_run or args.collect_only)
     wrong = unpinned(sys.executable) if checked else []
@@ -789,7 +798,7 @@ def summarize(protocol, runs, out, args, extra, subset, speed, failed) -> int:
         "provenance": provenance(),
     }
     if protocol.pretrain is not None:
-        pretrained = sorted({pretrain_run(r) for r in runs if not is_sb3(r.variant)}, key=lambda r: r.name)
+        pretrained = pretrain_runs(protocol, runs)
         summary["pretrained"] = {
             r.name: ("done" if done(run_dir_of(out, r)) else "failed") for r in pretrained
         }
