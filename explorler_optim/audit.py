@@ -75,6 +75,11 @@ class SelectionAudit:
         self.records.append(record)
         return scores
 
+    @property
+    def last_success_rates(self) -> Any:
+        """The selector's success rates of its last call (what success-first selection reads)."""
+        return getattr(self.selector, "last_success_rates", None)
+
     def add_result(self, result: ExploreResult, **fields: Any) -> dict[str, Any]:
         """Attach a search's outcome (and any ``fields``, e.g. the training step) to its record."""
         if not self.records:

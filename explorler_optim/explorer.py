@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .search import EmptySpaceSearch, SearchOperator
+from .search import EmptySpaceSearch, SearchOperator, SearchRounds
+from .selection import ArgmaxSelection, SelectionRule
 from .subspace import AnchorSubspace
 
 __all__ = ["BatchEvaluator", "Evaluate", "ExploreResult", "Explorer", "flatten_params", "split_flat"]
@@ -66,6 +67,11 @@ class ExploreResult:
         candidate_coords: ``(num_candidates, r)`` candidate coordinates in the same subspace.
         incumbent_coords: ``(r,)`` coordinates of the incumbent's projection onto that subspace.
         incumbent_offset: distance from the incumbent to that subspace.
+        success_rates: ``(num_candidates,)`` fractions of successful episodes, when the evaluator
+            reports them (``last_success_rates``), else ``None``.
+        incumbent_success_rate: the incumbent's, when it was scored and success was reported.
+        round_sizes: candidates scored in each round of a search that uses scores between rounds
+            (e.g. ``(5, 5)``); empty for a one-round search.
     """
 
     scores: Tensor
@@ -82,6 +88,9 @@ class ExploreResult:
     candidate_coords: Tensor = field(default_factory=lambda: torch.zeros(0, 0), repr=False)
     incumbent_coords: Tensor = field(default_factory=lambda: torch.zeros(0), repr=False)
     incumbent_offset: float = 0.0
+    success_rates: Tensor | None = None
+    incumbent_success_rate: float | None = None
+    round_sizes: tuple[int, ...] = ()
 
     @property
     def gain(self) -> float | None:
@@ -104,6 +113,13 @@ class ExploreResult:
             2
         """
         scored_incumbent = self.incumbent_score is not None
+        if len(self.round_sizes) > 1:  # the evaluator last saw the last round, without the incumbent
+            last_round_start = self.num_candidates - self.round_sizes[-1]
+            return (
+                self.best_index - last_round_start
+                if self.committed and self.best_index >= last_round_start
+                else None
+            )
         if self.committed:
             return self.best_index + int(scored_incumbent)
         return 0 if scored_incumbent else None
@@ -114,7 +130,8 @@ class ExploreResult:
         Returns:
             ``best_score``, ``incumbent_score`` and ``gain`` (only when the incumbent was scored),
             ``committed`` (1.0 or 0.0), ``num_candidates``, ``distance``, ``seconds`` and
-            ``search_seconds``, in that order.
+            ``search_seconds``, in that order; then, when success was reported,
+            ``best_success_rate`` (the chosen candidate's) and ``incumbent_success_rate``.
 
         Example:
             >>> result = ExploreResult(torch.tensor([1.0, 3.0]), 2.0, 1, 3.0, True, 2, 0.5, 0.1, 0.01)
@@ -135,6 +152,10 @@ class ExploreResult:
             seconds=self.seconds,
             search_seconds=self.search_seconds,
         )
+        if self.success_rates is not None and self.success_rates.numel() > self.best_index:
+            values["best_success_rate"] = float(self.success_rates[self.best_index])
+        if self.incumbent_success_rate is not None:
+            values["incumbent_success_rate"] = self.incumbent_success_rate
         return values
 
 
@@ -267,6 +288,10 @@ class Explorer:
             parameter); ``"cpu"`` keeps a GPU model's anchors off the GPU.
         optimizer: the optimizer training ``params``, if any: only used to clear its state after a
             commit (``reset_state``). The explorer never steps it.
+        selection: the rule that picks a candidate (default: :class:`~explorler_optim.selection.
+            ArgmaxSelection`, the highest score; see :func:`~explorler_optim.selection.make_selection`).
+            The incumbent rule applies to every rule: with ``include_incumbent`` the pick is
+            committed only if it beats the incumbent by the rule's own comparison.
 
     Example:
         >>> policy = torch.nn.Linear(4, 2)
@@ -295,6 +320,7 @@ class Explorer:
         anchor_dtype: torch.dtype | None = None,
         anchor_device: torch.device | str | None = None,
         optimizer: Optimizer | None = None,
+        selection: SelectionRule | None = None,
     ) -> None:
         unique = searched_params(params)
         self.max_anchors = max_anchors
@@ -304,6 +330,12 @@ class Explorer:
             search = EmptySpaceSearch()
         if not isinstance(search, SearchOperator):
             raise TypeError(f"search must be a SearchOperator (e.g. EmptySpaceSearch()), got {search!r}")
+        if selection is None:
+            selection = ArgmaxSelection()
+        if not isinstance(selection, SelectionRule):
+            raise TypeError(
+                f"selection must be a SelectionRule (e.g. make_selection('tournament')), got {selection!r}"
+            )
         if optimizer is not None and not isinstance(optimizer, Optimizer):
             raise TypeError(
                 f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}"
@@ -315,6 +347,7 @@ class Explorer:
 
         self.params: list[Tensor] = unique
         self.search = search
+        self.selection = selection
         self.include_incumbent = bool(include_incumbent)
         self.reset_state = bool(reset_state)
         self.on_invalid = on_invalid
@@ -418,19 +451,31 @@ class Explorer:
         """
         started = time.perf_counter()
         batch = self._check_ready(evaluate)
-        candidates = self._build_candidates()
+        subspace = AnchorSubspace(torch.stack(self._deltas), origin=self._origin)
+        rounds = self.search.start(subspace.coords, self._generator)
+        candidates = self._build_candidates(subspace, rounds.ask())
         num_anchors = self.num_anchors
-        if batch:
-            all_scores, evaluate_seconds = self._score_batch(cast(BatchEvaluator, evaluate), candidates)
-        else:
-            all_scores, evaluate_seconds = self._score_one_by_one(
-                cast(Callable[[], Any], evaluate), candidates
-            )
+        scored = self._score_rounds(evaluate, batch, subspace, rounds, candidates)
+        all_scores, all_rates = scored.scores, scored.success_rates
+        first = int(self.include_incumbent)
         incumbent_score = all_scores[0] if self.include_incumbent else None
-        scores = torch.tensor(all_scores[1:] if self.include_incumbent else all_scores, dtype=torch.float64)
-        best_index = int(torch.argmax(scores))
+        incumbent_rate = all_rates[0] if all_rates is not None and self.include_incumbent else None
+        scores = torch.tensor(all_scores[first:], dtype=torch.float64)
+        rates = torch.tensor(all_rates[first:], dtype=torch.float64) if all_rates is not None else None
+        if rates is None and self.selection.needs_success:
+            self._load(candidates.backup)
+            raise ValueError(
+                f"{self.selection!r} needs success rates, but {type(evaluate).__name__} reported none: "
+                "the env's info never had 'is_success' at an episode's end (gymnasium-robotics' "
+                "convention), or the evaluator has no last_success_rates; choose another selection "
+                "(e.g. argmax). Parameters and anchors were restored"
+            )
+        best_index = self.selection.select(scores, rates, self._generator)
         best_score = float(scores[best_index])
-        committed, distance = self._commit(candidates, best_index, best_score, incumbent_score)
+        best_rate = float(rates[best_index]) if rates is not None else None
+        committed, distance = self._commit(
+            candidates, best_index, (best_score, best_rate), (incumbent_score, incumbent_rate)
+        )
         self.clear_anchors()
         self.cycles += 1
         seconds = time.perf_counter() - started
@@ -443,12 +488,15 @@ class Explorer:
             num_candidates=candidates.rows.shape[0],
             distance=distance,
             seconds=seconds,
-            search_seconds=seconds - evaluate_seconds,
+            search_seconds=seconds - scored.seconds,
             num_anchors=num_anchors,
             anchor_coords=candidates.anchor_coords.detach().cpu(),
             candidate_coords=candidates.coords.detach().cpu(),
             incumbent_coords=candidates.incumbent_coords.detach().cpu(),
             incumbent_offset=candidates.incumbent_offset,
+            success_rates=rates,
+            incumbent_success_rate=incumbent_rate,
+            round_sizes=tuple(scored.round_sizes) if len(scored.round_sizes) > 1 else (),
         )
         return self.last_result
 
@@ -468,16 +516,10 @@ class Explorer:
         self._check_shapes()
         return batch
 
-    def _build_candidates(self) -> _Candidates:
-        """Run the search in the anchors' subspace and lift its points back to parameter space."""
-        subspace = AnchorSubspace(torch.stack(self._deltas), origin=self._origin)
-        coords = self.search.search(subspace.coords, self._generator)
-        if coords.dim() != 2 or coords.shape[0] == 0 or coords.shape[1] != subspace.coords.shape[1]:
-            raise ValueError(
-                f"{self.search!r} returned points of shape {tuple(coords.shape)}; a SearchOperator "
-                f"returns (num_candidates >= 1, {subspace.coords.shape[1]}) coordinates in the anchors' "
-                "subspace (the shape of its anchor_coords argument's rows)"
-            )
+    def _build_candidates(self, subspace: AnchorSubspace, coords: Tensor | None) -> _Candidates:
+        """Lift the search's first round of points from the anchors' subspace to parameter space."""
+        self._check_coords(coords, subspace)
+        assert coords is not None
         incumbent_coords, incumbent_offset = subspace.project(self._flatten())
         return _Candidates(
             rows=subspace.lift(coords, dtype=self._work_dtype),
@@ -488,16 +530,68 @@ class Explorer:
             backup=[p.detach().clone() for p in self.params],
         )
 
-    def _labels(self, num_candidates: int) -> list[str]:
-        labels = [f"candidate {i} of {num_candidates}" for i in range(num_candidates)]
-        return ["the incumbent", *labels] if self.include_incumbent else labels
+    def _check_coords(self, coords: Tensor | None, subspace: AnchorSubspace) -> None:
+        rank = subspace.coords.shape[1]
+        if coords is None or coords.dim() != 2 or coords.shape[0] == 0 or coords.shape[1] != rank:
+            shape = None if coords is None else tuple(coords.shape)
+            raise ValueError(
+                f"{self.search!r} returned points of shape {shape}; a SearchOperator "
+                f"returns (num_candidates >= 1, {rank}) coordinates in the anchors' "
+                "subspace (the shape of its anchor_coords argument's rows)"
+            )
 
-    def _score_batch(self, evaluate: BatchEvaluator, candidates: _Candidates) -> tuple[list[float], float]:
-        """Score every candidate (the incumbent as row 0) in one ``evaluate_many`` call."""
-        num_candidates = candidates.rows.shape[0]
-        labels = self._labels(num_candidates)
-        pieces = self._split(candidates.rows)
-        if self.include_incumbent:
+    def _score_rounds(
+        self,
+        evaluate: Evaluate,
+        batch: bool,
+        subspace: AnchorSubspace,
+        rounds: SearchRounds,
+        candidates: _Candidates,
+    ) -> _Scored:
+        """Score the first round (with the incumbent), then, while the search asks for more, tell it
+        each round's scores and score the next; ``candidates`` grows by every later round's rows."""
+        scored = _Scored()
+        rows, incumbent = candidates.rows, self.include_incumbent
+        try:
+            while True:
+                offset = sum(scored.round_sizes)
+                if batch:
+                    values, seconds = self._score_batch(
+                        cast(BatchEvaluator, evaluate), candidates, rows, incumbent, offset
+                    )
+                    rates = _success_rates(evaluate, len(values))
+                else:
+                    values, seconds, rates = self._score_one_by_one(
+                        cast(Callable[[], Any], evaluate), candidates, rows, incumbent, offset
+                    )
+                scored.add(values, rates, seconds, rows.shape[0])
+                rounds.tell(torch.tensor(values[int(incumbent) :], dtype=torch.float64))
+                coords = rounds.ask()
+                if coords is None:
+                    return scored
+                self._check_coords(coords, subspace)
+                rows, incumbent = subspace.lift(coords, dtype=self._work_dtype), False
+                candidates.rows = torch.cat([candidates.rows, rows])
+                candidates.coords = torch.cat([candidates.coords, coords])
+        except (ValueError, RuntimeError, TypeError):
+            self._load(candidates.backup)  # a later round's search failed: nothing committed
+            raise
+
+    def _labels(self, num_candidates: int, incumbent: bool, offset: int = 0) -> list[str]:
+        if offset:
+            labels = [f"candidate {offset + i} (a later round)" for i in range(num_candidates)]
+        else:
+            labels = [f"candidate {i} of {num_candidates}" for i in range(num_candidates)]
+        return ["the incumbent", *labels] if incumbent else labels
+
+    def _score_batch(
+        self, evaluate: BatchEvaluator, candidates: _Candidates, rows: Tensor, incumbent: bool, offset: int
+    ) -> tuple[list[float], float]:
+        """Score ``rows`` (the incumbent as row 0, if asked) in one ``evaluate_many`` call."""
+        num_candidates = rows.shape[0]
+        labels = self._labels(num_candidates, incumbent, offset)
+        pieces = self._split(rows)
+        if incumbent:
             pieces = [torch.cat([b.unsqueeze(0), c]) for b, c in zip(candidates.backup, pieces, strict=True)]
         tick = time.perf_counter()
         try:
@@ -522,8 +616,8 @@ class Explorer:
             layout = (
                 f"row 0 is the incumbent (include_incumbent=True), rows 1-{num_candidates} the "
                 f"{num_candidates} search candidates"
-                if self.include_incumbent
-                else "one row per search candidate (include_incumbent=False)"
+                if incumbent
+                else "one row per search candidate (include_incumbent=False, or a later round)"
             )
             raise RuntimeError(
                 f"evaluate_many returned {len(raw)} scores for {len(labels)} candidates: {layout}; "
@@ -532,16 +626,18 @@ class Explorer:
         return [self._validated(value, label, candidates) for value, label in zip(raw, labels)], seconds
 
     def _score_one_by_one(
-        self, evaluate: Callable[[], Any], candidates: _Candidates
-    ) -> tuple[list[float], float]:
-        """Load each candidate (the incumbent first) into ``params`` and call ``evaluate()``."""
-        num_candidates = candidates.rows.shape[0]
-        rows_to_load = ([None] if self.include_incumbent else []) + list(range(num_candidates))
+        self, evaluate: Callable[[], Any], candidates: _Candidates, rows: Tensor, incumbent: bool, offset: int
+    ) -> tuple[list[float], float, list[float] | None]:
+        """Load each row (the incumbent first, if asked) into ``params`` and call ``evaluate()``;
+        returns the scores, the seconds ``evaluate`` took and the success rates (if reported)."""
+        num_candidates = rows.shape[0]
+        rows_to_load = ([None] if incumbent else []) + list(range(num_candidates))
         scores: list[float] = []
+        rates: list[float] | None = []
         seconds = 0.0
-        for label, index in zip(self._labels(num_candidates), rows_to_load, strict=True):
+        for label, index in zip(self._labels(num_candidates, incumbent, offset), rows_to_load, strict=True):
             if index is not None:
-                self._load([piece[0] for piece in self._split(candidates.rows[index : index + 1])])
+                self._load([piece[0] for piece in self._split(rows[index : index + 1])])
             tick = time.perf_counter()
             try:
                 with torch.no_grad():
@@ -558,7 +654,9 @@ class Explorer:
             finally:
                 seconds += time.perf_counter() - tick
             scores.append(self._validated(value, label, candidates))
-        return scores, seconds
+            rate = _success_rates(evaluate, 1)
+            rates = None if rates is None or rate is None else [*rates, rate[0]]
+        return scores, seconds, rates
 
     def _validated(self, value: Any, label: str, candidates: _Candidates) -> float:
         """``value`` as a float score; an invalid one restores the parameters before raising."""
@@ -591,18 +689,25 @@ class Explorer:
         return score
 
     def _commit(
-        self, candidates: _Candidates, best_index: int, best_score: float, incumbent_score: float | None
+        self,
+        candidates: _Candidates,
+        best_index: int,
+        best: tuple[float, float | None],
+        incumbent: tuple[float | None, float | None],
     ) -> tuple[bool, float]:
-        """Load the best candidate if it wins (else restore the incumbent); return (committed, distance)."""
+        """Load the chosen candidate if it beats the incumbent by the selection rule's comparison (else
+        restore the incumbent); ``best`` and ``incumbent`` are (score, success rate) pairs; return
+        (committed, distance)."""
+        best_score, incumbent_score = best[0], incumbent[0]
         if incumbent_score is not None:
-            committed = best_score > incumbent_score
+            committed = self.selection.beats(best, (incumbent_score, incumbent[1]))
         else:
             committed = best_score > -math.inf
         if not committed:
             self._load(candidates.backup)
             return False, 0.0
-        best = self._split(candidates.rows[best_index : best_index + 1])
-        self._load([value[0] for value in best])
+        chosen = self._split(candidates.rows[best_index : best_index + 1])
+        self._load([value[0] for value in chosen])
         distance = math.sqrt(
             sum(
                 float((p.detach().double() - b.double()).square().sum())
@@ -675,11 +780,38 @@ class Explorer:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(params={len(self.params)} tensors ({self.num_params:,} values), "
-            f"search={self.search!r}, max_anchors={self.max_anchors}, "
+            f"search={self.search!r}, selection={self.selection!r}, max_anchors={self.max_anchors}, "
             f"include_incumbent={self.include_incumbent}, reset_state={self.reset_state}, "
             f"on_invalid={self.on_invalid!r}, anchor_dtype={self.anchor_dtype}, "
             f"anchors={self.num_anchors}, cycles={self.cycles})"
         )
+
+
+@dataclass
+class _Scored:
+    """A search's scores, round by round: the incumbent first when it was scored."""
+
+    scores: list[float] = field(default_factory=list)
+    success_rates: list[float] | None = field(default_factory=list)  # None: some call reported none
+    seconds: float = 0.0  # in the evaluator
+    round_sizes: list[int] = field(default_factory=list)  # candidates of each round
+
+    def add(self, scores: list[float], rates: list[float] | None, seconds: float, size: int) -> None:
+        self.scores += scores
+        self.success_rates = (
+            None if self.success_rates is None or rates is None else self.success_rates + rates
+        )
+        self.seconds += seconds
+        self.round_sizes.append(size)
+
+
+def _success_rates(evaluate: Any, count: int) -> list[float] | None:
+    """The evaluator's success rates of its last call (``last_success_rates``), if it reports them."""
+    rates = getattr(evaluate, "last_success_rates", None)
+    if rates is None:
+        return None
+    values = torch.as_tensor(rates, dtype=torch.float64).reshape(-1).tolist()
+    return values if len(values) == count else None
 
 
 def _add_note(error: BaseException, what: str) -> None:

@@ -13,6 +13,7 @@ from torch.utils.hooks import RemovableHandle
 
 from .explorer import BatchEvaluator, Evaluate, Explorer, ExploreResult, searched_params
 from .search import SearchOperator
+from .selection import SelectionRule
 
 __all__ = ["BatchEvaluator", "ExploRLerOptimizer", "ExploreResult"]
 
@@ -81,6 +82,8 @@ class ExploRLerOptimizer(Optimizer):
             halves anchor memory at little cost.
         anchor_device: device of the stored anchors and of the search (default: that of the first
             explored parameter); ``"cpu"`` keeps a GPU model's anchors off the GPU.
+        selection: the rule that picks a candidate (default: the highest score; see
+            :func:`~explorler_optim.selection.make_selection`); the incumbent rule applies to it.
 
     Example:
         >>> policy = torch.nn.Linear(4, 2)
@@ -110,6 +113,7 @@ class ExploRLerOptimizer(Optimizer):
         on_invalid: str = "raise",
         anchor_dtype: torch.dtype | None = None,
         anchor_device: torch.device | str | None = None,
+        selection: SelectionRule | None = None,
     ) -> None:
         # torch.optim.Optimizer.__init__ is deliberately not called: param_groups, state and
         # defaults are the inner optimizer's, forwarded live by the properties below
@@ -136,6 +140,7 @@ class ExploRLerOptimizer(Optimizer):
             anchor_dtype=anchor_dtype,
             anchor_device=anchor_device,
             optimizer=optimizer,
+            selection=selection,
         )
         self.optimizer = optimizer
         self.explorer = explorer
@@ -225,6 +230,7 @@ class ExploRLerOptimizer(Optimizer):
     explore_params = property(lambda self: self.explorer.params, doc="The parameters searched.")
     max_anchors = _forward_to_explorer("max_anchors")
     search = _forward_to_explorer("search")
+    selection = _forward_to_explorer("selection")
     include_incumbent = _forward_to_explorer("include_incumbent")
     reset_state = _forward_to_explorer("reset_state")
     on_invalid = _forward_to_explorer("on_invalid")
@@ -316,6 +322,7 @@ class ExploRLerOptimizer(Optimizer):
             f"{type(self).__name__}(\n"
             f"  optimizer={inner},\n"
             f"  search={explorer.search!r},\n"
+            f"  selection={explorer.selection!r},\n"
             f"  explore_params={len(explorer.params)} tensors ({explorer.num_params:,} values), "
             f"max_anchors={explorer.max_anchors}, record_every={self.record_every}, "
             f"include_incumbent={explorer.include_incumbent}, reset_state={explorer.reset_state}, "

@@ -9,6 +9,7 @@ import pytest
 import explorler_optim._lazy
 import explorler_optim.audit
 import explorler_optim.checkpoint
+import explorler_optim.evolution
 import explorler_optim.explorer
 import explorler_optim.files
 import explorler_optim.optimizer
@@ -20,6 +21,7 @@ import explorler_optim.rl.run_evaluators
 import explorler_optim.rl.search_step
 import explorler_optim.rl.trpo
 import explorler_optim.search
+import explorler_optim.selection
 import explorler_optim.subspace
 from tests.conftest import HANG_GUARD_S
 
@@ -32,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
         explorler_optim._lazy,
         explorler_optim.audit,
         explorler_optim.checkpoint,
+        explorler_optim.evolution,
         explorler_optim.explorer,
         explorler_optim.files,
         explorler_optim.optimizer,
@@ -43,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
         explorler_optim.rl.search_step,
         explorler_optim.rl.trpo,
         explorler_optim.search,
+        explorler_optim.selection,
         explorler_optim.subspace,
     ],
 )

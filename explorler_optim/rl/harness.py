@@ -30,6 +30,7 @@ from explorler_optim.rl.normalize import ObsNormalizer
 from explorler_optim.rl.run_evaluators import RunEvaluators
 from explorler_optim.rl.search_step import SearchStep
 from explorler_optim.search import SearchOperator, make_search
+from explorler_optim.selection import SelectionRule, make_selection
 
 __all__ = [
     "RunCheckpoint",
@@ -42,6 +43,7 @@ __all__ = [
     "heldout_seed",
     "log_heldout",
     "search_operator",
+    "selection_rule",
     "truth_seed",
 ]
 
@@ -113,6 +115,13 @@ def check_settings(args: Any) -> tuple[int, int | None]:
             f"{args.env_id} has no time limit, so the env steps of a search cannot be bounded within the "
             "budget: pass --max-episode-steps N (or --no-count-eval-steps)"
         )
+    if getattr(args, "search", "esa") in ("pbt", "cma-es") and (
+        reuse != "none" or getattr(args, "selection_truth_episodes", 0) > 0
+    ):
+        raise SystemExit(
+            f"--search {args.search} scores candidates in rounds; --reuse-candidate-rollouts and "
+            "--selection-truth-episodes read one round's episodes: use a one-round search with them"
+        )
     if args.surrogate_max_kl <= 0:
         raise SystemExit(f"--surrogate-max-kl must be > 0, got {args.surrogate_max_kl}")
     if args.score_with != "env" and reuse != "none":
@@ -150,8 +159,27 @@ def search_operator(args: Any) -> SearchOperator:
         "random-walk": walk,
         "checkpoint-average": {},
         "gaussian": {"num_candidates": "gaussian_candidates"},
+        "pbt": {"noise_scale": "pbt_noise_scale"},
+        "cma-es": {"popsize": "es_popsize", "rounds": "es_rounds"},
     }[args.search]
-    return make_search(args.search, **{option: getattr(args, flag) for option, flag in flags.items()})
+    try:
+        return make_search(args.search, **{option: getattr(args, flag) for option, flag in flags.items()})
+    except (ImportError, ValueError) as error:
+        raise SystemExit(f"--search {args.search}: {error}") from None
+
+
+def selection_rule(args: Any) -> SelectionRule:
+    """The selection rule of ``--selection`` (with ``--tournament-size``).
+
+    Example:
+        >>> selection_rule(SimpleNamespace(selection="tournament", tournament_size=2))
+        TournamentSelection(size=2)
+    """
+    options = {"size": args.tournament_size} if args.selection == "tournament" else {}
+    try:
+        return make_selection(args.selection, **options)
+    except ValueError as error:
+        raise SystemExit(f"--selection {args.selection}: {error}") from None
 
 
 def _build_eval_env(env_id: str, max_episode_steps: int | None) -> Any:

@@ -20,6 +20,7 @@ from ..checkpoint import save_checkpoint
 from ..explorer import Explorer, ExploreResult, flatten_params
 from ..rl import CandidateEvaluator, ObsNormalizer, PolicyEvaluator, SearchStep
 from ..search import SearchOperator, make_search
+from ..selection import SelectionRule, make_selection
 from . import checks
 from .actor import check_policy, sb3_actor, sb3_actor_params
 
@@ -29,15 +30,31 @@ _STATE_VERSION = 2  # 1: no num_timesteps / param_shapes / search_step (still re
 
 
 def _make_search(search: str | SearchOperator | None, kwargs: dict[str, Any] | None) -> SearchOperator:
-    if isinstance(search, SearchOperator):
+    # every default: 10 candidates
+    built: SearchOperator = _named_or_instance("search", search, kwargs, SearchOperator, make_search, "esa")
+    return built
+
+
+def _make_rule(selection: str | SelectionRule | None, kwargs: dict[str, Any] | None) -> SelectionRule:
+    rule: SelectionRule = _named_or_instance(
+        "selection", selection, kwargs, SelectionRule, make_selection, "argmax"
+    )
+    return rule
+
+
+def _named_or_instance(
+    what: str, value: Any, kwargs: dict[str, Any] | None, base: type, make: Any, default: str
+) -> Any:
+    """``value`` if it is a ``base`` instance, else ``make(value or default, **kwargs)``."""
+    if isinstance(value, base):
         if kwargs:
             raise ValueError(
-                "search_kwargs applies to a search given by name; configure the instance instead"
+                f"{what}_kwargs applies to a {what} given by name; configure the instance instead"
             )
-        return search
-    if search is not None and not isinstance(search, str):
-        raise ValueError(f"search must be a search's name or a SearchOperator, got {search!r}")
-    return make_search(search or "esa", **(kwargs or {}))  # every default: 10 candidates
+        return value
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{what} must be a {what}'s name or a {base.__name__}, got {value!r}")
+    return make(value or default, **(kwargs or {}))
 
 
 def _positive_int(name: str, value: Any, auto: bool = False) -> None:
@@ -135,9 +152,14 @@ class ExploRLerCallback(BaseCallback):
         max_anchors: anchors searched: the last ones recorded.
         anchor_every: ``"auto"``, ``"epoch"`` (PPO) or ``"iteration"`` (TRPO, A2C).
         search: ``None`` (``EmptySpaceSearch()``), a name (``"esa"``, ``"random-walk"``,
-            ``"checkpoint-average"``, ``"gaussian"``: ``make_search``'s, each making 10 candidates
-            from 10 anchors with its defaults, the average 1) or a ``SearchOperator``.
+            ``"checkpoint-average"``, ``"gaussian"``, ``"pbt"``, ``"cma-es"``: ``make_search``'s,
+            each making 10 candidates from 10 anchors with its defaults, the average 1, ``pbt`` 15)
+            or a ``SearchOperator``.
         search_kwargs: arguments of the named search (e.g. ``{"snapshot_every": 20}``).
+        selection: ``None`` (the highest score), a name (``"argmax"``, ``"tournament"``,
+            ``"success-first"``: ``make_selection``'s) or a ``SelectionRule``; the incumbent rule
+            applies to every rule.
+        selection_kwargs: arguments of the named selection (e.g. ``{"size": 3}``).
         include_incumbent: score the current policy too and commit only if a candidate beats it.
         reset_state: clear ``policy.optimizer``'s state (Adam moments) of the actor after a commit.
         count_eval_steps: count candidate env steps in ``model.num_timesteps``.
@@ -179,6 +201,8 @@ class ExploRLerCallback(BaseCallback):
         anchor_every: str = "auto",
         search: str | SearchOperator | None = None,
         search_kwargs: dict[str, Any] | None = None,
+        selection: str | SelectionRule | None = None,
+        selection_kwargs: dict[str, Any] | None = None,
         include_incumbent: bool = True,
         reset_state: bool = True,
         count_eval_steps: bool = True,
@@ -213,6 +237,7 @@ class ExploRLerCallback(BaseCallback):
         self.max_anchors = int(max_anchors)
         self.anchor_every = anchor_every
         self.search = _make_search(search, search_kwargs)
+        self.selection = _make_rule(selection, selection_kwargs)
         self.include_incumbent = bool(include_incumbent)
         self.reset_state = bool(reset_state)
         self.count_eval_steps = bool(count_eval_steps)
@@ -303,6 +328,7 @@ class ExploRLerCallback(BaseCallback):
                 params,
                 max_anchors=self.max_anchors,
                 search=self.search,
+                selection=self.selection,
                 include_incumbent=self.include_incumbent,
                 reset_state=self.reset_state,
                 seed=0 if seed is None else int(seed),
