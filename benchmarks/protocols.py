@@ -92,6 +92,13 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # `selection-surrogate`: the audit of those, with the scripts' default schedule (as `selection`)
     "audit-surrogate": ("--selection-truth-episodes", "20", "--score-with", "surrogate"),
     "audit-surrogate-next": ("--selection-truth-episodes", "20", "--score-with", "surrogate-next"),
+    # `design-space` (issue 31): the other answers to the paper's design choices, one axis at a time
+    # from the defaults: an evolutionary generator (PBT over the anchors; CMA-ES spending ESA's 10
+    # candidates in 2 rounds of 5), tournament selection (size 3), and Adam's state kept at a commit
+    "pbt": ("--search", "pbt"),
+    "cma-es": ("--search", "cma-es", "--es-popsize", "5", "--es-rounds", "2"),
+    "tournament": ("--selection", "tournament", "--tournament-size", "3"),
+    "keep-optimizer-state": ("--no-reset-state",),
 }
 
 # Where an algorithm's own schedule differs, its flags replace the variant's. The paper searches
@@ -473,6 +480,28 @@ HEADLINE = Protocol(
     budget_minutes=2400,
 )
 
+# `design-space` (issue 31): which design choice matters. PPO on small's tasks at small's budget, equal
+# total env steps, every variant one step from the defaults (`explorler`): the generator (random walk,
+# PBT, CMA-ES), the selection rule (tournament) and the optimizer reset (Adam's state kept). A screen
+# at 5 seeds; every variant not resolved worse by then, and every claim the README makes, then goes to
+# 10 seeds (extend `seeds`: finished runs stay done). Estimated ~1,100 s a run on this 2-core machine
+# (verdict's baseline and explorler runs took that): 105 runs, ~16 hours with both cores busy. Its
+# baseline and explorler commands are verdict's; take verdict's runs (reuse_from) only after rerunning
+# one of them here and finding it identical with compare_runs on the same CPU model and versions.
+# The cma-es arm needs the `es` extra: pip install torch==2.13.0 -c benchmarks/constraints.txt -e
+# ".[scripts,es]" (cma is not pinned: each run records its version).
+DESIGN_SPACE = Protocol(
+    name="design-space",
+    description="generator, selection and optimizer reset one at a time vs PPO: small's tasks, 5 seeds",
+    envs=SMALL.envs,
+    algos=("ppo",),
+    variants=("baseline", "explorler", "random-walk", "pbt", "cma-es", "tournament", "keep-optimizer-state"),
+    seeds=(1, 2, 3, 4, 5),
+    flags=SMALL.flags,
+    resumable=True,
+    budget_minutes=960,
+)
+
 ALL = (
     SMOKE,
     SMALL,
@@ -489,5 +518,6 @@ ALL = (
     REPLICATE_HOPPER,
     VERDICT,
     HEADLINE,
+    DESIGN_SPACE,
 )
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in ALL}

@@ -93,6 +93,7 @@ PACKAGES = (
     "ray",
     "stable-baselines3",
     "sb3-contrib",
+    "cma",  # the cma-es search's (design-space)
     "explorler-optim",
 )
 RESULT_FILE = "result.json"

@@ -258,6 +258,22 @@ def test_every_default_search_of_the_callback_makes_10_candidates_from_10_anchor
         ExploRLerCallback(ENV, search=name, search_kwargs={"snapshots": 20})
 
 
+def test_callback_searches_in_rounds_and_selects_by_tournament():
+    # pbt over 4 anchors: the 4 anchors, then 2 children; one 200-step episode each + the incumbent
+    callback = ExploRLerCallback(
+        ENV, explore_every=2, budget_tolerance=None, search="pbt", selection="tournament",
+        selection_kwargs={"size": 2},
+    )  # fmt: skip
+    assert callback.selection.size == 2
+    ppo().learn(2 * N_STEPS, callback=callback)
+    result = callback.last_result
+    assert callback.searches == 1 and result.num_candidates == 6 and result.round_sizes == (4, 2)
+    assert callback.eval_env_steps == 7 * 200
+    assert ExploRLerCallback(ENV, search="cma-es").search.num_candidates(10) == 10
+    with pytest.raises(ValueError, match="selection_kwargs applies"):
+        ExploRLerCallback(ENV, selection=callback.selection, selection_kwargs={"size": 3})
+
+
 def test_docstring_examples(tmp_path, monkeypatch):
     import doctest
 
