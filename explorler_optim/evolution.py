@@ -57,9 +57,10 @@ class PopulationSearch(SteeredSearch):
     Round 1 scores the anchors themselves (the population). Round 2 keeps the best ``keep`` of them
     (``n // 2``, at least 1) and refills the other ``n - keep`` slots: each child is an elite parent
     drawn uniformly with replacement plus Gaussian noise in the anchors' subspace, of standard
-    deviation ``noise_scale`` times :func:`anchor_spread` per coordinate. The authors' children used
-    a fixed standard deviation of 0.02 on every parameter, 35-100x the size of ESA's moves; scaling
-    it to the anchors keeps children in the region the anchors explored. The elites are not scored
+    deviation ``noise_scale`` times the anchors' spread per coordinate
+    (:func:`~explorler_optim.evolution.anchor_spread`). The authors' children used a fixed standard
+    deviation of 0.02 on every parameter, 35-100x the size of ESA's moves; scaling it to the
+    anchors keeps children in the region the anchors explored. The elites are not scored
     again (the authors' code re-scored them); the selection rule then picks among all ``n + (n -
     keep)`` scored points, and the incumbent rule applies as for any operator.
 
@@ -145,13 +146,13 @@ def _require_cma() -> Any:
 class CMAESSearch(SteeredSearch):
     """CMA-ES in the anchors' subspace (the ``cma`` package), ``rounds`` rounds of ``popsize``.
 
-    The search starts at the anchors' mean with step size :func:`anchor_spread` times
-    ``sigma_scale`` and an isotropic covariance; each round's scores (maximised) update the mean,
-    step size and covariance before the next round is sampled, so ``popsize * rounds`` candidates
-    are spent where the earlier ones scored well. The default spends ESA's budget (10 candidates) in
-    2 rounds of 5. Its random draws come from the explorer's generator, never from numpy's global
-    random state. Anchors that coincide (a converged policy) leave no subspace to search: every
-    candidate is then their common point.
+    The search starts at the anchors' mean with step size ``sigma_scale`` times the anchors' spread
+    (:func:`~explorler_optim.evolution.anchor_spread`) and an isotropic covariance; each round's
+    scores (maximised) update the mean, step size and covariance before the next round is sampled,
+    so ``popsize * rounds`` candidates are spent where the earlier ones scored well. The default
+    spends ESA's budget (10 candidates) in 2 rounds of 5. Its random draws come from the explorer's
+    generator, never from numpy's global random state. Anchors that coincide (a converged policy)
+    leave no subspace to search: every candidate is then their common point.
 
     Args:
         popsize: candidates per round (at least 2).

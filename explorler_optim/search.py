@@ -165,6 +165,7 @@ class SteeredSearch(SearchOperator):
         """How many candidates all rounds together propose from ``num_anchors`` anchors."""
 
     def search(self, coords: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Raises ``TypeError``: the candidates of a steered search depend on scores (use :meth:`start`)."""
         raise TypeError(
             f"{self!r} proposes candidates in rounds steered by their scores, so it has no one-shot "
             "search(): give it to an Explorer (or ExploRLerOptimizer), or drive start(coords).ask() / "
