@@ -84,6 +84,11 @@ class SelectionAudit:
         """Attach a search's outcome (and any ``fields``, e.g. the training step) to its record."""
         if not self.records:
             raise RuntimeError("no search was scored yet; pass this audit to explore() first")
+        if len(result.round_sizes) > 1:
+            raise ValueError(
+                f"the search scored {len(result.round_sizes)} rounds, and a record holds one "
+                "evaluate_many call: audit a one-round search (esa, random-walk, gaussian, ...)"
+            )
         record = self.records[-1]
         incumbent_row = result.incumbent_score is not None
         record.update(

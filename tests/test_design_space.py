@@ -327,6 +327,28 @@ def test_evaluator_reports_success_rates_beside_returns():
     silent.close()
 
 
+def test_success_rates_with_racing_and_worker_processes():
+    policy = bias_policy()
+    params = list(policy.parameters())
+    candidates = [torch.zeros(4, 1, 1), torch.tensor([[-0.8], [-0.2], [0.2], [0.8]])]
+    with PolicyEvaluator(policy, GoalEnv, episodes=3, racing=True) as raced:
+        raced.evaluate_many(params, candidates)
+        counts = raced.last_episode_counts.tolist()
+        wins = [[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 1]]  # candidate x episode (thresholds by seed)
+        expected = [sum(row[:played]) / played for row, played in zip(wins, counts)]
+        assert raced.last_success_rates.tolist() == pytest.approx(expected)
+
+
+@pytest.mark.slow
+def test_success_rates_from_worker_processes_match_one_process():
+    policy = bias_policy()
+    params = list(policy.parameters())
+    candidates = [torch.zeros(4, 1, 1), torch.tensor([[-0.8], [-0.2], [0.2], [0.8]])]
+    with PolicyEvaluator(policy, GoalEnv, episodes=3, workers=2) as pooled:
+        pooled.evaluate_many(params, candidates)
+        assert pooled.last_success_rates.tolist() == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])
+
+
 def test_success_first_end_to_end_with_the_evaluator():
     policy = bias_policy(-0.8)  # the incumbent never succeeds
     params = list(policy.parameters())
@@ -374,6 +396,17 @@ def test_rounds_do_not_combine_with_one_round_readers():
         check_settings(args)
     args.reuse_candidate_rollouts = "none"
     assert check_settings(args) == (129, 50)
+
+
+def test_the_selection_audit_refuses_a_multi_round_search():
+    from explorler_optim.audit import SelectionAudit
+
+    anchors = torch.randn(10, 20, generator=torch.Generator().manual_seed(0))
+    explorer, _ = explorer_over(anchors, CMAESSearch(popsize=3, rounds=2))
+    audit = SelectionAudit(_Scored([0.0] * 4, None), {"truth": _Scored([0.0] * 4, None)})
+    result = explorer.explore(audit)
+    with pytest.raises(ValueError, match="2 rounds"):
+        audit.add_result(result)
 
 
 def test_kept_row_of_a_multi_round_search_is_in_the_last_round():
