@@ -202,6 +202,24 @@ SMOKE = Protocol(
     },
 )
 
+# `smoke-resumable`: tests of what survives a stop: a checkpoint at every iteration, long enough
+# (40 iterations) that a run can be stopped midway (tests/test_benchmarks.py kills a Ray worker node
+# under one and checks that the retried run resumes and ends identical to an unstopped one).
+SMOKE_RESUMABLE = Protocol(
+    name="smoke-resumable",
+    description="seconds per run, a checkpoint every iteration (tests of resume and of a lost worker)",
+    envs=("Hopper-v5",),
+    algos=("ppo",),
+    variants=("baseline",),
+    seeds=(1, 2),
+    flags=_flags(
+        "--total-timesteps 10240 --num-steps 256 --num-minibatches 2 --update-epochs 2"
+        " --eval-every 1 --heldout-episodes 1 --max-episode-steps 100"
+    ),
+    pinned=False,
+    resumable=True,
+)
+
 # `small`: sized from what its first run measured on this machine (AMD EPYC, 2 cores, one torch
 # thread per run, two runs side by side; commit 56f5531, 2026-11-28). Wall seconds per run, summed
 # over its 3 seeds x 3 envs (the sweep keeps both cores busy, so the protocol takes about half the
@@ -475,6 +493,7 @@ HEADLINE = Protocol(
 
 ALL = (
     SMOKE,
+    SMOKE_RESUMABLE,
     SMALL,
     TUNE,
     PAPER,

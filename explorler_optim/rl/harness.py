@@ -79,6 +79,33 @@ def heldout_seed(args: Any) -> int:
     return int(1_000_000_000 + (args.seed % 1_000_000) * 1000)
 
 
+def require_env(env_id: str) -> None:
+    """Import ``env_id``'s module now, so that a missing physics engine fails at once, naming the fix.
+
+    gymnasium imports an env's module (and Box2D or MuJoCo with it) only when the env is made, and
+    its own hint for Box2D builds ``box2d-py`` from source; the scripts' extra brings wheels.
+
+    Raises:
+        SystemExit: the env needs a package that is not installed; the message says how to get it.
+
+    Example:
+        >>> require_env("Pendulum-v1")  # classic control needs nothing more than gymnasium
+    """
+    import gymnasium as gym
+    from gymnasium.envs.registration import load_env_creator
+
+    entry_point = gym.spec(env_id).entry_point
+    if not isinstance(entry_point, str):
+        return
+    try:
+        load_env_creator(entry_point)
+    except (gym.error.DependencyNotInstalled, ImportError) as exc:
+        raise SystemExit(
+            f"{env_id} needs a package that is not installed ({exc}). Install the scripts' extra, which "
+            'brings MuJoCo and Box2D (box2d, pygame) as wheels: pip install -e ".[scripts]" in a clone'
+        ) from exc
+
+
 def check_settings(args: Any) -> tuple[int, int | None]:
     """``(budget_limit, episode_cap)``, or an error that names the fix before anything is built.
 
@@ -99,6 +126,7 @@ def check_settings(args: Any) -> tuple[int, int | None]:
     """
     import gymnasium as gym
 
+    require_env(args.env_id)
     reuse = getattr(args, "reuse_candidate_rollouts", "none")
     if args.budget_tolerance < 0:
         raise SystemExit(f"--budget-tolerance must be >= 0, got {args.budget_tolerance}")
