@@ -689,3 +689,11 @@ def test_a_finished_run_counts_wherever_it_kept_its_checkpoint(tmp_path):
     changed = [*elsewhere[:-4], "--seed", "2", *elsewhere[-4:]]
     (run_dir / sweep.RESULT_FILE).write_text(json.dumps({**record, "command": sweep.shlex.join(changed)}))
     assert not sweep.done(run_dir, here)  # other flags still count
+
+
+def test_random_policy_score_is_reproducible_and_in_the_tasks_range():
+    from benchmarks.random_scores import random_policy_return
+
+    mean, stderr = random_policy_return("Pendulum-v1", episodes=3, seed=5)
+    assert (mean, stderr) == random_policy_return("Pendulum-v1", episodes=3, seed=5)
+    assert -16.3 * 200 <= mean < 0 and stderr > 0  # Pendulum's reward lies in [-16.3, 0] a step
