@@ -187,8 +187,8 @@ def real_view(tensor: Tensor) -> Tensor:
 
 
 def searchable(tensor: Tensor) -> bool:
-    """Whether the search can move ``tensor``: floating point, or complex (through its real view)."""
-    return tensor.is_floating_point() or tensor.is_complex()
+    """Whether the search can move ``tensor``: dense, floating point or complex (as its real view)."""
+    return tensor.layout == torch.strided and (tensor.is_floating_point() or tensor.is_complex())
 
 
 def split_flat(flat_rows: Tensor, shapes: Sequence[Sequence[int]]) -> list[Tensor]:
@@ -249,8 +249,8 @@ def searched_params(params: Any, name: str = "params") -> list[Tensor]:
             raise ValueError(f"{name}[{index}] is a {type(p).__name__}, not a Parameter")
         if not searchable(p):
             raise ValueError(
-                f"{name}[{index}] has dtype {p.dtype}; only floating-point and complex tensors can be "
-                f"searched: leave it out of {name}"
+                f"{name}[{index}] has dtype {p.dtype} and layout {p.layout}; only dense floating-point "
+                f"and complex tensors can be searched: leave it out of {name}"
             )
         if all(p is not q for q in unique):
             unique.append(p)

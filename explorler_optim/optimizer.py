@@ -68,8 +68,8 @@ class ExploRLerOptimizer(Optimizer):
 
     Args:
         optimizer: the torch optimizer to wrap (e.g. ``torch.optim.Adam``).
-        explore_params: parameters searched by :meth:`explore` (default: all floating-point and
-            complex parameters of ``optimizer``); each must belong to ``optimizer``. A complex
+        explore_params: parameters searched by :meth:`explore` (default: all dense floating-point
+            and complex parameters of ``optimizer``); each must belong to ``optimizer``. A complex
             parameter is searched through its real view (:func:`torch.view_as_real`), as torch's
             optimizers update it.
         max_anchors: anchors kept; older ones are dropped first.
@@ -127,8 +127,8 @@ class ExploRLerOptimizer(Optimizer):
             explore_params = [p for p in owned if searchable(p)]
             if not explore_params:
                 raise ValueError(
-                    "the inner optimizer holds no floating-point or complex parameters, so there is "
-                    "nothing to search; wrap an optimizer of such parameters"
+                    "the inner optimizer holds no dense floating-point or complex parameters, so "
+                    "there is nothing to search; wrap an optimizer of such parameters"
                 )
         params = searched_params(explore_params, "explore_params")
         owned_ids = {id(p) for p in owned}

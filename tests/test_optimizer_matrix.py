@@ -333,12 +333,21 @@ def test_complex128_anchors_default_to_float64():
     assert wrapped.anchor_dtype == torch.float64
 
 
+@pytest.mark.filterwarnings("ignore:Sparse invariant checks")
 def test_by_default_only_what_cannot_be_searched_is_left_out_and_asking_for_it_names_the_fix():
     weight = torch.zeros(2, requires_grad=True)
     counts = torch.zeros(2, dtype=torch.int64)  # a torch optimizer takes it; no search can move it
-    wrapped = ExploRLerOptimizer(torch.optim.SGD([weight, counts], lr=0.1))
+    sparse = torch.sparse_coo_tensor(torch.tensor([[0]]), torch.tensor([1.0]), (3,)).requires_grad_()
+    wrapped = ExploRLerOptimizer(torch.optim.SGD([weight, counts, sparse], lr=0.1))
     assert wrapped.explore_params == [weight]
-    with pytest.raises(ValueError, match=r"explore_params\[0\] has dtype torch.int64; .*leave it out"):
+    with pytest.raises(
+        ValueError, match=r"explore_params\[0\] has dtype torch.float32 and layout torch.sparse_coo"
+    ):
+        ExploRLerOptimizer(torch.optim.SGD([sparse], lr=0.1), explore_params=[sparse])
+    with pytest.raises(
+        ValueError,
+        match=r"explore_params\[0\] has dtype torch.int64 and layout torch.strided; .*leave it out",
+    ):
         ExploRLerOptimizer(torch.optim.SGD([weight, counts], lr=0.1), explore_params=[counts])
-    with pytest.raises(ValueError, match="no floating-point or complex parameters"):
+    with pytest.raises(ValueError, match="no dense floating-point or complex parameters"):
         ExploRLerOptimizer(torch.optim.SGD([counts], lr=0.1))
