@@ -2,12 +2,14 @@
 implementation the optimizer offers (its default loop, ``foreach=True``, ``fused=True``).
 
 A case is (optimizer, parameter kind, option). For every case the wrapper must step bit-identically
-to the bare optimizer, hand its state dict to a bare optimizer and survive pickling, drive an LR
-scheduler alike, and restore the parameters when ``explore()`` fails. A case the inner optimizer
-itself rejects is listed in ``REJECTED`` with the error it raises: the contract tests skip it with
-that reason, and ``test_the_inner_optimizer_rejects_these_cases`` checks that the inner optimizer
-still raises exactly that, through the wrapper too. Tiny tensors and few steps keep the whole
-matrix at seconds.
+to the bare optimizer; hand its state dict to a bare optimizer (and to another wrapper) that then
+trains alike; train alike after pickling and deep-copying; drive an LR scheduler alike; restore the
+parameters when ``explore()`` fails, and after a commit step as a fresh optimizer would. A case the
+inner optimizer itself rejects is listed in ``REJECTED`` with the error it raises: the contract
+tests skip it with that reason, and ``test_the_inner_optimizer_rejects_these_cases`` checks that the
+inner optimizer still raises exactly that, through the wrapper too. ``NOT_COPYABLE`` lists what torch
+cannot step after a copy, where the wrapper must fail alike. Tiny tensors and few steps keep the
+whole matrix at seconds of CPU time.
 """
 
 import copy
