@@ -57,7 +57,7 @@ class Args(ExploRLerArgs):  # ExploRLer: its flags (the run, the search, held-ou
     gamma: float = 0.99
     """the discount factor gamma"""
     tau: float = 0.005
-    """target smoothing coefficient (default: 0.005)"""
+    """target smoothing coefficient"""
     batch_size: int = 256
     """the batch size of sample from the reply memory"""
     learning_starts: int = 5000
