@@ -13,6 +13,7 @@ their targets and alpha are kept. An iteration of the ExploRLer flags is one env
 """
 
 import itertools
+import json
 import os
 import random
 import sys
@@ -102,7 +103,7 @@ from explorler_optim import ExploRLerOptimizer
 from explorler_optim.rl import ReplayBuffer, harness
 
 
-def make_env(env_id, max_episode_steps=None):
+def make_env(env_id, gamma=None, max_episode_steps=None):  # gamma: unused (no reward normalisation)
     def thunk():
         env = gym.make(env_id, max_episode_steps=max_episode_steps)
         env = gym.wrappers.RecordEpisodeStatistics(env)
@@ -188,8 +189,18 @@ if __name__ == "__main__":
         torch.set_num_threads(args.torch_threads)
     if args.quiet:
         warnings.filterwarnings("ignore")
-    if args.eval_checkpoint is not None:
-        raise SystemExit("--eval-checkpoint: not in the SAC script yet; resume a run with --resume instead")
+    if args.eval_checkpoint is not None:  # ExploRLer: score a saved actor on held-out episodes
+
+        def saved_actor(ckpt):
+            actor = Actor(gym.vector.SyncVectorEnv([make_env(ckpt["args"]["env_id"])]))
+            actor.load_state_dict(ckpt["actor"])
+            return GreedyActor(actor)
+
+        result = harness.evaluate_checkpoint(
+            args.eval_checkpoint, args.heldout_episodes, make_env, build_policy=saved_actor
+        )
+        print(json.dumps(result))
+        sys.exit(0)
     # ExploRLer: the settings checked; budget = (budget_limit, episode_cap)
     budget = harness.check_settings(args, planned_steps=args.total_timesteps)
     # ExploRLer: the run's checkpoint; --resume continues a run exactly, --init-from forks one
@@ -224,7 +235,7 @@ if __name__ == "__main__":
 
     # env setup: same-step autoreset, so that `final_obs` holds a finished episode's last observation
     envs = gym.vector.SyncVectorEnv(
-        [make_env(args.env_id, args.max_episode_steps) for _ in range(args.num_envs)],
+        [make_env(args.env_id, args.gamma, args.max_episode_steps) for _ in range(args.num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
     assert isinstance(envs.single_action_space, gym.spaces.Box), "only continuous action space is supported"
@@ -281,7 +292,7 @@ if __name__ == "__main__":
     total_env_steps = saved.get("total_env_steps", 0)  # + candidate-evaluation env steps
     iteration = saved.get("iteration", 0)  # env steps of every env
     last_eval_return = saved.get("eval_return")
-    if args.autotune and "log_alpha" in saved:
+    if saved.get("log_alpha") is not None:
         log_alpha.data.copy_(saved["log_alpha"])
         alpha = log_alpha.exp().item()
 
@@ -300,17 +311,14 @@ if __name__ == "__main__":
     def log_paper_metric(score=None):
         """The paper's metric: a search's best candidate score, else 3 episodes on fixed starts."""
         if args.paper_metric_every > 0:
-            writer.add_scalar(
-                "paper/episodic_return", evaluators.paper() if score is None else score, global_step
-            )
+            score = evaluators.paper() if score is None else score
+            writer.add_scalar("paper/episodic_return", score, global_step)
 
     def checkpoint():  # what --resume needs to continue exactly
         counters = dict(global_step=global_step, total_env_steps=total_env_steps, iteration=iteration)
         counters |= dict(eval_return=last_eval_return, interrupted=interrupted, last_return=last_return)
-        if args.autotune:
-            counters["log_alpha"] = log_alpha.detach().cpu()
-        loop = (torch.as_tensor(obs), torch.zeros(args.num_envs))
-        run.save(modules, envs, search, loop, **counters)
+        counters["log_alpha"] = log_alpha.detach().cpu() if args.autotune else None
+        run.save(modules, envs, search, (torch.as_tensor(obs), torch.zeros(args.num_envs)), **counters)
 
     if args.init_from is not None and run.resumed is None:  # ExploRLer: the fork point's own score
         last_eval_return = heldout_eval()

@@ -1,5 +1,7 @@
 """Smoke tests of single_file_baselines/ppo.py (discrete PPO) and sac_continuous_action.py."""
 
+import json
+
 import pytest
 
 from tests.conftest import ROOT, ScriptUnderTest
@@ -21,6 +23,7 @@ SAC_TINY = [
     "--env-id", "Hopper-v5", "--max-episode-steps", "50", "--learning-starts", "64", "--batch-size", "32",
     "--explore-every", "32", "--esa-steps", "4", "--heldout-episodes", "2", "--eval-every", "64", "--quiet",
 ]  # fmt: skip
+SAVE = ["--save-model", "--checkpoint-path", "run.pt"]
 CLEANRL_SAC_TAGS = ["charts/episodic_return", "losses/qf_loss", "losses/actor_loss", "losses/alpha"]
 
 
@@ -43,7 +46,8 @@ def test_discrete_ppo_scores_argmax_candidates_and_counts_their_env_steps(tmp_pa
     assert all(total == step + spent for step, total, spent in rows)  # candidate steps are counted
     assert rows[-1][2] > 0 and rows[-1][1] <= budget + int(0.01 * budget)
     assert rows[-1][0] < budget  # the candidates' steps took the place of training steps
-    baseline = script.train("baseline", "--no-explorler", "--total-timesteps", 256)
+    baseline = script.train("baseline", "--no-explorler", "--total-timesteps", 256, *SAVE)
+    assert_eval_checkpoint_scores_as_training_did(script, baseline)
     assert not [tag for tag in baseline.scalars if tag.startswith("explorler/")]
     assert baseline.steps("losses/value_loss") == [64, 128, 192, 256]
     assert all(step == total for step, total in baseline.scalars["charts/total_env_steps"])
@@ -68,11 +72,19 @@ def test_sac_searches_the_actor_and_counts_env_scoring_only(score_with, tmp_path
 
 
 def test_sac_baseline_logs_cleanrls_scalars_and_no_search(tmp_path_factory):
-    run = ScriptUnderTest(SAC, SAC_TINY, tmp_path_factory).train(
-        "baseline", "--no-explorler", "--total-timesteps", 256
-    )
+    script = ScriptUnderTest(SAC, SAC_TINY, tmp_path_factory)
+    run = script.train("baseline", "--no-explorler", "--total-timesteps", 256, *SAVE)
+    assert_eval_checkpoint_scores_as_training_did(script, run)
     for tag in CLEANRL_SAC_TAGS:
         assert tag in run.scalars, tag
     assert not [tag for tag in run.scalars if tag.startswith("explorler/")]
     assert run.steps("eval/episodic_return") == [64, 128, 192, 256]
     assert all(step == total for step, total in run.scalars["charts/total_env_steps"])
+
+
+def assert_eval_checkpoint_scores_as_training_did(script, run):
+    """--eval-checkpoint replays the last held-out evaluation: same policy, same seeds, same score."""
+    proc = script.run(run.cwd, "--eval-checkpoint", "run.pt", "--heldout-episodes", 2)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["eval_episodic_return"] == pytest.approx(run.values("eval/episodic_return")[-1])
+    assert result["eval_episodic_return"] == result["saved_eval_episodic_return"]

@@ -409,7 +409,14 @@ class RunCheckpoint:
         print(f"interrupted at iteration {iteration}, {counted:,} counted env steps: {kept}", file=sys.stderr)
 
 
-def evaluate_checkpoint(path: str, episodes: int, make_env: Callable, agent_class: Callable) -> dict:
+def evaluate_checkpoint(
+    path: str,
+    episodes: int,
+    make_env: Callable,
+    agent_class: Callable | None = None,
+    *,
+    build_policy: Callable[[dict], torch.nn.Module] | None = None,
+) -> dict:
     """Held-out evaluation of a saved checkpoint with its saved statistics and seeds (no training).
 
     Args:
@@ -418,7 +425,10 @@ def evaluate_checkpoint(path: str, episodes: int, make_env: Callable, agent_clas
         make_env: the script's ``make_env(env_id, gamma, max_episode_steps)``: the training env is
             rebuilt with its wrappers holding the saved statistics, so the normaliser is read from it
             exactly as during training.
-        agent_class: the script's ``Agent(obs_dim, act_dim)``.
+        agent_class: the script's ``Agent(obs_dim, act_dim)`` (act_dim: a ``Discrete`` space's
+            ``n``), loaded with the checkpoint's ``"agent"``.
+        build_policy: instead of ``agent_class``: the deterministic policy of a checkpoint, loaded
+            (e.g. the SAC script's greedy actor).
 
     Returns:
         ``{"checkpoint", "env_id", "episodes", "eval_episodic_return", "saved_eval_episodic_return",
@@ -428,14 +438,20 @@ def evaluate_checkpoint(path: str, episodes: int, make_env: Callable, agent_clas
     saved = SimpleNamespace(**ckpt["args"])
     stats_env = make_env(saved.env_id, saved.gamma, saved.max_episode_steps)()
     load_normalization_state(stats_env, ckpt)
-    obs_dim = int(np.prod(stats_env.observation_space.shape))
-    agent = agent_class(obs_dim, action_size(stats_env.action_space))
-    agent.load_state_dict(ckpt["agent"])
-    agent.eval()
+    if build_policy is not None:
+        policy = build_policy(ckpt)
+    else:
+        assert agent_class is not None, "evaluate_checkpoint: pass agent_class or build_policy"
+        obs_dim = int(np.prod(stats_env.observation_space.shape))
+        agent = agent_class(obs_dim, action_size(stats_env.action_space))
+        agent.load_state_dict(ckpt["agent"])
+        policy = deterministic_policy(agent)
+    policy.eval()
+    normalised = ckpt["obs_rms"][0] is not None  # saved without statistics: raw observations
     evaluators = RunEvaluators.build(
-        deterministic_policy(agent),
+        policy,
         eval_env(saved.env_id, saved.max_episode_steps),
-        stats_env,
+        stats_env if normalised else None,
         heldout_episodes=episodes,
         heldout_seed=heldout_seed(saved),
     )
