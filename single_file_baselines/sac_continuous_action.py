@@ -263,7 +263,7 @@ if __name__ == "__main__":
     # Automatic entropy tuning
     if args.autotune:
         target_entropy = -torch.prod(torch.Tensor(envs.single_action_space.shape).to(device)).item()
-        log_alpha = torch.zeros(1, requires_grad=True, device=device)
+        log_alpha = nn.Parameter(torch.zeros(1, device=device))  # a Parameter: checkpoints hold it
         alpha = log_alpha.exp().item()
         a_optimizer = optim.Adam([log_alpha], lr=args.q_lr)
     else:
@@ -286,14 +286,13 @@ if __name__ == "__main__":
     modules = {"actor": actor, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target, "qf2_target": qf2_target}
     modules |= {"optimizer": actor_optimizer, "q_optimizer": q_optimizer, "rb": rb}
     if args.autotune:
-        modules["a_optimizer"] = a_optimizer
+        modules |= {"a_optimizer": a_optimizer, "log_alpha": nn.ParameterList([log_alpha])}
     saved = run.restore(modules, envs, search, say)  # {}: a new run
     global_step = saved.get("global_step", 0)  # training env steps
     total_env_steps = saved.get("total_env_steps", 0)  # + candidate-evaluation env steps
     iteration = saved.get("iteration", 0)  # env steps of every env
     last_eval_return = saved.get("eval_return")
-    if saved.get("log_alpha") is not None:
-        log_alpha.data.copy_(saved["log_alpha"])
+    if args.autotune:  # --resume / --init-from loaded it
         alpha = log_alpha.exp().item()
 
     def counted_steps():
@@ -317,7 +316,6 @@ if __name__ == "__main__":
     def checkpoint():  # what --resume needs to continue exactly
         counters = dict(global_step=global_step, total_env_steps=total_env_steps, iteration=iteration)
         counters |= dict(eval_return=last_eval_return, interrupted=interrupted, last_return=last_return)
-        counters["log_alpha"] = log_alpha.detach().cpu() if args.autotune else None
         run.save(modules, envs, search, (torch.as_tensor(obs), torch.zeros(args.num_envs)), **counters)
 
     if args.init_from is not None and run.resumed is None:  # ExploRLer: the fork point's own score
