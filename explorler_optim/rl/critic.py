@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from explorler_optim.rl._candidates import check_candidates, score_each
 from explorler_optim.rl.normalize import ObsNormalizer
 
 __all__ = ["CriticEvaluator"]
@@ -104,24 +105,8 @@ class CriticEvaluator:
             RuntimeError: no batch was given (call :meth:`set_batch` first).
             ValueError: ``candidates`` do not match ``params``.
         """
-        if len(candidates) != len(params):
-            raise ValueError(f"got {len(candidates)} candidate tensors for {len(params)} parameters")
-        rows = int(candidates[0].shape[0]) if candidates else 0
-        for p, c in zip(params, candidates, strict=True):
-            if tuple(c.shape) != (rows, *p.shape):
-                raise ValueError(
-                    f"a candidate tensor has shape {tuple(c.shape)}, expected {(rows, *p.shape)}"
-                )
-        backup = [p.detach().clone() for p in params]
-        scores = []
-        try:
-            for row in range(rows):
-                for p, c in zip(params, candidates, strict=True):
-                    p.copy_(c[row])
-                scores.append(self._score_loaded())
-        finally:
-            for p, b in zip(params, backup, strict=True):
-                p.copy_(b)
+        check_candidates(params, candidates)
+        scores = score_each(params, candidates, self._score_loaded)
         self.last_values = torch.tensor(scores, dtype=torch.float64)
         return self.last_values.clone()
 
