@@ -52,6 +52,9 @@ RANDOM_SCORES = {
     "HalfCheetah": -280.178953,
     "Ant": -325.6,
     "Humanoid": 122.0,
+    # measured: `python -m benchmarks.random_scores BipedalWalker-v3 --episodes 100` (2026-12-07):
+    # -102.8 +- 1.5
+    "BipedalWalker": -102.8,
 }
 VARIANT_ORDER = (
     "baseline",

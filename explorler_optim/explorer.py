@@ -180,10 +180,13 @@ def flatten_params(
 ) -> Tensor:
     """The parameters' values, detached and concatenated into one new 1-D tensor (``P`` values).
 
+    A complex tensor contributes its real view (:func:`torch.view_as_real`): the real and imaginary
+    part of each element, in turn, as two real values.
+
     Args:
         params: the tensors, in order.
         device: where the result lives (default: the parameters').
-        dtype: its dtype (default: the parameters').
+        dtype: its dtype (default: the parameters'; a complex tensor's real dtype).
 
     Returns:
         The flat copy.
@@ -192,7 +195,21 @@ def flatten_params(
         >>> flatten_params([torch.ones(2, 2), torch.zeros(1)], dtype=torch.float64).tolist()
         [1.0, 1.0, 1.0, 1.0, 0.0]
     """
-    return torch.cat([p.detach().reshape(-1).to(device, dtype) for p in params])
+    return torch.cat([real_view(p.detach()).reshape(-1).to(device, dtype) for p in params])
+
+
+def real_view(tensor: Tensor) -> Tensor:
+    """``tensor`` itself if it is real, else its real view: shape ``(*shape, 2)``, sharing storage.
+
+    torch's optimizers update a complex parameter as this view too, so the search sees the same
+    Euclidean geometry as the optimizer that trained it.
+    """
+    return torch.view_as_real(tensor.resolve_conj()) if tensor.is_complex() else tensor
+
+
+def searchable(tensor: Tensor) -> bool:
+    """Whether the search can move ``tensor``: dense, floating point or complex (as its real view)."""
+    return tensor.layout == torch.strided and (tensor.is_floating_point() or tensor.is_complex())
 
 
 def split_flat(flat_rows: Tensor, shapes: Sequence[Sequence[int]]) -> list[Tensor]:
@@ -221,7 +238,8 @@ def split_flat(flat_rows: Tensor, shapes: Sequence[Sequence[int]]) -> list[Tenso
 
 
 def searched_params(params: Any, name: str = "params") -> list[Tensor]:
-    """``params`` as a list of distinct float tensors, or an error that says what to pass instead.
+    """``params`` as a list of distinct searchable tensors (floating point or complex), or an error
+    that says what to pass instead.
 
     ``name`` is the argument's name in the caller's signature, for the messages.
     """
@@ -250,8 +268,11 @@ def searched_params(params: Any, name: str = "params") -> list[Tensor]:
             )
         if not isinstance(p, Tensor):
             raise ValueError(f"{name}[{index}] is a {type(p).__name__}, not a Parameter")
-        if not p.is_floating_point():
-            raise ValueError(f"{name}[{index}] has dtype {p.dtype}; only float tensors can be searched")
+        if not searchable(p):
+            raise ValueError(
+                f"{name}[{index}] has dtype {p.dtype} and layout {p.layout}; only dense floating-point "
+                f"and complex tensors can be searched: leave it out of {name}"
+            )
         if all(p is not q for q in unique):
             unique.append(p)
     return unique
@@ -271,7 +292,8 @@ class Explorer:
     cycle's first snapshot.
 
     Args:
-        params: the parameters searched (e.g. the actor's, never the critic's).
+        params: the parameters searched (e.g. the actor's, never the critic's): floating-point, or
+            complex, which are searched through their real view (:func:`torch.view_as_real`).
         max_anchors: anchors kept; older ones are dropped first.
         search: the candidate generator (default: :class:`EmptySpaceSearch` with the paper's settings).
         include_incumbent: also score the current parameters and commit only if a candidate beats
@@ -340,7 +362,9 @@ class Explorer:
             raise TypeError(
                 f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}"
             )
-        work_dtype = torch.float64 if any(p.dtype == torch.float64 for p in unique) else torch.float32
+        work_dtype = (
+            torch.float64 if any(real_view(p).dtype == torch.float64 for p in unique) else torch.float32
+        )
         anchor_dtype = anchor_dtype if anchor_dtype is not None else work_dtype
         if not anchor_dtype.is_floating_point:
             raise ValueError(f"anchor_dtype must be a float dtype, got {anchor_dtype}")
@@ -360,7 +384,7 @@ class Explorer:
             self._generator.seed()
         else:
             self._generator.manual_seed(int(seed))
-        self._shapes = [tuple(p.shape) for p in unique]
+        self._shapes = [tuple(real_view(p).shape) for p in unique]  # of what the search moves
         self._origin: Tensor | None = None
         self._deltas: list[Tensor] = []
         self.cycles = 0
@@ -395,14 +419,14 @@ class Explorer:
 
     @property
     def num_params(self) -> int:
-        """Number of scalar parameters searched (``P``)."""
+        """Number of real values searched (``P``; a complex element counts as two)."""
         return sum(math.prod(shape) for shape in self._shapes)
 
     def _check_shapes(self) -> None:
         for index, (p, shape) in enumerate(zip(self.params, self._shapes, strict=True)):
-            if tuple(p.shape) != shape:
+            if tuple(real_view(p).shape) != shape:
                 raise ValueError(
-                    f"params[{index}] changed shape from {shape} to {tuple(p.shape)} since it was "
+                    f"params[{index}] changed shape from {shape} to {tuple(real_view(p).shape)} since it was "
                     "registered; build a new explorer for the new architecture"
                 )
 
@@ -710,7 +734,7 @@ class Explorer:
         self._load([value[0] for value in chosen])
         distance = math.sqrt(
             sum(
-                float((p.detach().double() - b.double()).square().sum())
+                float((real_view(p.detach()).double() - real_view(b).double()).square().sum())
                 for p, b in zip(self.params, candidates.backup, strict=True)
             )
         )
@@ -720,11 +744,9 @@ class Explorer:
         return True, distance
 
     def _split(self, flat_rows: Tensor) -> list[Tensor]:
-        """Split ``(N, P)`` rows into per-parameter ``(N, *shape)`` tensors on each parameter's device."""
+        """Split ``(N, P)`` rows into per-parameter ``(N, *shape)`` tensors like each parameter."""
         pieces = split_flat(flat_rows, self._shapes)
-        return [
-            piece.to(device=p.device, dtype=p.dtype) for p, piece in zip(self.params, pieces, strict=True)
-        ]
+        return [_like(piece, p) for p, piece in zip(self.params, pieces, strict=True)]
 
     @torch.no_grad()
     def _load(self, values: Sequence[Tensor]) -> None:
@@ -785,6 +807,12 @@ class Explorer:
             f"on_invalid={self.on_invalid!r}, anchor_dtype={self.anchor_dtype}, "
             f"anchors={self.num_anchors}, cycles={self.cycles})"
         )
+
+
+def _like(piece: Tensor, param: Tensor) -> Tensor:
+    """``piece`` (a parameter's real view, batched) on ``param``'s device and in its dtype."""
+    piece = piece.to(device=param.device, dtype=real_view(param).dtype)
+    return torch.complex(piece[..., 0], piece[..., 1]) if param.is_complex() else piece
 
 
 @dataclass

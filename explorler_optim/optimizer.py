@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
-from .explorer import BatchEvaluator, Evaluate, Explorer, ExploreResult, searched_params
+from .explorer import BatchEvaluator, Evaluate, Explorer, ExploreResult, searchable, searched_params
 from .search import SearchOperator
 from .selection import SelectionRule
 
@@ -61,10 +61,18 @@ class ExploRLerOptimizer(Optimizer):
     counters, RNG state), so a plain optimizer of the inner kind loads it, and the wrapper loads a
     plain optimizer's dict. The wrapper pickles and deep-copies like any torch optimizer.
 
+    The wrapper composes rather than subclasses: ``isinstance(opt, torch.optim.Optimizer)`` holds,
+    ``isinstance(opt, torch.optim.Adam)`` does not (test ``opt.optimizer``). Hooks registered on the
+    wrapper receive the wrapper; global step hooks
+    (``torch.optim.optimizer.register_optimizer_step_pre_hook``) run once per step and receive the
+    inner optimizer, the object that steps.
+
     Args:
         optimizer: the torch optimizer to wrap (e.g. ``torch.optim.Adam``).
-        explore_params: parameters searched by :meth:`explore` (default: all parameters of
-            ``optimizer``); each must belong to ``optimizer``.
+        explore_params: parameters searched by :meth:`explore` (default: all dense floating-point
+            and complex parameters of ``optimizer``); each must belong to ``optimizer``. A complex
+            parameter is searched through its real view (:func:`torch.view_as_real`), as torch's
+            optimizers update it.
         max_anchors: anchors kept; older ones are dropped first.
         record_every: record an anchor automatically after every ``record_every``-th :meth:`step`;
             ``None`` records only when :meth:`record` is called.
@@ -119,7 +127,14 @@ class ExploRLerOptimizer(Optimizer):
         # defaults are the inner optimizer's, forwarded live by the properties below
         _check_inner(optimizer)
         owned = [p for group in optimizer.param_groups for p in group["params"]]
-        params = searched_params(owned if explore_params is None else explore_params, "explore_params")
+        if explore_params is None:
+            explore_params = [p for p in owned if searchable(p)]
+            if not explore_params:
+                raise ValueError(
+                    "the inner optimizer holds no dense floating-point or complex parameters, so "
+                    "there is nothing to search; wrap an optimizer of such parameters"
+                )
+        params = searched_params(explore_params, "explore_params")
         owned_ids = {id(p) for p in owned}
         for index, p in enumerate(params):
             if id(p) not in owned_ids:
@@ -249,7 +264,7 @@ class ExploRLerOptimizer(Optimizer):
 
     @property
     def num_params(self) -> int:
-        """Number of scalar parameters searched (``P``)."""
+        """Number of real values searched (``P``; a complex element counts as two)."""
         return self.explorer.num_params
 
     def record(self) -> None:

@@ -102,6 +102,35 @@ def test_finetune_grid_shares_one_pretraining_run_per_task_and_seed(tmp_path):
     )
 
 
+def test_headline_pretrains_the_fine_tuning_tasks_and_runs_bipedal_walker_from_scratch(tmp_path):
+    headline = protocols.PROTOCOLS["headline"]
+    runs = sweep.grid(headline)
+    assert {(r.env, r.algo) for r in runs} == {
+        ("Humanoid-v5", "ppo"), ("Ant-v5", "ppo"), ("Hopper-v5", "trpo"), ("BipedalWalker-v3", "ppo")
+    }  # fmt: skip
+    assert len(runs) == 4 * 3 * 10 and headline.seeds == tuple(range(1, 11))
+    pretrained = sweep.pretrain_runs(headline, runs)
+    assert len(pretrained) == 3 * 10 and not any(r.env == "BipedalWalker-v3" for r in pretrained)
+    humanoid = sweep.build_command(headline, sweep.Run("Humanoid-v5", "ppo", "explorler", 4), out=tmp_path)
+    assert humanoid[humanoid.index("--init-from") + 1].endswith(
+        "pretrained/Humanoid-v5__ppo__4/checkpoint.pt"
+    )
+    assert humanoid[humanoid.index("--paper-metric-every") + 1] == "1"  # both metrics for every run
+    for variant in headline.variants:
+        walker = sweep.build_command(headline, sweep.Run("BipedalWalker-v3", "ppo", variant, 4), out=tmp_path)
+        assert "--init-from" not in walker and "--checkpoint-path" in walker  # from scratch, resumable
+        last = {flag: walker[i + 1] for i, flag in enumerate(walker[:-1]) if flag.startswith("--")}
+        assert (
+            last["--total-timesteps"] == "1000000" and last["--num-envs"] == "4"
+        )  # the task's own flags win
+    paper = sweep.build_command(headline, sweep.Run("BipedalWalker-v3", "ppo", "explorler-paper", 1))
+    assert paper[-3:] == ["--explore-every", "1", "--no-count-eval-steps"]  # the variant's flags come last
+    # a BipedalWalker run does not wait for a pretraining stage it does not have
+    args = sweep.parse_args(["--protocol", "headline"])
+    todo, _ = sweep.plan(headline, [sweep.Run("BipedalWalker-v3", "ppo", "baseline", 1)], tmp_path, args, [])
+    assert len(todo) == 1
+
+
 def test_plan_resumes_a_stopped_run_and_waits_for_its_pretraining(tmp_path):
     finetune = protocols.PROTOCOLS["finetune"]
     args = sweep.parse_args(["--protocol", "finetune"])
@@ -660,3 +689,11 @@ def test_a_finished_run_counts_wherever_it_kept_its_checkpoint(tmp_path):
     changed = [*elsewhere[:-4], "--seed", "2", *elsewhere[-4:]]
     (run_dir / sweep.RESULT_FILE).write_text(json.dumps({**record, "command": sweep.shlex.join(changed)}))
     assert not sweep.done(run_dir, here)  # other flags still count
+
+
+def test_random_policy_score_is_reproducible_and_in_the_tasks_range():
+    from benchmarks.random_scores import random_policy_return
+
+    mean, stderr = random_policy_return("Pendulum-v1", episodes=3, seed=5)
+    assert (mean, stderr) == random_policy_return("Pendulum-v1", episodes=3, seed=5)
+    assert -16.3 * 200 <= mean < 0 and stderr > 0  # Pendulum's reward lies in [-16.3, 0] a step

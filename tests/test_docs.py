@@ -15,8 +15,10 @@ import explorler_optim.files
 import explorler_optim.optimizer
 import explorler_optim.rl.args
 import explorler_optim.rl.batched
+import explorler_optim.rl.critic
 import explorler_optim.rl.normalize
 import explorler_optim.rl.racing
+import explorler_optim.rl.replay
 import explorler_optim.rl.run_evaluators
 import explorler_optim.rl.search_step
 import explorler_optim.rl.trpo
@@ -40,8 +42,10 @@ ROOT = Path(__file__).resolve().parent.parent
         explorler_optim.optimizer,
         explorler_optim.rl.args,
         explorler_optim.rl.batched,
+        explorler_optim.rl.critic,
         explorler_optim.rl.normalize,
         explorler_optim.rl.racing,
+        explorler_optim.rl.replay,
         explorler_optim.rl.run_evaluators,
         explorler_optim.rl.search_step,
         explorler_optim.rl.trpo,

@@ -51,7 +51,7 @@ class ExploRLerArgs:
     explore_start_step: int = 0
     """training env steps (global_step) before which no search runs (1M: pretrain, then explore)"""
     max_anchors: int = 10
-    """anchors kept: one per PPO epoch or TRPO iteration, the last max_anchors are searched"""
+    """anchors kept: one per PPO epoch, TRPO iteration or SAC actor step; the last max_anchors are searched"""
     search: Literal["esa", "random-walk", "checkpoint-average", "gaussian", "pbt", "cma-es"] = "esa"
     """how candidates are generated from the anchors (pbt, cma-es: in rounds, steered by scores)"""
     esa_agents: int = 5

@@ -35,13 +35,16 @@ from explorler_optim.selection import SelectionRule, make_selection
 __all__ = [
     "RunCheckpoint",
     "build_evaluators",
+    "action_size",
     "build_search_step",
     "candidate_seed",
     "check_settings",
+    "deterministic_policy",
     "eval_env",
     "evaluate_checkpoint",
     "heldout_seed",
     "log_heldout",
+    "obs_normalizer",
     "search_operator",
     "selection_rule",
     "truth_seed",
@@ -81,10 +84,38 @@ def heldout_seed(args: Any) -> int:
     return int(1_000_000_000 + (args.seed % 1_000_000) * 1000)
 
 
-def check_settings(args: Any) -> tuple[int, int | None]:
+def require_env(env_id: str) -> None:
+    """Import ``env_id``'s module now, so that a missing physics engine fails at once, naming the fix.
+
+    gymnasium imports an env's module (and Box2D or MuJoCo with it) only when the env is made, and
+    its own hint for Box2D builds ``box2d-py`` from source; the scripts' extra brings wheels.
+
+    Raises:
+        SystemExit: the env needs a package that is not installed; the message says how to get it.
+
+    Example:
+        >>> require_env("Pendulum-v1")  # classic control needs nothing more than gymnasium
+    """
+    import gymnasium as gym
+    from gymnasium.envs.registration import load_env_creator
+
+    entry_point = gym.spec(env_id).entry_point
+    if not isinstance(entry_point, str):
+        return
+    try:
+        load_env_creator(entry_point)
+    except (gym.error.DependencyNotInstalled, ImportError) as exc:
+        raise SystemExit(
+            f"{env_id} needs a package that is not installed ({exc}). Install the scripts' extra, which "
+            'brings MuJoCo and Box2D (box2d, pygame) as wheels: pip install -e ".[scripts]" in a clone'
+        ) from exc
+
+
+def check_settings(args: Any, planned_steps: int | None = None) -> tuple[int, int | None]:
     """``(budget_limit, episode_cap)``, or an error that names the fix before anything is built.
 
-    The budget is the baseline's total (whole iterations, as CleanRL rounds); with candidate steps
+    The budget is the baseline's total, ``planned_steps`` (default ``num_iterations * batch_size``:
+    whole iterations, as CleanRL rounds; an off-policy loop's: ``total_timesteps``); with candidate steps
     counted, nothing starts that could take the counted steps past it by more than
     ``budget_tolerance``. A search's env steps are bounded by policies x episodes x the cap on an
     episode's length.
@@ -101,10 +132,13 @@ def check_settings(args: Any) -> tuple[int, int | None]:
     """
     import gymnasium as gym
 
+    require_env(args.env_id)
     reuse = getattr(args, "reuse_candidate_rollouts", "none")
     if args.budget_tolerance < 0:
         raise SystemExit(f"--budget-tolerance must be >= 0, got {args.budget_tolerance}")
-    budget_limit = args.num_iterations * args.batch_size + int(args.budget_tolerance * args.total_timesteps)
+    if planned_steps is None:
+        planned_steps = args.num_iterations * args.batch_size
+    budget_limit = planned_steps + int(args.budget_tolerance * args.total_timesteps)
     episode_cap = args.max_episode_steps or gym.spec(args.env_id).max_episode_steps
     if reuse != "none" and not args.explorler:
         raise SystemExit(
@@ -200,18 +234,31 @@ def eval_env(env_id: str, max_episode_steps: int | None = None) -> Callable[[], 
     return functools.partial(_build_eval_env, env_id, max_episode_steps)
 
 
-def build_evaluators(args: Any, agent: Any, stats_env: Any) -> RunEvaluators:
+def build_evaluators(
+    args: Any,
+    agent: Any,
+    stats_env: Any | None,
+    *,
+    policy: torch.nn.Module | None = None,
+    critic_value: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> RunEvaluators:
     """The run's evaluators (``RunEvaluators.build``) from the scripts' flags.
 
     Args:
         args: the script's flags.
-        agent: the scripts' ``Agent`` (``actor_mean``, ``actor_logstd``, ``get_action_and_value``).
-        stats_env: the training env whose observation statistics the evaluators freeze.
+        agent: the scripts' ``Agent`` (``actor_mean`` or a discrete policy's ``actor``,
+            ``actor_logstd``, ``get_action_and_value``).
+        stats_env: the training env whose observation statistics the evaluators freeze (``None``:
+            it does not normalise them).
+        policy: the deterministic policy the evaluators play (default: the agent's, above).
+        critic_value: ``--score-with critic``'s value of a policy's own actions on a batch of
+            states (a ``CriticEvaluator``'s).
 
     Example: see the scripts.
     """
+    free = {"env": "env", "critic": "critic"}.get(args.score_with, "surrogate")  # surrogate*: no env steps
     return RunEvaluators.build(
-        agent.actor_mean,
+        policy if policy is not None else deterministic_policy(agent),
         eval_env(args.env_id, args.max_episode_steps),
         stats_env,
         heldout_episodes=args.heldout_episodes,
@@ -223,14 +270,34 @@ def build_evaluators(args: Any, agent: Any, stats_env: Any) -> RunEvaluators:
         paper_metric=args.paper_metric_every > 0,
         paper_seed=args.seed,
         truth_episodes=args.selection_truth_episodes,
-        score_with="env" if args.score_with == "env" else "surrogate",  # surrogate*: no env steps
+        score_with=free,
         log_prob=lambda obs, act: agent.get_action_and_value(obs, act)[1],
         surrogate_max_kl=args.surrogate_max_kl,
+        critic_value=critic_value,
         # reused episodes must be the stochastic policy's, with each action's log-probability
         candidate_log_std=(
             agent.actor_logstd if getattr(args, "reuse_candidate_rollouts", "none") != "none" else None
         ),
     )
+
+
+def deterministic_policy(agent: Any) -> torch.nn.Module:
+    """The module mapping observations to the scripts' deterministic actions: a Gaussian agent's
+    ``actor_mean``, or a discrete agent's ``actor`` (its logits, argmax-ed by the evaluators)."""
+    return agent.actor_mean if hasattr(agent, "actor_mean") else agent.actor
+
+
+def action_size(space: Any) -> int:
+    """The policy's output size for an action space: a ``Discrete`` space's ``n``, else the number
+    of action dimensions.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> action_size(gym.spaces.Discrete(4)), action_size(gym.spaces.Box(-1, 1, (3, 2)))
+        (4, 6)
+    """
+    n = getattr(space, "n", None)
+    return int(n) if n is not None else int(np.prod(space.shape))
 
 
 def build_search_step(
@@ -398,7 +465,14 @@ class RunCheckpoint:
         print(f"interrupted at iteration {iteration}, {counted:,} counted env steps: {kept}", file=sys.stderr)
 
 
-def evaluate_checkpoint(path: str, episodes: int, make_env: Callable, agent_class: Callable) -> dict:
+def evaluate_checkpoint(
+    path: str,
+    episodes: int,
+    make_env: Callable,
+    agent_class: Callable | None = None,
+    *,
+    build_policy: Callable[[dict], torch.nn.Module] | None = None,
+) -> dict:
     """Held-out evaluation of a saved checkpoint with its saved statistics and seeds (no training).
 
     Args:
@@ -407,7 +481,10 @@ def evaluate_checkpoint(path: str, episodes: int, make_env: Callable, agent_clas
         make_env: the script's ``make_env(env_id, gamma, max_episode_steps)``: the training env is
             rebuilt with its wrappers holding the saved statistics, so the normaliser is read from it
             exactly as during training.
-        agent_class: the script's ``Agent(obs_dim, act_dim)``.
+        agent_class: the script's ``Agent(obs_dim, act_dim)`` (act_dim: a ``Discrete`` space's
+            ``n``), loaded with the checkpoint's ``"agent"``.
+        build_policy: instead of ``agent_class``: the deterministic policy of a checkpoint, loaded
+            (e.g. the SAC script's greedy actor).
 
     Returns:
         ``{"checkpoint", "env_id", "episodes", "eval_episodic_return", "saved_eval_episodic_return",
@@ -417,14 +494,20 @@ def evaluate_checkpoint(path: str, episodes: int, make_env: Callable, agent_clas
     saved = SimpleNamespace(**ckpt["args"])
     stats_env = make_env(saved.env_id, saved.gamma, saved.max_episode_steps)()
     load_normalization_state(stats_env, ckpt)
-    obs_dim = int(np.prod(stats_env.observation_space.shape))
-    agent = agent_class(obs_dim, int(np.prod(stats_env.action_space.shape)))
-    agent.load_state_dict(ckpt["agent"])
-    agent.eval()
+    if build_policy is not None:
+        policy = build_policy(ckpt)
+    else:
+        assert agent_class is not None, "evaluate_checkpoint: pass agent_class or build_policy"
+        obs_dim = int(np.prod(stats_env.observation_space.shape))
+        agent = agent_class(obs_dim, action_size(stats_env.action_space))
+        agent.load_state_dict(ckpt["agent"])
+        policy = deterministic_policy(agent)
+    policy.eval()
+    normalised = ckpt["obs_rms"][0] is not None  # saved without statistics: raw observations
     evaluators = RunEvaluators.build(
-        agent.actor_mean,
+        policy,
         eval_env(saved.env_id, saved.max_episode_steps),
-        stats_env,
+        stats_env if normalised else None,
         heldout_episodes=episodes,
         heldout_seed=heldout_seed(saved),
     )
@@ -442,11 +525,16 @@ def evaluate_checkpoint(path: str, episodes: int, make_env: Callable, agent_clas
     }
 
 
+def obs_normalizer(stats_env: Any | None) -> ObsNormalizer | None:
+    """The training env's observation statistics now, frozen; ``None`` for an env without them."""
+    return ObsNormalizer.from_env(stats_env) if stats_env is not None else None
+
+
 def log_heldout(evaluators: RunEvaluators, stats_env: Any, writer: Any, steps: tuple[int, int]) -> float:
     """Score the current policy on the held-out episodes with the training env's statistics now
     and log ``eval/episodic_return`` (at ``global_step``) and ``eval/episodic_return_vs_total_steps``
     (at ``total_env_steps``); ``steps`` is ``(global_step, total_env_steps)``."""
-    evaluators.heldout.obs_normalizer = ObsNormalizer.from_env(stats_env)
+    evaluators.heldout.obs_normalizer = obs_normalizer(stats_env)
     score = float(evaluators.heldout())
     writer.add_scalar("eval/episodic_return", score, steps[0])
     writer.add_scalar("eval/episodic_return_vs_total_steps", score, steps[1])
