@@ -382,3 +382,32 @@ def test_the_minimal_example_runs_and_is_the_readmes_loop(tmp_path):
         ):
             assert statement in code, f"the README's `{statement}` is not in the example"
     assert "examples/minimal_ppo.py" in (ROOT / "README.md").read_text()
+
+
+def test_install_hints_in_messages_come_from_one_place():
+    """Error messages say how to install an extra through `extras.install_hint`, which fits a clone
+    (`pip install -e ".[sb3]"`) and an index install (`pip install "explorler-optim[sb3]"`)."""
+    import ast
+
+    from explorler_optim.extras import install_hint
+
+    written_out = []
+    for path in sorted((ROOT / "explorler_optim").rglob("*.py")):
+        if path.name == "extras.py":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                if re.search(r"pip install[^`]*(explorler-optim|\.\[)", node.value):
+                    written_out.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+    assert not written_out, "use explorler_optim.extras.install_hint:\n" + "\n".join(written_out)
+    assert install_hint("sb3") == f'`pip install -e ".[sb3]"` (in {ROOT})'  # the tests run from a clone
+    assert install_hint("sb3", clone=None) == '`pip install "explorler-optim[sb3]"`'
