@@ -348,7 +348,7 @@ def warn_if_steps_were_reset(num_timesteps: int, iterations: int, num_anchors: i
         ...     warn_if_steps_were_reset(0, iterations=4, num_anchors=8, searches=1)
         True
         >>> print(caught[0].message)  # doctest: +ELLIPSIS
-        ExploRLerCallback: learn() restarted model.num_timesteps at 0 ... reset_num_timesteps=False ...
+        ExploRLerCallback: learn() restarted model.num_timesteps at 0 ...reset_num_timesteps=False)...
     """
     if num_timesteps != 0 or not (iterations or num_anchors or searches):
         return False
