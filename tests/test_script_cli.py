@@ -135,7 +135,7 @@ def test_landscape_every_checks_matplotlib_before_training(script, tmp_path):
         timeout=HANG_GUARD_S,
     )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "pip install 'explorler-optim[viz]'" in proc.stderr
+    assert 'pip install -e ".[viz]"' in proc.stderr  # extras.install_hint, from this clone
     assert not (tmp_path / "runs").exists()  # nothing was started
 
 
