@@ -14,12 +14,15 @@ Modules:
 - ``explorler_optim.subspace``: :class:`AnchorSubspace`, the anchors' own coordinates.
 - ``explorler_optim.rl``: scoring policies in gymnasium environments: ``PolicyEvaluator`` (all
   candidates' episodes in one batched loop, worker processes or Ray, racing) and ``ObsNormalizer``
-  (frozen observation statistics). Needs gymnasium: ``pip install 'explorler-optim[scripts]'``.
+  (frozen observation statistics). Needs gymnasium (the ``scripts`` extra).
 - ``explorler_optim.viz``: the landscape view of a search (``landscape_figure``,
-  ``figure_from_result``, ``log_landscape`` for TensorBoard). Needs matplotlib:
-  ``pip install 'explorler-optim[viz]'``.
+  ``figure_from_result``, ``log_landscape`` for TensorBoard). Needs matplotlib
+  (the ``viz`` extra).
 - ``explorler_optim.landscape``: ``python -m explorler_optim.landscape CHECKPOINT`` scores a dense
   grid around a saved policy and writes a PNG.
+- ``explorler_optim.extras``: ``install_hint``, the command that
+  installs an extra (``pip install -e ".[sb3]"`` in a clone, ``pip install "explorler-optim[sb3]"``
+  from a package index), which every error message about a missing dependency gives.
 """
 
 from typing import TYPE_CHECKING

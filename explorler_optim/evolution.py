@@ -137,9 +137,9 @@ def _require_cma() -> Any:
     try:
         import cma
     except ImportError:
-        raise ImportError(
-            "the cma-es search needs the cma package: pip install 'explorler-optim[es]' (or pip install cma)"
-        ) from None
+        from explorler_optim.extras import install_hint
+
+        raise ImportError(f"the cma-es search needs the cma package: {install_hint('es')}") from None
     return cma
 
 

@@ -36,7 +36,7 @@ def test_a_missing_box2d_is_an_error_that_names_the_install_command(script, tmp_
     assert proc.returncode == 1, proc.stdout + proc.stderr
     message = proc.stderr.strip().splitlines()[-1]
     assert "BipedalWalker-v3 needs a package that is not installed" in message
-    assert 'pip install -e ".[scripts]"' in message
+    assert 'pip install -e ".[scripts]"' in message  # from this clone (explorler_optim.extras)
     assert "Traceback" not in proc.stderr  # an answer, not a crash
     assert not (tmp_path / "runs").exists()  # nothing was built before the check
 

@@ -2,7 +2,8 @@
 
 The scripts' flags (``args``, their ``Args`` dataclass) map onto the library here, so that a script
 keeps CleanRL's order with one-line ExploRLer call sites: the episode seeds (:func:`candidate_seed`,
-:func:`truth_seed`, :func:`heldout_seed`), the settings check and budget (:func:`check_settings`),
+:func:`truth_seed`, :func:`heldout_seed`), the settings check and budget (:func:`check_settings`,
+:func:`explain_unreachable_searches`),
 the candidate generator (:func:`search_operator`), the evaluators (:func:`build_evaluators`), the
 search step (:func:`build_search_step`), the held-out evaluation env (:func:`eval_env`) and
 checkpoints: :class:`RunCheckpoint` (``--save-model``, ``--resume``, ``--init-from``, Ctrl-C) and
@@ -41,6 +42,7 @@ __all__ = [
     "check_settings",
     "deterministic_policy",
     "eval_env",
+    "explain_unreachable_searches",
     "evaluate_checkpoint",
     "heldout_seed",
     "log_heldout",
@@ -99,6 +101,8 @@ def require_env(env_id: str) -> None:
     import gymnasium as gym
     from gymnasium.envs.registration import load_env_creator
 
+    from explorler_optim.extras import install_hint
+
     entry_point = gym.spec(env_id).entry_point
     if not isinstance(entry_point, str):
         return
@@ -107,7 +111,7 @@ def require_env(env_id: str) -> None:
     except (gym.error.DependencyNotInstalled, ImportError) as exc:
         raise SystemExit(
             f"{env_id} needs a package that is not installed ({exc}). Install the scripts' extra, which "
-            'brings MuJoCo and Box2D (box2d, pygame) as wheels: pip install -e ".[scripts]" in a clone'
+            f"brings MuJoCo and Box2D (box2d, pygame) as wheels: {install_hint('scripts')}"
         ) from exc
 
 
@@ -324,7 +328,7 @@ def build_search_step(
     Example: see the scripts.
     """
     budget_limit, episode_cap = budget
-    return SearchStep(
+    search = SearchStep(
         optimizer,
         evaluators.candidate,
         candidate_seed=functools.partial(candidate_seed, args),
@@ -339,6 +343,66 @@ def build_search_step(
         writer=writer,
         say=say,
         defer=args.score_with == "surrogate-next",  # scored on the next batch, before its update
+    )
+    message = explain_unreachable_searches(args, search)
+    if message:
+        print(message, file=sys.stderr)  # even with --quiet: the run would be plain PPO/TRPO unasked
+    return search
+
+
+def explain_unreachable_searches(args: Any, search: SearchStep) -> str | None:
+    """Why no search can run in this run, with the flags that would fix it; ``None`` if one can.
+
+    The first search due (the first multiple of ``--explore-every`` iterations from
+    ``--explore-start-step`` on) is the one most likely to fit the budget: later ones have more
+    counted steps and as many anchors or more. So if the run has no such iteration, or the first
+    one cannot fit, no search ever runs.
+
+    Args:
+        args: the script's flags (``num_iterations``, ``batch_size``, ``total_timesteps``,
+            ``explore_every``, ``explore_start_step``, ``max_anchors``; PPO's ``update_epochs``:
+            anchors per iteration, 1 without it).
+        search: the run's :class:`SearchStep`.
+
+    Example:
+        >>> from explorler_optim import ExploRLerOptimizer
+        >>> opt = ExploRLerOptimizer(torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1))
+        >>> score = SimpleNamespace(episodes=1)  # 1 episode per policy
+        >>> step = SearchStep(opt, score, candidate_seed=int, every=2, budget_limit=8273, episode_cap=1000)
+        >>> args = SimpleNamespace(num_iterations=8, batch_size=1024, total_timesteps=8192, explore_every=2,
+        ...     explore_start_step=0, max_anchors=10, update_epochs=10)
+        >>> print(explain_unreachable_searches(args, step))  # doctest: +NORMALIZE_WHITESPACE
+        no search can run: the first, after iteration 2 (2,048 counted env steps), could use up to
+        11,000 (11 policies x 1 episode(s) x 1,000 steps) and end past the budget's limit of 8,273;
+        the run is plain training. For searches pass --total-timesteps 13312 or more, or
+        --no-count-eval-steps (candidate steps not counted, the paper's accounting)
+    """
+    if search.evaluator is None:
+        return None
+    every, batch = search.every, int(args.batch_size)
+    start_iterations = -(-int(search.start_step) // batch)  # iterations before global_step >= start
+    first = max(every, -(-start_iterations // every) * every)
+    if first > args.num_iterations:
+        return (
+            f"no search can run: the run has {args.num_iterations} iteration(s) and the first search is "
+            f"due after iteration {first} (--explore-every {every}"
+            + (f", --explore-start-step {search.start_step:,}" if search.start_step else "")
+            + f"); the run is plain training. Pass --explore-every {args.num_iterations} or less"
+            + (", or a lower --explore-start-step" if search.start_step else "")
+        )
+    if search.budget_limit is None:
+        return None
+    anchors = min(int(args.max_anchors), first * int(getattr(args, "update_epochs", 1)))
+    counted, bound = first * batch, search.search_bound(anchors)
+    if counted + bound <= search.budget_limit:
+        return None
+    enough = -(-(counted + bound) // batch) * batch  # whole iterations, as the scripts round
+    return (
+        f"no search can run: the first, after iteration {first} ({counted:,} counted env steps), could "
+        f"use up to {bound:,} ({search.policies_per_search(anchors)} policies x {search.evaluator.episodes} "
+        f"episode(s) x {search.episode_cap:,} steps) and end past the budget's limit of "
+        f"{search.budget_limit:,}; the run is plain training. For searches pass --total-timesteps "
+        f"{enough} or more, or --no-count-eval-steps (candidate steps not counted, the paper's accounting)"
     )
 
 

@@ -395,6 +395,7 @@ class ExploRLerCallback(BaseCallback):
         rollout = checks.rollout_steps(model)
         self.schedule = checks.resolve_schedule(self.explore_every, self.max_anchors, mode, rollout)
         self._start_budget(rollout)
+        checks.warn_at_learn_start(self, model, rollout)  # a restarted step count; a call with no search
         self._steps_per_epoch = None
         if mode == "epoch":
             if not hasattr(model, "batch_size") or not hasattr(model, "n_epochs"):
