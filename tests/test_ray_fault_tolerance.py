@@ -109,7 +109,14 @@ def cluster():
     # finds them, and stops only them (never another Ray on this machine)
     temp = tempfile.mkdtemp(prefix="rayft", dir="/tmp")  # Ray's socket paths must stay short
     port = free_port()
-    env = {**os.environ, "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+    # Ray keeps an auth token in ~/.ray (some releases write one when a local instance starts, and a
+    # head then asks for it): the cluster, its driver and its workers get a home of their own
+    env = {
+        **os.environ,
+        "HOME": tempfile.mkdtemp(prefix="rayft-home"),
+        "RAY_health_check_period_ms": "1000",
+        "RAY_health_check_failure_threshold": "3",
+    }
     common = ["--num-cpus=1", "--disable-usage-stats", f"--temp-dir={temp}"]
     start = dict(env=env, capture_output=True, text=True, timeout=HANG_GUARD_S, check=False)
     try:
@@ -121,14 +128,14 @@ def cluster():
         worker = subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", *common], **start)
         assert worker.returncode == 0, worker.stdout + worker.stderr
         worker_raylet = wait_for(lambda: raylets(temp) - head_raylets, "the worker node's raylet", 120).pop()
-        yield f"127.0.0.1:{port}", worker_raylet
+        yield f"127.0.0.1:{port}", worker_raylet, env
     finally:
         table = processes()
         kill([pid for pid, (_, cmd) in table.items() if temp in cmd])
 
 
 def test_a_lost_worker_node_is_retried_and_the_run_resumes_from_its_checkpoint(cluster, tmp_path):
-    address, worker_raylet = cluster
+    address, worker_raylet, env = cluster
     out = tmp_path / "ray"
     sweep_proc = subprocess.Popen(
         [
@@ -143,6 +150,7 @@ def test_a_lost_worker_node_is_retried_and_the_run_resumes_from_its_checkpoint(c
             address,
         ],
         cwd=ROOT,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -377,8 +377,8 @@ def explain_unreachable_searches(args: Any, search: SearchStep) -> str | None:
         the run is plain training. For searches pass --total-timesteps 13312 or more, or
         --no-count-eval-steps (candidate steps not counted, the paper's accounting)
     """
-    if search.evaluator is None:
-        return None
+    if search.evaluator is None or not hasattr(args, "num_iterations"):
+        return None  # an off-policy loop (SAC) schedules in env steps, not iterations: not checked here
     every, batch = search.every, int(args.batch_size)
     start_iterations = -(-int(search.start_step) // batch)  # iterations before global_step >= start
     first = max(every, -(-start_iterations // every) * every)
