@@ -626,11 +626,18 @@ def same_runs(cell, other) -> bool:
     )
 
 
+def _steps_label(x, _position=None) -> str:
+    """Env steps on an axis, short enough that neighbouring ticks do not run together: 150k, 1.2M."""
+    return f"{x / 1e6:g}M" if abs(x) >= 1e6 else f"{x / 1e3:g}k" if abs(x) >= 1e3 else f"{x:g}"
+
+
 def plot_curves(rows, out: Path, x_key: str, xlabel: str, filename: str):
     """One panel per task that has runs; a curve per variant, drawn only over the steps every seed
     of it reached (runs end at different steps: past the first end, the mean would be over fewer
     seeds); a variant whose runs equal another's is drawn dashed and says so in the legend."""
     plt = pyplot()
+    from matplotlib.ticker import FuncFormatter
+
     runs = runs_of(rows)
     tasks = sorted({(e, a) for e, a, _ in runs})
     variants = order({v for _, _, v in runs})
@@ -664,6 +671,7 @@ def plot_curves(rows, out: Path, x_key: str, xlabel: str, filename: str):
                 ax.fill_between(grid, low, high, color=colors[variant], alpha=0.2, lw=0)
         ax.set_title(f"{env} / {algo.upper()}")
         ax.set_xlabel(xlabel)
+        ax.xaxis.set_major_formatter(FuncFormatter(_steps_label))
         ax.set_ylabel("honest return")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
