@@ -350,12 +350,13 @@ _SEARCHES: dict[str, type[SearchOperator]] = {
 }
 
 
-def make_search(name: str = "esa", **options: Any) -> SearchOperator:
-    """The candidate generator called ``name``, built with ``options``.
+def make_search(name: str | SearchOperator = "esa", **options: Any) -> SearchOperator:
+    """The candidate generator called ``name``, built with ``options``: the one place a name
+    becomes an operator (the scripts' ``--search``, the SB3 callback's ``search``).
 
     Args:
         name: ``"esa"`` (:class:`EmptySpaceSearch`, the default), ``"random-walk"``,
-            ``"checkpoint-average"`` or ``"gaussian"``.
+            ``"checkpoint-average"`` or ``"gaussian"``; or an operator already built, returned as is.
         **options: the operator's constructor arguments (e.g. ``agents=5, snapshot_every=20``).
 
     Returns:
@@ -363,15 +364,26 @@ def make_search(name: str = "esa", **options: Any) -> SearchOperator:
         anchors.
 
     Raises:
-        ValueError: an unknown name, or an option the operator does not take (both name the
-            choices).
+        ValueError: an unknown name, an option the operator does not take (both name the
+            choices), or options given with an operator already built.
 
     Example:
         >>> make_search().num_candidates(10)
         10
         >>> make_search("gaussian", num_candidates=4).num_candidates(10)
         4
+        >>> make_search(GaussianSearch(num_candidates=3)).num_candidates(10)
+        3
     """
+    if isinstance(name, SearchOperator):
+        if options:
+            raise ValueError(
+                "search options (search_kwargs) apply to a search given by name; configure the "
+                "instance instead"
+            )
+        return name
+    if not isinstance(name, str):
+        raise ValueError(f"search must be a search's name or a SearchOperator, got {name!r}")
     if name not in _SEARCHES:
         raise ValueError(f"make_search: unknown search {name!r}; choose one of {sorted(_SEARCHES)}")
     try:

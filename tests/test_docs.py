@@ -12,6 +12,7 @@ import explorler_optim.checkpoint
 import explorler_optim.explorer
 import explorler_optim.files
 import explorler_optim.optimizer
+import explorler_optim.params
 import explorler_optim.rl.args
 import explorler_optim.rl.batched
 import explorler_optim.rl.normalize
@@ -21,6 +22,7 @@ import explorler_optim.rl.search_step
 import explorler_optim.rl.trpo
 import explorler_optim.search
 import explorler_optim.subspace
+import explorler_optim.wrappers
 from tests.conftest import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
         explorler_optim.explorer,
         explorler_optim.files,
         explorler_optim.optimizer,
+        explorler_optim.params,
         explorler_optim.rl.args,
         explorler_optim.rl.batched,
         explorler_optim.rl.normalize,
@@ -44,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
         explorler_optim.rl.trpo,
         explorler_optim.search,
         explorler_optim.subspace,
+        explorler_optim.wrappers,
     ],
 )
 def test_docstring_examples(module):

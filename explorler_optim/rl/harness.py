@@ -418,7 +418,7 @@ def log_heldout(evaluators: RunEvaluators, stats_env: Any, writer: Any, steps: t
     """Score the current policy on the held-out episodes with the training env's statistics now
     and log ``eval/episodic_return`` (at ``global_step``) and ``eval/episodic_return_vs_total_steps``
     (at ``total_env_steps``); ``steps`` is ``(global_step, total_env_steps)``."""
-    evaluators.heldout.obs_normalizer = ObsNormalizer.from_env(stats_env)
+    evaluators.heldout.prepare(ObsNormalizer.from_env(stats_env))
     score = float(evaluators.heldout())
     writer.add_scalar("eval/episodic_return", score, steps[0])
     writer.add_scalar("eval/episodic_return_vs_total_steps", score, steps[1])

@@ -28,7 +28,10 @@ from explorler_optim.explorer import ExploreResult
 if TYPE_CHECKING:
     from explorler_optim.rl.normalize import ObsNormalizer
 
-__all__ = ["CandidateEvaluator", "SearchStep"]
+__all__ = ["Batch", "CandidateEvaluator", "SearchStep"]
+
+Batch = tuple[Tensor, Tensor, Tensor, Tensor]
+"""An update's ``(observations, actions, log_probs, advantages)``."""
 
 
 class CandidateEvaluator(Protocol):
@@ -38,14 +41,24 @@ class CandidateEvaluator(Protocol):
     both are one; mypy checks it where the library builds a :class:`SearchStep`.
     """
 
-    obs_normalizer: ObsNormalizer | None
-    """Set before every search: the training env's observation statistics now."""
-    seed: int
-    """Set before every search: the first reset seed of the cycle's episodes."""
     total_env_steps: int
     """Env steps played so far, all calls together (the search's cost is its increase)."""
     episodes: int
     """Episodes per candidate (the budget rule's bound; 0: a search costs no env steps)."""
+
+    def prepare(
+        self, obs_normalizer: ObsNormalizer | None, seed: int | None = None, batch: Batch | None = None
+    ) -> None:
+        """Point the evaluator at the next search, before it scores anything.
+
+        Args:
+            obs_normalizer: the training env's observation statistics now (``None``: raw).
+            seed: the first reset seed of the search's episodes; ``None`` keeps the evaluator's
+                own (an evaluator on fixed starts).
+            batch: the update's ``(observations, actions, log_probs, advantages)``, for an
+                evaluator that scores on a batch; one that plays episodes ignores it.
+        """
+        ...
 
     def evaluate_many(self, params: Sequence[Tensor], candidates: Sequence[Tensor]) -> Any:
         """One score per candidate (see ``BatchEvaluator``)."""
@@ -95,7 +108,9 @@ class SearchStep:
         >>> policy = torch.nn.Linear(2, 1)
         >>> opt = ExploRLerOptimizer(torch.optim.SGD(policy.parameters(), lr=0.1), seed=0)
         >>> class Score:  # a CandidateEvaluator: 10 env steps per policy scored
-        ...     obs_normalizer, seed, total_env_steps, episodes = None, 0, 0, 1
+        ...     total_env_steps, episodes = 0, 1
+        ...     def prepare(self, obs_normalizer, seed=None, batch=None):
+        ...         self.seed = seed  # where its episodes would start
         ...     def evaluate_many(self, params, candidates):  # candidates[0]: the weights, stacked
         ...         self.total_env_steps += 10 * len(candidates[0])
         ...         return [-weight.square().sum().item() for weight in candidates[0]]
@@ -211,7 +226,7 @@ class SearchStep:
         obs_normalizer: Any,
         global_step: int,
         total_timesteps: int = 0,
-        batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+        batch: Batch | None = None,
     ) -> tuple[ExploreResult, int]:
         """Run one search; returns its result and the env steps its candidates used.
 
@@ -221,27 +236,22 @@ class SearchStep:
             global_step: training env steps so far (for the audit's record).
             total_timesteps: the run's budget (for the audit's record).
             batch: the update's ``(observations, actions, log_probs, advantages)``, handed to every
-                evaluator that scores on a batch (a ``SurrogateEvaluator``'s ``set_batch``); the
-                others ignore it.
+                evaluator's :meth:`CandidateEvaluator.prepare` (those that score on a batch use it).
         """
         evaluator = self.evaluator
         if evaluator is None:
             raise RuntimeError("SearchStep.run: this step has no evaluator; build it with one")
-        evaluator.obs_normalizer = obs_normalizer
-        evaluator.seed = self.candidate_seed(self.cycle)
+        candidate_seed = self.candidate_seed(self.cycle)
+        evaluator.prepare(obs_normalizer, candidate_seed, batch)
         steps_before = evaluator.total_env_steps
         self.last_anchors = self.optimizer.anchors().cpu()
-        audits = self.audit.audits if self.audit is not None else {}
-        for scorer in (evaluator, *audits.values()):
-            if batch is not None and hasattr(scorer, "set_batch"):
-                scorer.set_batch(*batch)
         if self.audit is not None:
             assert self.truth_seed is not None and self.audit_path is not None
-            for audit_evaluator in audits.values():
-                audit_evaluator.obs_normalizer = obs_normalizer
-            audits["truth"].seed = self.truth_seed(self.cycle)
-            if "env" in audits:  # the env scoring the selector replaced, on the cycle's own starts
-                audits["env"].seed = self.candidate_seed(self.cycle)
+            # the truth on its own starts, the env scoring a selector replaced on the cycle's own,
+            # the others (the paper metric's fixed starts, free scorers) on theirs
+            seeds = {"truth": self.truth_seed(self.cycle), "env": candidate_seed}
+            for name, audit_evaluator in self.audit.audits.items():
+                audit_evaluator.prepare(obs_normalizer, seeds.get(name), batch)
         result = self.optimizer.explore(evaluator if self.audit is None else self.audit)
         if self.audit is not None:
             record = self.audit.add_result(

@@ -17,7 +17,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from torch.utils.hooks import RemovableHandle
 
 from ..checkpoint import save_checkpoint
-from ..explorer import Explorer, ExploreResult, flatten_params
+from ..explorer import Explorer, ExploreResult
+from ..params import flatten_params
 from ..rl import CandidateEvaluator, ObsNormalizer, PolicyEvaluator, SearchStep
 from ..search import SearchOperator, make_search
 from . import checks
@@ -26,18 +27,6 @@ from .actor import check_policy, sb3_actor, sb3_actor_params
 __all__ = ["ExploRLerCallback"]
 
 _STATE_VERSION = 2  # 1: no num_timesteps / param_shapes / search_step (still read, unchecked)
-
-
-def _make_search(search: str | SearchOperator | None, kwargs: dict[str, Any] | None) -> SearchOperator:
-    if isinstance(search, SearchOperator):
-        if kwargs:
-            raise ValueError(
-                "search_kwargs applies to a search given by name; configure the instance instead"
-            )
-        return search
-    if search is not None and not isinstance(search, str):
-        raise ValueError(f"search must be a search's name or a SearchOperator, got {search!r}")
-    return make_search(search or "esa", **(kwargs or {}))  # every default: 10 candidates
 
 
 def _positive_int(name: str, value: Any, auto: bool = False) -> None:
@@ -212,7 +201,7 @@ class ExploRLerCallback(BaseCallback):
         self.eval_episodes = int(eval_episodes)
         self.max_anchors = int(max_anchors)
         self.anchor_every = anchor_every
-        self.search = _make_search(search, search_kwargs)
+        self.search = make_search(search if search is not None else "esa", **(search_kwargs or {}))
         self.include_incumbent = bool(include_incumbent)
         self.reset_state = bool(reset_state)
         self.count_eval_steps = bool(count_eval_steps)
