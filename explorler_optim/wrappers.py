@@ -25,8 +25,9 @@ def find_in_chain(env: Any, matches: Callable[[Any], bool]) -> Any:
     Example:
         >>> import gymnasium as gym
         >>> env = gym.wrappers.ClipAction(gym.make("Pendulum-v1"))
-        >>> type(find_in_chain(env, lambda layer: hasattr(layer, "_max_episode_steps"))).__name__
-        'TimeLimit'
+        >>> layer = find_in_chain(env, lambda layer: hasattr(layer, "_max_episode_steps"))
+        >>> isinstance(layer, gym.wrappers.TimeLimit)
+        True
     """
     seen = 0
     e = env

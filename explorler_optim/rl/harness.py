@@ -28,7 +28,7 @@ import torch
 from explorler_optim.checkpoint import load_normalization_state, load_run_state, run_state, save_checkpoint
 from explorler_optim.rl.normalize import ObsNormalizer
 from explorler_optim.rl.run_evaluators import RunEvaluators
-from explorler_optim.rl.search_step import SearchStep
+from explorler_optim.rl.search_step import SearchStep, episode_seed
 from explorler_optim.search import SearchOperator, make_search
 
 __all__ = [
@@ -56,7 +56,7 @@ def candidate_seed(args: Any, cycle: int) -> int:
     """
     if args.fixed_candidate_starts:
         return int(args.seed)  # the authors' scoring: the same start states every cycle
-    return int((args.seed * 1_000_003 + cycle * args.eval_episodes) % 999_000_000)
+    return episode_seed(args.seed, cycle, args.eval_episodes)
 
 
 def truth_seed(args: Any, cycle: int) -> int:

@@ -28,10 +28,28 @@ from explorler_optim.explorer import ExploreResult
 if TYPE_CHECKING:
     from explorler_optim.rl.normalize import ObsNormalizer
 
-__all__ = ["Batch", "CandidateEvaluator", "SearchStep"]
+__all__ = ["Batch", "CandidateEvaluator", "SearchStep", "episode_seed"]
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor]
 """An update's ``(observations, actions, log_probs, advantages)``."""
+
+
+def episode_seed(run_seed: int, cycle: int, episodes: int) -> int:
+    """Reset seed of episode 0 of every candidate of search cycle ``cycle`` (episode k: +k).
+
+    The scripts and the SB3 callback draw their candidates' starts from this one sequence: a run's
+    cycles never reuse a start, and two runs with different seeds do not share them.
+
+    Args:
+        run_seed: the run's seed.
+        cycle: the search's number (0-based).
+        episodes: episodes per candidate.
+
+    Example:
+        >>> episode_seed(1, 0, 1), episode_seed(1, 1, 1), episode_seed(1, 1, 3)
+        (1000003, 1000004, 1000006)
+    """
+    return int((run_seed * 1_000_003 + cycle * episodes) % 999_000_000)
 
 
 class CandidateEvaluator(Protocol):
@@ -173,22 +191,47 @@ class SearchStep:
     def due(self, iteration: int, global_step: int, counted_steps: int) -> bool:
         """Whether a search runs after iteration ``iteration``; counts (and logs) a skipped one.
 
+        A search is due when it is :meth:`scheduled`, two anchors or more are held and it
+        :meth:`fits_budget`.
+
         Args:
             iteration: the iteration just finished (1-based).
             global_step: training env steps so far.
             counted_steps: env steps counted toward the budget so far.
         """
-        if self.evaluator is None or global_step < self.start_step or iteration % self.every != 0:
+        if not self.scheduled(iteration, global_step) or self.optimizer.num_anchors < 2:
             return False
-        if self.optimizer.num_anchors < 2:
-            return False
+        return self.fits_budget(iteration, global_step, counted_steps) and self._due_now()
+
+    def scheduled(self, iteration: int, global_step: int) -> bool:
+        """Whether the schedule has a search after iteration ``iteration`` (every ``every``-th, from
+        ``start_step`` training env steps on, with an evaluator); the budget is another question.
+
+        Example:
+            >>> step = SearchStep(None, None, candidate_seed=int, every=3, start_step=100)
+            >>> step.evaluator = object()  # any evaluator
+            >>> [step.scheduled(i, global_step=200) for i in (1, 2, 3)], step.scheduled(3, 50)
+            ([False, False, True], False)
+        """
+        return self.evaluator is not None and global_step >= self.start_step and iteration % self.every == 0
+
+    def fits_budget(self, iteration: int, global_step: int, counted_steps: int) -> bool:
+        """Whether a search over the anchors held now cannot take the counted env steps past the
+        budget's limit (always, without ``budget_limit``); a search that does not fit is counted as
+        skipped, logged, and said once.
+
+        Args:
+            iteration: the iteration just finished (for the message).
+            global_step: training env steps so far (for the log).
+            counted_steps: env steps counted toward the budget so far.
+        """
         if self.budget_limit is None:
-            return self._due_now()
-        assert self.episode_cap is not None
+            return True
+        assert self.episode_cap is not None and self.evaluator is not None
         policies = self.policies_per_search(self.optimizer.num_anchors)
         bound = policies * self.evaluator.episodes * self.episode_cap
         if counted_steps + bound <= self.budget_limit:
-            return self._due_now()
+            return True
         self.skipped_searches += 1
         if self.writer is not None:
             self.writer.add_scalar("explorler/skipped_searches", self.skipped_searches, global_step)
