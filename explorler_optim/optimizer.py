@@ -71,9 +71,14 @@ class ExploRLerOptimizer(Optimizer):
             ``optimizer``); each must belong to ``optimizer``.
         record_every: record an anchor automatically after every ``record_every``-th :meth:`step`;
             ``None`` records only when :meth:`record` is called.
-        max_anchors, search, include_incumbent, reset_state, seed, on_invalid, anchor_dtype,
-            anchor_device: the cycle's settings, as :class:`Explorer` takes them (``reset_state``
-            clears the inner optimizer's state of ``explore_params`` after a commit).
+        max_anchors: anchors kept, as :class:`Explorer`'s.
+        search: the candidate generator, as :class:`Explorer`'s.
+        include_incumbent: score the current parameters too, as :class:`Explorer`'s.
+        reset_state: after a commit, clear the inner optimizer's state of ``explore_params``.
+        seed: the search's random source, as :class:`Explorer`'s.
+        on_invalid: ``"raise"`` or ``"skip"``, as :class:`Explorer`'s.
+        anchor_dtype: dtype of the stored anchors, as :class:`Explorer`'s.
+        anchor_device: device of the stored anchors and the search, as :class:`Explorer`'s.
 
     Example:
         >>> policy = torch.nn.Linear(4, 2)
