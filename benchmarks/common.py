@@ -147,6 +147,27 @@ def machine_speed(env_id: str = "Hopper-v5", steps: int = 4000, seed: int = 0) -
     return {"env_id": env_id, "steps": steps, "steps_per_second": round(steps / seconds, 1)}
 
 
+# Run in the child between fork and the real program: PR_SET_PDEATHSIG (1) asks the kernel to kill it
+# when the process that started it dies, then it checks that this has not already happened.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys; "
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL); "
+    "os.getppid() == int(sys.argv[1]) or os._exit(137); "
+    "os.execvp(sys.argv[2], sys.argv[2:])"
+)
+
+
+def die_with_parent(command: list[str]) -> list[str]:
+    """``command`` made to end when the process that starts it ends (Linux; elsewhere unchanged).
+
+    A run whose sweep process or Ray worker is killed would otherwise go on alone, and a sweep
+    started again (or Ray's retry of the task) would run a second copy into the same folder.
+    """
+    if not sys.platform.startswith("linux"):
+        return list(command)
+    return [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *command]
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename, so no file is half-written."""
     files.atomic_write(path, lambda file: file.write(text.encode()))

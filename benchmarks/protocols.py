@@ -34,6 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = {
     "ppo": REPO / "single_file_baselines" / "ppo_continuous_action.py",
     "trpo": REPO / "single_file_baselines" / "trpo_continuous_action.py",
+    "ppo-discrete": REPO / "single_file_baselines" / "ppo.py",
+    "sac": REPO / "single_file_baselines" / "sac_continuous_action.py",
 }
 SB3_RUNNER = REPO / "benchmarks" / "sb3_runner.py"
 
@@ -92,6 +94,16 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # `selection-surrogate`: the audit of those, with the scripts' default schedule (as `selection`)
     "audit-surrogate": ("--selection-truth-episodes", "20", "--score-with", "surrogate"),
     "audit-surrogate-next": ("--selection-truth-episodes", "20", "--score-with", "surrogate-next"),
+    # `design-space` (issue 31): the other answers to the paper's design choices, one axis at a time
+    # from the defaults: an evolutionary generator (PBT over the anchors; CMA-ES spending ESA's 10
+    # candidates in 2 rounds of 5), tournament selection (size 3), and Adam's state kept at a commit
+    "pbt": ("--search", "pbt"),
+    "cma-es": ("--search", "cma-es", "--es-popsize", "5", "--es-rounds", "2"),
+    "tournament": ("--selection", "tournament", "--tournament-size", "3"),
+    "keep-optimizer-state": ("--no-reset-state",),
+    # SAC (issue 32): candidates scored by the critics on replay states, no env steps; its audit
+    "explorler-critic": ("--score-with", "critic"),
+    "audit-critic": ("--selection-truth-episodes", "20", "--score-with", "critic"),
 }
 
 # Where an algorithm's own schedule differs, its flags replace the variant's. The paper searches
@@ -200,6 +212,24 @@ SMOKE = Protocol(
         "ppo": _flags("--num-minibatches 2 --update-epochs 2"),
         "trpo": _flags("--n-critic-updates 2"),
     },
+)
+
+# `smoke-resumable`: tests of what survives a stop: a checkpoint at every iteration, long enough
+# (40 iterations) that a run can be stopped midway (tests/test_benchmarks.py kills a Ray worker node
+# under one and checks that the retried run resumes and ends identical to an unstopped one).
+SMOKE_RESUMABLE = Protocol(
+    name="smoke-resumable",
+    description="seconds per run, a checkpoint every iteration (tests of resume and of a lost worker)",
+    envs=("Hopper-v5",),
+    algos=("ppo",),
+    variants=("baseline",),
+    seeds=(1, 2),
+    flags=_flags(
+        "--total-timesteps 10240 --num-steps 256 --num-minibatches 2 --update-epochs 2"
+        " --eval-every 1 --heldout-episodes 1 --max-episode-steps 100"
+    ),
+    pinned=False,
+    resumable=True,
 )
 
 # `small`: sized from what its first run measured on this machine (AMD EPYC, 2 cores, one torch
@@ -473,8 +503,82 @@ HEADLINE = Protocol(
     budget_minutes=2400,
 )
 
+# `design-space` (issue 31): which design choice matters. PPO on small's tasks at small's budget, equal
+# total env steps, every variant one step from the defaults (`explorler`): the generator (random walk,
+# PBT, CMA-ES), the selection rule (tournament) and the optimizer reset (Adam's state kept). A screen
+# at 5 seeds; every variant not resolved worse by then, and every claim the README makes, then goes to
+# 10 seeds (extend `seeds`: finished runs stay done). Estimated ~1,100 s a run on this 2-core machine
+# (verdict's baseline and explorler runs took that): 105 runs, ~16 hours with both cores busy. Its
+# baseline and explorler commands are verdict's; take verdict's runs (reuse_from) only after rerunning
+# one of them here and finding it identical with compare_runs on the same CPU model and versions.
+# The cma-es arm needs the `es` extra: pip install torch==2.13.0 -c benchmarks/constraints.txt -e
+# ".[scripts,es]" (cma is not pinned: each run records its version).
+DESIGN_SPACE = Protocol(
+    name="design-space",
+    description="generator, selection and optimizer reset one at a time vs PPO: small's tasks, 5 seeds",
+    envs=SMALL.envs,
+    algos=("ppo",),
+    variants=("baseline", "explorler", "random-walk", "pbt", "cma-es", "tournament", "keep-optimizer-state"),
+    seeds=(1, 2, 3, 4, 5),
+    flags=SMALL.flags,
+    resumable=True,
+    budget_minutes=960,
+)
+
+# SAC (issue 32) at 100k env steps: CleanRL's SAC takes one gradient step per env step, so a run
+# costs ~10-20x a PPO run of the same steps on this CPU; 100k is what 60 runs of the grid below can
+# afford here. The searches run every 5,000 env steps (20 a run) for both scorers, so that the
+# grid compares the scorers on one schedule; episodes cost up to 11 x 1,000 env steps a search
+# (counted), the critics none. CleanRL's defaults otherwise (learning starts at 5,000 steps).
+SAC_FLAGS = _flags("--total-timesteps 100000 --explore-every 5000 --eval-every 5000")
+
+# `selection-critic`: does the critics' score pick the truly better actor? As `selection-surrogate`
+# for SAC on Hopper: every search's candidates also scored on 20 held-out episodes (the truth), by
+# the paper's 3 fixed-start episodes and by the 1 episode the critic replaced ("env").
+SELECTION_CRITIC = Protocol(
+    name="selection-critic",
+    description="selection truth of critic scoring: SAC on Hopper-v5 at 100k steps, 3 seeds",
+    envs=("Hopper-v5",),
+    algos=("sac",),
+    variants=("audit-critic",),
+    seeds=(1, 2, 3),
+    flags=SAC_FLAGS,
+    resumable=True,
+)
+
+# `sac`: ExploRLer on SAC's actor, scored by episodes (counted, the authors' ExploRLer-S scoring) or
+# by the critics (free), against SAC, at equal env steps; 10 seeds (a per-task claim).
+SAC = Protocol(
+    name="sac",
+    description="SAC vs ExploRLer-SAC scored by episodes or by the critics: Hopper, Walker2d, 100k steps",
+    envs=("Hopper-v5", "Walker2d-v5"),
+    algos=("sac",),
+    variants=("baseline", "explorler", "explorler-critic"),
+    seeds=TEN_SEEDS,
+    flags=SAC_FLAGS,
+    resumable=True,
+)
+
+# `discrete`: PPO on LunarLander-v3 (Discrete(4)) with the authors' settings (their SB3 PPO config:
+# 4 envs x 1,024 steps, minibatch 64, 5 epochs, gamma 0.999, lambda 0.98, entropy 0.01, constant
+# lr, no value clipping) and budget (800k steps), ExploRLer with the scripts' defaults; 10 seeds.
+DISCRETE = Protocol(
+    name="discrete",
+    description="discrete-action PPO vs ExploRLer-PPO on LunarLander-v3, the authors' settings, 800k steps",
+    envs=("LunarLander-v3",),
+    algos=("ppo-discrete",),
+    variants=("baseline", "explorler"),
+    seeds=TEN_SEEDS,
+    flags=_flags(
+        "--total-timesteps 800000 --num-envs 4 --num-steps 1024 --num-minibatches 64 --update-epochs 5"
+        " --gamma 0.999 --gae-lambda 0.98 --ent-coef 0.01 --learning-rate 3e-4 --no-anneal-lr --no-clip-vloss"
+    ),
+    resumable=True,
+)
+
 ALL = (
     SMOKE,
+    SMOKE_RESUMABLE,
     SMALL,
     TUNE,
     PAPER,
@@ -489,5 +593,9 @@ ALL = (
     REPLICATE_HOPPER,
     VERDICT,
     HEADLINE,
+    DESIGN_SPACE,
+    SELECTION_CRITIC,
+    SAC,
+    DISCRETE,
 )
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in ALL}

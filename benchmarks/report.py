@@ -52,6 +52,9 @@ RANDOM_SCORES = {
     "HalfCheetah": -280.178953,
     "Ant": -325.6,
     "Humanoid": 122.0,
+    # measured: `python -m benchmarks.random_scores BipedalWalker-v3 --episodes 100` (2026-12-07):
+    # -102.8 +- 1.5
+    "BipedalWalker": -102.8,
 }
 VARIANT_ORDER = (
     "baseline",
@@ -614,39 +617,69 @@ def curve_band(curves, grid):
     return mean, mean - half, mean + half
 
 
+def same_runs(cell, other) -> bool:
+    """Whether two variants' runs of a task logged the same seeds, steps and returns."""
+    return cell.keys() == other.keys() and all(
+        [(p["training_steps"], p["total_env_steps"], p["return"]) for p in cell[seed]]
+        == [(p["training_steps"], p["total_env_steps"], p["return"]) for p in other[seed]]
+        for seed in cell
+    )
+
+
+def _steps_label(x, _position=None) -> str:
+    """Env steps on an axis, short enough that neighbouring ticks do not run together: 150k, 1.2M."""
+    return f"{x / 1e6:g}M" if abs(x) >= 1e6 else f"{x / 1e3:g}k" if abs(x) >= 1e3 else f"{x:g}"
+
+
 def plot_curves(rows, out: Path, x_key: str, xlabel: str, filename: str):
+    """One panel per task that has runs; a curve per variant, drawn only over the steps every seed
+    of it reached (runs end at different steps: past the first end, the mean would be over fewer
+    seeds); a variant whose runs equal another's is drawn dashed and says so in the legend."""
     plt = pyplot()
+    from matplotlib.ticker import FuncFormatter
+
     runs = runs_of(rows)
-    envs = sorted({e for e, _, _ in runs})
-    algos = sorted({a for _, a, _ in runs})
+    tasks = sorted({(e, a) for e, a, _ in runs})
     variants = order({v for _, _, v in runs})
     colors = {v: f"C{i}" for i, v in enumerate(variants)}
+    columns = min(len(tasks), 2)
+    rows_of_panels = math.ceil(len(tasks) / columns)
     fig, axes = plt.subplots(
-        len(envs), len(algos), figsize=(5.2 * len(algos), 3.6 * len(envs)), squeeze=False
+        rows_of_panels, columns, figsize=(5.6 * columns, 3.8 * rows_of_panels), squeeze=False
     )
-    for i, env in enumerate(envs):
-        for j, algo in enumerate(algos):
-            ax = axes[i][j]
-            for variant in variants:
-                cell = runs.get((env, algo, variant))
-                if not cell:
-                    continue
-                curves = [
-                    (np.array([p[x_key] for p in pts], float), np.array([p["return"] for p in pts]))
-                    for pts in cell.values()
-                ]
-                hi = max(c[0][-1] for c in curves)
-                lo = min(c[0][0] for c in curves)
-                grid = np.linspace(lo, hi, 200)
-                mean, low, high = curve_band(curves, grid)
-                ax.plot(grid, mean, color=colors[variant], label=f"{variant} ({len(cell)})")
+    for ax in axes.flat[len(tasks) :]:
+        ax.remove()  # no empty panel for a task the grid did not run
+    for ax, (env, algo) in zip(axes.flat, tasks):
+        drawn = []
+        for variant in variants:
+            cell = runs.get((env, algo, variant))
+            if not cell:
+                continue
+            twin = next((v for v in drawn if same_runs(cell, runs[(env, algo, v)])), None)
+            drawn.append(variant)
+            curves = [
+                (np.array([p[x_key] for p in pts], float), np.array([p["return"] for p in pts]))
+                for pts in cell.values()
+            ]
+            lo, hi = max(c[0][0] for c in curves), min(c[0][-1] for c in curves)
+            grid = np.linspace(lo, hi, 200)
+            mean, low, high = curve_band(curves, grid)
+            label = f"{variant} ({len(cell)})" + (f", identical to {twin}" if twin else "")
+            style = {"ls": (0, (4, 3)), "lw": 2.2} if twin else {"lw": 1.4}
+            ax.plot(grid, mean, color=colors[variant], label=label, **style)
+            if not twin:
                 ax.fill_between(grid, low, high, color=colors[variant], alpha=0.2, lw=0)
-            ax.set_title(f"{env} / {algo.upper()}")
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel("honest return")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-    fig.suptitle("Honest return: mean over seeds, 95% CI band (t); (n) = seeds", fontsize=10)
+        ax.set_title(f"{env} / {algo.upper()}")
+        ax.set_xlabel(xlabel)
+        ax.xaxis.set_major_formatter(FuncFormatter(_steps_label))
+        ax.set_ylabel("honest return")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(
+        "Honest return: mean over seeds, 95% CI band (t); (n) = seeds; each curve ends where its "
+        "earliest-ending seed does",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(out / filename, dpi=110)
     plt.close(fig)

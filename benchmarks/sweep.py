@@ -48,6 +48,7 @@ from pathlib import Path
 from benchmarks.common import (
     atomic_write,
     cpu_model,
+    die_with_parent,
     git_commit,
     machine_speed,
     package_versions,
@@ -93,11 +94,13 @@ PACKAGES = (
     "ray",
     "stable-baselines3",
     "sb3-contrib",
+    "cma",  # the cma-es search's (design-space)
     "explorler-optim",
 )
 RESULT_FILE = "result.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 PRETRAIN = "pretrain"  # the variant name of a protocol's pretraining stage
+RAY_RETRIES = 3  # attempts after the first when a Ray worker or node is lost mid-run
 
 
 @dataclass(frozen=True)
@@ -309,7 +312,7 @@ def execute_run(
     with open(run_dir_path / "log.txt", "w" if resume is None else "a") as log:
         try:
             proc = subprocess.run(
-                started_command,
+                die_with_parent(started_command),
                 cwd=run_dir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -578,10 +581,12 @@ def run_ray(todo, jobs, timeout, address, on_done):
     else:
         ray.init(num_cpus=jobs, include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
     try:
-        task = ray.remote(num_cpus=1, max_retries=0)(_ray_execute_run)
+        # a task whose worker or node is lost is started again (Ray retries system failures only,
+        # not a run that failed by itself); the new attempt resumes from the run's checkpoint
+        task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(_ray_execute_run)
         pending = {
-            task.remote(run.name, command, str(run_dir), timeout, resume): (run, run_dir)
-            for run, command, run_dir, resume in todo
+            task.remote(run.name, command, str(run_dir), timeout, resume_point(command)): (run, run_dir)
+            for run, command, run_dir, _ in todo
         }
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -592,11 +597,21 @@ def run_ray(todo, jobs, timeout, address, on_done):
         ray.shutdown()
 
 
-def _ray_execute_run(name, command, run_dir, timeout, resume):
+def _ray_execute_run(name, command, run_dir, timeout, checkpoint):
     # imported on the worker so that this task does not depend on how the driver imported us
     from benchmarks import sweep as worker_sweep
 
+    # decided here, not when the grid was planned: a retried attempt continues from the checkpoint
+    # that the lost attempt wrote (the run's folder must be on storage every node sees)
+    resume = checkpoint if checkpoint is not None and Path(checkpoint).exists() else None
     return worker_sweep.execute_run(name, command, run_dir, timeout, resume)
+
+
+def resume_point(command: list[str]) -> str | None:
+    """The checkpoint a run keeps (its ``--checkpoint-path`` when it saves one), else None."""
+    if "--save-model" not in command or "--checkpoint-path" not in command:
+        return None
+    return command[command.index("--checkpoint-path") + 1]
 
 
 def parse_args(argv=None):

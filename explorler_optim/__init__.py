@@ -8,15 +8,21 @@ Modules:
 
 - ``explorler_optim.optimizer``: :class:`ExploRLerOptimizer`, :class:`ExploreResult`.
 - ``explorler_optim.search``: the candidate generators (:class:`EmptySpaceSearch`, ...).
+- ``explorler_optim.evolution``: generators that use scores between rounds (``pbt``, ``cma-es``).
+- ``explorler_optim.selection``: which scored candidate is kept (``argmax``, ``tournament``,
+  ``success-first``).
 - ``explorler_optim.subspace``: :class:`AnchorSubspace`, the anchors' own coordinates.
 - ``explorler_optim.rl``: scoring policies in gymnasium environments: ``PolicyEvaluator`` (all
   candidates' episodes in one batched loop, worker processes or Ray, racing) and ``ObsNormalizer``
-  (frozen observation statistics). Needs gymnasium: ``pip install 'explorler-optim[scripts]'``.
+  (frozen observation statistics). Needs gymnasium (the ``scripts`` extra).
 - ``explorler_optim.viz``: the landscape view of a search (``landscape_figure``,
-  ``figure_from_result``, ``log_landscape`` for TensorBoard). Needs matplotlib:
-  ``pip install 'explorler-optim[viz]'``.
+  ``figure_from_result``, ``log_landscape`` for TensorBoard). Needs matplotlib
+  (the ``viz`` extra).
 - ``explorler_optim.landscape``: ``python -m explorler_optim.landscape CHECKPOINT`` scores a dense
   grid around a saved policy and writes a PNG.
+- ``explorler_optim.extras``: ``install_hint``, the command that
+  installs an extra (``pip install -e ".[sb3]"`` in a clone, ``pip install "explorler-optim[sb3]"``
+  from a package index), which every error message about a missing dependency gives.
 """
 
 from typing import TYPE_CHECKING
@@ -32,8 +38,11 @@ if TYPE_CHECKING:  # the names below import lazily (PEP 562): `import explorler_
         GaussianSearch,
         RandomWalkSearch,
         SearchOperator,
+        SearchRounds,
+        SteeredSearch,
         make_search,
     )
+    from .selection import SelectionRule, make_selection
     from .subspace import AnchorSubspace
 
 __version__ = "0.1.0"
@@ -49,8 +58,12 @@ __all__ = [
     "GaussianSearch",
     "RandomWalkSearch",
     "SearchOperator",
+    "SearchRounds",
+    "SelectionRule",
+    "SteeredSearch",
     "__version__",
     "make_search",
+    "make_selection",
 ]
 
 __getattr__, __dir__ = lazy_exports(
@@ -66,6 +79,10 @@ __getattr__, __dir__ = lazy_exports(
         "GaussianSearch": "search",
         "RandomWalkSearch": "search",
         "SearchOperator": "search",
+        "SearchRounds": "search",
+        "SelectionRule": "selection",
+        "SteeredSearch": "search",
         "make_search": "search",
+        "make_selection": "selection",
     },
 )

@@ -75,10 +75,20 @@ class SelectionAudit:
         self.records.append(record)
         return scores
 
+    @property
+    def last_success_rates(self) -> Any:
+        """The selector's success rates of its last call (what success-first selection reads)."""
+        return getattr(self.selector, "last_success_rates", None)
+
     def add_result(self, result: ExploreResult, **fields: Any) -> dict[str, Any]:
         """Attach a search's outcome (and any ``fields``, e.g. the training step) to its record."""
         if not self.records:
             raise RuntimeError("no search was scored yet; pass this audit to explore() first")
+        if len(result.round_sizes) > 1:
+            raise ValueError(
+                f"the search scored {len(result.round_sizes)} rounds, and a record holds one "
+                "evaluate_many call: audit a one-round search (esa, random-walk, gaussian, ...)"
+            )
         record = self.records[-1]
         incumbent_row = result.incumbent_score is not None
         record.update(

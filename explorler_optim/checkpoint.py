@@ -152,7 +152,7 @@ def _sub_envs(envs: Any) -> list[Any]:
     return list(envs.envs) if hasattr(envs, "envs") else [envs]
 
 
-def normalization_state(envs: Any) -> dict[str, list[dict[str, Any]]]:
+def normalization_state(envs: Any) -> dict[str, list[dict[str, Any] | None]]:
     """The observation and reward normalisation statistics of every env of a vector env.
 
     Args:
@@ -160,8 +160,10 @@ def normalization_state(envs: Any) -> dict[str, list[dict[str, Any]]]:
             ``NormalizeObservation`` and ``NormalizeReward`` wrappers.
 
     Returns:
-        ``{"obs_rms": [...], "return_rms": [...]}``, one :func:`running_stats_state` per env:
-        merge it into a checkpoint dict, and pass that dict to :func:`load_normalization_state`.
+        ``{"obs_rms": [...], "return_rms": [...]}``, one :func:`running_stats_state` per env
+        (``None`` for an env without that wrapper, e.g. CleanRL's discrete PPO and SAC normalise
+        nothing): merge it into a checkpoint dict, and pass that dict to
+        :func:`load_normalization_state`.
 
     Example:
         >>> import gymnasium as gym
@@ -173,14 +175,14 @@ def normalization_state(envs: Any) -> dict[str, list[dict[str, Any]]]:
     """
     import gymnasium as gym
 
+    def stats(env: Any, cls: type, attribute: str) -> dict[str, Any] | None:
+        layer = find_in_chain(env, lambda layer: isinstance(layer, cls))
+        return None if layer is None else running_stats_state(getattr(layer, attribute))
+
     sub_envs = _sub_envs(envs)
     return {
-        "obs_rms": [
-            running_stats_state(find_wrapper(e, gym.wrappers.NormalizeObservation).obs_rms) for e in sub_envs
-        ],
-        "return_rms": [
-            running_stats_state(find_wrapper(e, gym.wrappers.NormalizeReward).return_rms) for e in sub_envs
-        ],
+        "obs_rms": [stats(e, gym.wrappers.NormalizeObservation, "obs_rms") for e in sub_envs],
+        "return_rms": [stats(e, gym.wrappers.NormalizeReward, "return_rms") for e in sub_envs],
     }
 
 
@@ -190,7 +192,8 @@ def load_normalization_state(envs: Any, state: dict[str, Any]) -> None:
     Args:
         envs: a vector env (or a single env) built with the same normalisation wrappers.
         state: a dict with the keys ``"obs_rms"`` and ``"return_rms"`` (a whole checkpoint will
-            do). Envs past the saved ones get the last saved env's statistics.
+            do). Envs past the saved ones get the last saved env's statistics; a ``None`` entry
+            (an env saved without that wrapper) loads nothing.
 
     Example:
         >>> import gymnasium as gym
@@ -208,8 +211,14 @@ def load_normalization_state(envs: Any, state: dict[str, Any]) -> None:
     obs_states, return_states = state["obs_rms"], state["return_rms"]
     for i, env in enumerate(_sub_envs(envs)):
         j = min(i, len(obs_states) - 1)
-        load_running_stats_state(find_wrapper(env, gym.wrappers.NormalizeObservation).obs_rms, obs_states[j])
-        load_running_stats_state(find_wrapper(env, gym.wrappers.NormalizeReward).return_rms, return_states[j])
+        if obs_states[j] is not None:
+            load_running_stats_state(
+                find_wrapper(env, gym.wrappers.NormalizeObservation).obs_rms, obs_states[j]
+            )
+        if return_states[j] is not None:
+            load_running_stats_state(
+                find_wrapper(env, gym.wrappers.NormalizeReward).return_rms, return_states[j]
+            )
 
 
 def rng_state() -> dict[str, Any]:

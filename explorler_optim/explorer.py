@@ -22,8 +22,9 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .params import flatten_params, searched_params, split_flat
-from .search import EmptySpaceSearch, SearchOperator
+from .params import flatten_params, real_view, searched_params, split_flat
+from .search import EmptySpaceSearch, SearchOperator, SearchRounds
+from .selection import ArgmaxSelection, SelectionRule
 from .subspace import AnchorSubspace
 
 # flatten_params and split_flat live in .params; they are importable from here as before
@@ -69,6 +70,11 @@ class ExploreResult:
         candidate_coords: ``(num_candidates, r)`` candidate coordinates in the same subspace.
         incumbent_coords: ``(r,)`` coordinates of the incumbent's projection onto that subspace.
         incumbent_offset: distance from the incumbent to that subspace.
+        success_rates: ``(num_candidates,)`` fractions of successful episodes, when the evaluator
+            reports them (``last_success_rates``), else ``None``.
+        incumbent_success_rate: the incumbent's, when it was scored and success was reported.
+        round_sizes: candidates scored in each round of a search that uses scores between rounds
+            (e.g. ``(5, 5)``); empty for a one-round search.
     """
 
     scores: Tensor
@@ -85,6 +91,9 @@ class ExploreResult:
     candidate_coords: Tensor = field(default_factory=lambda: torch.zeros(0, 0), repr=False)
     incumbent_coords: Tensor = field(default_factory=lambda: torch.zeros(0), repr=False)
     incumbent_offset: float = 0.0
+    success_rates: Tensor | None = None
+    incumbent_success_rate: float | None = None
+    round_sizes: tuple[int, ...] = ()
 
     @property
     def gain(self) -> float | None:
@@ -111,6 +120,13 @@ class ExploreResult:
             2
         """
         scored_incumbent = self.incumbent_score is not None
+        if len(self.round_sizes) > 1:  # the evaluator last saw the last round, without the incumbent
+            last_round_start = self.num_candidates - self.round_sizes[-1]
+            return (
+                self.best_index - last_round_start
+                if self.committed and self.best_index >= last_round_start
+                else None
+            )
         if self.committed:
             return self.best_index + int(scored_incumbent)
         return 0 if scored_incumbent else None
@@ -121,7 +137,8 @@ class ExploreResult:
         Returns:
             ``best_score``, ``incumbent_score`` and ``gain`` (only when the incumbent was scored),
             ``committed`` (1.0 or 0.0), ``num_candidates``, ``distance``, ``seconds`` and
-            ``search_seconds``, in that order.
+            ``search_seconds``, in that order; then, when success was reported,
+            ``best_success_rate`` (the chosen candidate's) and ``incumbent_success_rate``.
 
         Example:
             >>> result = ExploreResult(
@@ -145,6 +162,10 @@ class ExploreResult:
             seconds=self.seconds,
             search_seconds=self.search_seconds,
         )
+        if self.success_rates is not None and self.success_rates.numel() > self.best_index:
+            values["best_success_rate"] = float(self.success_rates[self.best_index])
+        if self.incumbent_success_rate is not None:
+            values["incumbent_success_rate"] = self.incumbent_success_rate
         return values
 
 
@@ -161,6 +182,8 @@ class _OneByOne:
 
     Each score is validated as soon as it is returned, so an invalid one stops the scoring there;
     ``scoring`` names the row being scored, for the error of an ``evaluate`` that raises.
+    ``last_success_rates`` gathers what ``evaluate`` reports after each call (``None`` if it
+    reports none).
     """
 
     def __init__(
@@ -170,14 +193,19 @@ class _OneByOne:
         self.validate = validate
         self.labels = labels
         self.scoring = labels[0]
+        self.last_success_rates: list[float] | None = None
 
     def evaluate_many(self, params: Sequence[Tensor], candidates: Sequence[Tensor]) -> list[float]:
         scores = []
+        rates: list[float] | None = []
         for row, label in enumerate(self.labels):
             self.scoring = label
             for p, values in zip(params, candidates, strict=True):
                 p.copy_(values[row])
             scores.append(self.validate(self.evaluate(), label))
+            rate = _success_rates(self.evaluate, 1)
+            rates = None if rates is None or rate is None else [*rates, rate[0]]
+        self.last_success_rates = rates
         return scores
 
 
@@ -207,7 +235,8 @@ class Explorer:
     cycle's first snapshot.
 
     Args:
-        params: the parameters searched (e.g. the actor's, never the critic's).
+        params: the parameters searched (e.g. the actor's, never the critic's): floating-point, or
+            complex, which are searched through their real view (:func:`torch.view_as_real`).
         max_anchors: anchors kept; older ones are dropped first.
         search: the candidate generator (default: :class:`EmptySpaceSearch` with the paper's settings).
         include_incumbent: also score the current parameters and commit only if a candidate beats
@@ -224,6 +253,10 @@ class Explorer:
             parameter); ``"cpu"`` keeps a GPU model's anchors off the GPU.
         optimizer: the optimizer training ``params``, if any: only used to clear its state after a
             commit (``reset_state``). The explorer never steps it.
+        selection: the rule that picks a candidate (default: :class:`~explorler_optim.selection.
+            ArgmaxSelection`, the highest score; see :func:`~explorler_optim.selection.make_selection`).
+            The incumbent rule applies to every rule: with ``include_incumbent`` the pick is
+            committed only if it beats the incumbent by the rule's own comparison.
 
     Example:
         >>> policy = torch.nn.Linear(4, 2)
@@ -252,6 +285,7 @@ class Explorer:
         anchor_dtype: torch.dtype | None = None,
         anchor_device: torch.device | str | None = None,
         optimizer: Optimizer | None = None,
+        selection: SelectionRule | None = None,
     ) -> None:
         unique = searched_params(params)
         self.max_anchors = max_anchors
@@ -261,17 +295,26 @@ class Explorer:
             search = EmptySpaceSearch()
         if not isinstance(search, SearchOperator):
             raise TypeError(f"search must be a SearchOperator (e.g. EmptySpaceSearch()), got {search!r}")
+        if selection is None:
+            selection = ArgmaxSelection()
+        if not isinstance(selection, SelectionRule):
+            raise TypeError(
+                f"selection must be a SelectionRule (e.g. make_selection('tournament')), got {selection!r}"
+            )
         if optimizer is not None and not isinstance(optimizer, Optimizer):
             raise TypeError(
                 f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}"
             )
-        work_dtype = torch.float64 if any(p.dtype == torch.float64 for p in unique) else torch.float32
+        work_dtype = (
+            torch.float64 if any(real_view(p).dtype == torch.float64 for p in unique) else torch.float32
+        )
         anchor_dtype = anchor_dtype if anchor_dtype is not None else work_dtype
         if not anchor_dtype.is_floating_point:
             raise ValueError(f"anchor_dtype must be a float dtype, got {anchor_dtype}")
 
         self.params: list[Tensor] = unique
         self.search = search
+        self.selection = selection
         self.include_incumbent = bool(include_incumbent)
         self.reset_state = bool(reset_state)
         self.on_invalid = on_invalid
@@ -284,7 +327,7 @@ class Explorer:
             self._generator.seed()
         else:
             self._generator.manual_seed(int(seed))
-        self._shapes = [tuple(p.shape) for p in unique]
+        self._shapes = [tuple(real_view(p).shape) for p in unique]  # of what the search moves
         self._origin: Tensor | None = None
         self._deltas: list[Tensor] = []
         self.cycles = 0
@@ -319,14 +362,14 @@ class Explorer:
 
     @property
     def num_params(self) -> int:
-        """Number of scalar parameters searched (``P``)."""
+        """Number of real values searched (``P``; a complex element counts as two)."""
         return sum(math.prod(shape) for shape in self._shapes)
 
     def _check_shapes(self) -> None:
         for index, (p, shape) in enumerate(zip(self.params, self._shapes, strict=True)):
-            if tuple(p.shape) != shape:
+            if tuple(real_view(p).shape) != shape:
                 raise ValueError(
-                    f"params[{index}] changed shape from {shape} to {tuple(p.shape)} since it was "
+                    f"params[{index}] changed shape from {shape} to {tuple(real_view(p).shape)} since it was "
                     "registered; build a new explorer for the new architecture"
                 )
 
@@ -375,14 +418,31 @@ class Explorer:
         """
         started = time.perf_counter()
         self._check_ready(evaluate)
-        candidates = self._build_candidates()
+        subspace = AnchorSubspace(torch.stack(self._deltas), origin=self._origin)
+        rounds = self.search.start(subspace.coords, self._generator)
+        candidates = self._build_candidates(subspace, rounds.ask())
         num_anchors = self.num_anchors
-        all_scores, evaluate_seconds = self._score(evaluate, candidates)
+        scored = self._score_rounds(evaluate, subspace, rounds, candidates)
+        all_scores, all_rates = scored.scores, scored.success_rates
+        first = int(self.include_incumbent)
         incumbent_score = all_scores[0] if self.include_incumbent else None
-        scores = torch.tensor(all_scores[1:] if self.include_incumbent else all_scores, dtype=torch.float64)
-        best_index = int(torch.argmax(scores))
+        incumbent_rate = all_rates[0] if all_rates is not None and self.include_incumbent else None
+        scores = torch.tensor(all_scores[first:], dtype=torch.float64)
+        rates = torch.tensor(all_rates[first:], dtype=torch.float64) if all_rates is not None else None
+        if rates is None and self.selection.needs_success:
+            self._load(candidates.backup)
+            raise ValueError(
+                f"{self.selection!r} needs success rates, but {type(evaluate).__name__} reported none: "
+                "the env's info never had 'is_success' at an episode's end (gymnasium-robotics' "
+                "convention), or the evaluator has no last_success_rates; choose another selection "
+                "(e.g. argmax). Parameters and anchors were restored"
+            )
+        best_index = self.selection.select(scores, rates, self._generator)
         best_score = float(scores[best_index])
-        committed, distance = self._commit(candidates, best_index, best_score, incumbent_score)
+        best_rate = float(rates[best_index]) if rates is not None else None
+        committed, distance = self._commit(
+            candidates, best_index, (best_score, best_rate), (incumbent_score, incumbent_rate)
+        )
         self.clear_anchors()
         self.cycles += 1
         seconds = time.perf_counter() - started
@@ -395,12 +455,15 @@ class Explorer:
             num_candidates=candidates.rows.shape[0],
             distance=distance,
             seconds=seconds,
-            search_seconds=seconds - evaluate_seconds,
+            search_seconds=seconds - scored.seconds,
             num_anchors=num_anchors,
             anchor_coords=candidates.anchor_coords.detach().cpu(),
             candidate_coords=candidates.coords.detach().cpu(),
             incumbent_coords=candidates.incumbent_coords.detach().cpu(),
             incumbent_offset=candidates.incumbent_offset,
+            success_rates=rates,
+            incumbent_success_rate=incumbent_rate,
+            round_sizes=tuple(scored.round_sizes) if len(scored.round_sizes) > 1 else (),
         )
         return self.last_result
 
@@ -418,16 +481,10 @@ class Explorer:
             )
         self._check_shapes()
 
-    def _build_candidates(self) -> _Candidates:
-        """Run the search in the anchors' subspace and lift its points back to parameter space."""
-        subspace = AnchorSubspace(torch.stack(self._deltas), origin=self._origin)
-        coords = self.search.search(subspace.coords, self._generator)
-        if coords.dim() != 2 or coords.shape[0] == 0 or coords.shape[1] != subspace.coords.shape[1]:
-            raise ValueError(
-                f"{self.search!r} returned points of shape {tuple(coords.shape)}; a SearchOperator "
-                f"returns (num_candidates >= 1, {subspace.coords.shape[1]}) coordinates in the anchors' "
-                "subspace (the shape of its anchor_coords argument's rows)"
-            )
+    def _build_candidates(self, subspace: AnchorSubspace, coords: Tensor | None) -> _Candidates:
+        """Lift the search's first round of points from the anchors' subspace to parameter space."""
+        self._check_coords(coords, subspace)
+        assert coords is not None
         incumbent_coords, incumbent_offset = subspace.project(self._flatten())
         return _Candidates(
             rows=subspace.lift(coords, dtype=self._work_dtype),
@@ -438,23 +495,62 @@ class Explorer:
             backup=[p.detach().clone() for p in self.params],
         )
 
-    def _labels(self, num_candidates: int) -> list[str]:
-        labels = [f"candidate {i} of {num_candidates}" for i in range(num_candidates)]
-        return ["the incumbent", *labels] if self.include_incumbent else labels
+    def _check_coords(self, coords: Tensor | None, subspace: AnchorSubspace) -> None:
+        rank = subspace.coords.shape[1]
+        if coords is None or coords.dim() != 2 or coords.shape[0] == 0 or coords.shape[1] != rank:
+            shape = None if coords is None else tuple(coords.shape)
+            raise ValueError(
+                f"{self.search!r} returned points of shape {shape}; a SearchOperator "
+                f"returns (num_candidates >= 1, {rank}) coordinates in the anchors' "
+                "subspace (the shape of its anchor_coords argument's rows)"
+            )
 
-    def _score(self, evaluate: Evaluate, candidates: _Candidates) -> tuple[list[float], float]:
-        """Score every candidate (the incumbent as row 0) in one ``evaluate_many`` call.
+    def _score_rounds(
+        self, evaluate: Evaluate, subspace: AnchorSubspace, rounds: SearchRounds, candidates: _Candidates
+    ) -> _Scored:
+        """Score the first round (with the incumbent), then, while the search asks for more, tell it
+        each round's scores and score the next; ``candidates`` grows by every later round's rows."""
+        scored = _Scored()
+        rows, incumbent = candidates.rows, self.include_incumbent
+        try:
+            while True:
+                offset = sum(scored.round_sizes)
+                values, seconds, rates = self._score(evaluate, candidates, rows, incumbent, offset)
+                scored.add(values, rates, seconds, rows.shape[0])
+                rounds.tell(torch.tensor(values[int(incumbent) :], dtype=torch.float64))
+                coords = rounds.ask()
+                if coords is None:
+                    return scored
+                self._check_coords(coords, subspace)
+                rows, incumbent = subspace.lift(coords, dtype=self._work_dtype), False
+                candidates.rows = torch.cat([candidates.rows, rows])
+                candidates.coords = torch.cat([candidates.coords, coords])
+        except (ValueError, RuntimeError, TypeError):
+            self._load(candidates.backup)  # a later round's search failed: nothing committed
+            raise
 
-        A plain callable is adapted (:class:`_OneByOne`). Returns the scores and the seconds spent
-        in ``evaluate_many``. On any failure the incumbent's parameters are loaded back before the
-        error leaves.
+    def _labels(self, num_candidates: int, incumbent: bool, offset: int = 0) -> list[str]:
+        if offset:
+            labels = [f"candidate {offset + i} (a later round)" for i in range(num_candidates)]
+        else:
+            labels = [f"candidate {i} of {num_candidates}" for i in range(num_candidates)]
+        return ["the incumbent", *labels] if incumbent else labels
+
+    def _score(
+        self, evaluate: Evaluate, candidates: _Candidates, rows: Tensor, incumbent: bool, offset: int
+    ) -> tuple[list[float], float, list[float] | None]:
+        """Score ``rows`` (the incumbent as row 0, if asked) in one ``evaluate_many`` call.
+
+        A plain callable is adapted (:class:`_OneByOne`). Returns the scores, the seconds spent in
+        ``evaluate_many`` and the success rates (if the evaluator reports them). On any failure the
+        incumbent's parameters are loaded back before the error leaves.
         """
-        labels = self._labels(candidates.rows.shape[0])
+        labels = self._labels(rows.shape[0], incumbent, offset)
         evaluator = (
             evaluate if isinstance(evaluate, BatchEvaluator) else _OneByOne(evaluate, self._validate, labels)
         )
-        pieces = self._split(candidates.rows)
-        if self.include_incumbent:
+        pieces = self._split(rows)
+        if incumbent:
             pieces = [torch.cat([b.unsqueeze(0), c]) for b, c in zip(candidates.backup, pieces, strict=True)]
         tick = time.perf_counter()
         with self._restoring(candidates.backup, evaluator, len(labels)):
@@ -462,7 +558,7 @@ class Explorer:
                 raw = evaluator.evaluate_many(list(self.params), pieces)
             seconds = time.perf_counter() - tick
             del pieces
-            return self._scores(raw, labels), seconds
+            return self._scores(raw, labels, incumbent), seconds, _success_rates(evaluator, len(labels))
 
     @contextmanager
     def _restoring(self, backup: list[Tensor], evaluator: BatchEvaluator, count: int) -> Iterator[None]:
@@ -488,18 +584,18 @@ class Explorer:
                 f"restored: {type(error).__name__}: {error}"
             ) from error
 
-    def _scores(self, raw: Any, labels: list[str]) -> list[float]:
+    def _scores(self, raw: Any, labels: list[str], incumbent: bool) -> list[float]:
         """``evaluate_many``'s output as one validated float per row, or an error naming the layout."""
         if isinstance(raw, Tensor):
             raw = raw.detach().cpu().reshape(-1).tolist()
         raw = list(raw)
         if len(raw) != len(labels):
-            num_candidates = len(labels) - int(self.include_incumbent)
+            num_candidates = len(labels) - int(incumbent)
             layout = (
                 f"row 0 is the incumbent (include_incumbent=True), rows 1-{num_candidates} the "
                 f"{num_candidates} search candidates"
-                if self.include_incumbent
-                else "one row per search candidate (include_incumbent=False)"
+                if incumbent
+                else "one row per search candidate (include_incumbent=False, or a later round)"
             )
             raise _WrongCount(
                 f"evaluate_many returned {len(raw)} scores for {len(labels)} candidates: {layout}; "
@@ -530,21 +626,28 @@ class Explorer:
         return score
 
     def _commit(
-        self, candidates: _Candidates, best_index: int, best_score: float, incumbent_score: float | None
+        self,
+        candidates: _Candidates,
+        best_index: int,
+        best: tuple[float, float | None],
+        incumbent: tuple[float | None, float | None],
     ) -> tuple[bool, float]:
-        """Load the best candidate if it wins (else restore the incumbent); return (committed, distance)."""
+        """Load the chosen candidate if it beats the incumbent by the selection rule's comparison (else
+        restore the incumbent); ``best`` and ``incumbent`` are (score, success rate) pairs; return
+        (committed, distance)."""
+        best_score, incumbent_score = best[0], incumbent[0]
         if incumbent_score is not None:
-            committed = best_score > incumbent_score
+            committed = self.selection.beats(best, (incumbent_score, incumbent[1]))
         else:
             committed = best_score > -math.inf
         if not committed:
             self._load(candidates.backup)
             return False, 0.0
-        best = self._split(candidates.rows[best_index : best_index + 1])
-        self._load([value[0] for value in best])
+        chosen = self._split(candidates.rows[best_index : best_index + 1])
+        self._load([value[0] for value in chosen])
         distance = math.sqrt(
             sum(
-                float((p.detach().double() - b.double()).square().sum())
+                float((real_view(p.detach()).double() - real_view(b).double()).square().sum())
                 for p, b in zip(self.params, candidates.backup, strict=True)
             )
         )
@@ -554,11 +657,9 @@ class Explorer:
         return True, distance
 
     def _split(self, flat_rows: Tensor) -> list[Tensor]:
-        """Split ``(N, P)`` rows into per-parameter ``(N, *shape)`` tensors on each parameter's device."""
+        """Split ``(N, P)`` rows into per-parameter ``(N, *shape)`` tensors like each parameter."""
         pieces = split_flat(flat_rows, self._shapes)
-        return [
-            piece.to(device=p.device, dtype=p.dtype) for p, piece in zip(self.params, pieces, strict=True)
-        ]
+        return [_like(piece, p) for p, piece in zip(self.params, pieces, strict=True)]
 
     @torch.no_grad()
     def _load(self, values: Sequence[Tensor]) -> None:
@@ -614,11 +715,44 @@ class Explorer:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(params={len(self.params)} tensors ({self.num_params:,} values), "
-            f"search={self.search!r}, max_anchors={self.max_anchors}, "
+            f"search={self.search!r}, selection={self.selection!r}, max_anchors={self.max_anchors}, "
             f"include_incumbent={self.include_incumbent}, reset_state={self.reset_state}, "
             f"on_invalid={self.on_invalid!r}, anchor_dtype={self.anchor_dtype}, "
             f"anchors={self.num_anchors}, cycles={self.cycles})"
         )
+
+
+def _like(piece: Tensor, param: Tensor) -> Tensor:
+    """``piece`` (a parameter's real view, batched) on ``param``'s device and in its dtype."""
+    piece = piece.to(device=param.device, dtype=real_view(param).dtype)
+    return torch.complex(piece[..., 0], piece[..., 1]) if param.is_complex() else piece
+
+
+@dataclass
+class _Scored:
+    """A search's scores, round by round: the incumbent first when it was scored."""
+
+    scores: list[float] = field(default_factory=list)
+    success_rates: list[float] | None = field(default_factory=list)  # None: some call reported none
+    seconds: float = 0.0  # in the evaluator
+    round_sizes: list[int] = field(default_factory=list)  # candidates of each round
+
+    def add(self, scores: list[float], rates: list[float] | None, seconds: float, size: int) -> None:
+        self.scores += scores
+        self.success_rates = (
+            None if self.success_rates is None or rates is None else self.success_rates + rates
+        )
+        self.seconds += seconds
+        self.round_sizes.append(size)
+
+
+def _success_rates(evaluate: Any, count: int) -> list[float] | None:
+    """The evaluator's success rates of its last call (``last_success_rates``), if it reports them."""
+    rates = getattr(evaluate, "last_success_rates", None)
+    if rates is None:
+        return None
+    values = torch.as_tensor(rates, dtype=torch.float64).reshape(-1).tolist()
+    return values if len(values) == count else None
 
 
 def _add_note(error: BaseException, what: str) -> None:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .extras import install_hint
 from .params import flatten_params, split_flat
 from .subspace import AnchorSubspace
 from .viz import landscape_figure, landscape_line_figure, principal_plane, require_matplotlib, save_figure
@@ -90,8 +91,7 @@ def main(argv: list[str] | None = None) -> Path:
         import tqdm  # noqa: F401
     except ImportError as error:
         raise ImportError(
-            f"the landscape command needs {error.name} to run the episodes: "
-            "pip install 'explorler-optim[scripts]'"
+            f"the landscape command needs {error.name} to run the episodes: {install_hint('scripts')}"
         ) from error
 
     checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=True)

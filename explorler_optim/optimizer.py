@@ -12,8 +12,9 @@ from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
 from .explorer import BatchEvaluator, Evaluate, Explorer, ExploreResult
-from .params import searched_params
+from .params import searchable, searched_params
 from .search import SearchOperator
+from .selection import SelectionRule
 
 __all__ = ["BatchEvaluator", "ExploRLerOptimizer", "ExploreResult"]
 
@@ -38,9 +39,10 @@ def _forwarded(holder: str, name: str, doc: str, writable: bool = True) -> prope
     return property(get, set if writable else None, doc=doc)
 
 
-def _forward_to_explorer(name: str, writable: bool = True) -> property:
+def _forward_to_explorer(name: str, writable: bool = True, doc: str | None = None) -> property:
     """A setting or reading that lives in the explorer."""
-    return _forwarded("explorer", name, f"The explorer's ``{name}`` (see :class:`Explorer`).", writable)
+    doc = doc or f"The explorer's ``{name}`` (see :class:`Explorer`)."
+    return _forwarded("explorer", name, doc, writable)
 
 
 def _forward_to_inner(name: str) -> property:
@@ -65,10 +67,18 @@ class ExploRLerOptimizer(Optimizer):
     counters, RNG state), so a plain optimizer of the inner kind loads it, and the wrapper loads a
     plain optimizer's dict. The wrapper pickles and deep-copies like any torch optimizer.
 
+    The wrapper composes rather than subclasses: ``isinstance(opt, torch.optim.Optimizer)`` holds,
+    ``isinstance(opt, torch.optim.Adam)`` does not (test ``opt.optimizer``). Hooks registered on the
+    wrapper receive the wrapper; global step hooks
+    (``torch.optim.optimizer.register_optimizer_step_pre_hook``) run once per step and receive the
+    inner optimizer, the object that steps.
+
     Args:
         optimizer: the torch optimizer to wrap (e.g. ``torch.optim.Adam``).
-        explore_params: parameters searched by :meth:`explore` (default: all parameters of
-            ``optimizer``); each must belong to ``optimizer``.
+        explore_params: parameters searched by :meth:`explore` (default: all dense floating-point
+            and complex parameters of ``optimizer``); each must belong to ``optimizer``. A complex
+            parameter is searched through its real view (:func:`torch.view_as_real`), as torch's
+            optimizers update it.
         record_every: record an anchor automatically after every ``record_every``-th :meth:`step`;
             ``None`` records only when :meth:`record` is called.
         max_anchors: anchors kept, as :class:`Explorer`'s.
@@ -79,6 +89,8 @@ class ExploRLerOptimizer(Optimizer):
         on_invalid: ``"raise"`` or ``"skip"``, as :class:`Explorer`'s.
         anchor_dtype: dtype of the stored anchors, as :class:`Explorer`'s.
         anchor_device: device of the stored anchors and the search, as :class:`Explorer`'s.
+        selection: the rule that picks a candidate, as :class:`Explorer`'s (default: the highest
+            score; see :func:`~explorler_optim.selection.make_selection`).
 
     Example:
         >>> policy = torch.nn.Linear(4, 2)
@@ -108,12 +120,20 @@ class ExploRLerOptimizer(Optimizer):
         on_invalid: str = "raise",
         anchor_dtype: torch.dtype | None = None,
         anchor_device: torch.device | str | None = None,
+        selection: SelectionRule | None = None,
     ) -> None:
         # torch.optim.Optimizer.__init__ is deliberately not called: param_groups, state and
         # defaults are the inner optimizer's, forwarded live by the properties below
         _check_inner(optimizer)
         owned = [p for group in optimizer.param_groups for p in group["params"]]
-        params = searched_params(owned if explore_params is None else explore_params, "explore_params")
+        if explore_params is None:
+            explore_params = [p for p in owned if searchable(p)]
+            if not explore_params:
+                raise ValueError(
+                    "the inner optimizer holds no dense floating-point or complex parameters, so "
+                    "there is nothing to search; wrap an optimizer of such parameters"
+                )
+        params = searched_params(explore_params, "explore_params")
         owned_ids = {id(p) for p in owned}
         for index, p in enumerate(params):
             if id(p) not in owned_ids:
@@ -134,6 +154,7 @@ class ExploRLerOptimizer(Optimizer):
             anchor_dtype=anchor_dtype,
             anchor_device=anchor_device,
             optimizer=optimizer,
+            selection=selection,
         )
         self.optimizer = optimizer
         self.explorer = explorer
@@ -203,6 +224,7 @@ class ExploRLerOptimizer(Optimizer):
     explore_params = _forward_to_explorer("params", writable=False)
     max_anchors = _forward_to_explorer("max_anchors")
     search = _forward_to_explorer("search")
+    selection = _forward_to_explorer("selection")
     include_incumbent = _forward_to_explorer("include_incumbent")
     reset_state = _forward_to_explorer("reset_state")
     on_invalid = _forward_to_explorer("on_invalid")
@@ -210,7 +232,11 @@ class ExploRLerOptimizer(Optimizer):
     anchor_device = _forward_to_explorer("anchor_device")
     last_result = _forward_to_explorer("last_result", writable=False)
     num_anchors = _forward_to_explorer("num_anchors", writable=False)
-    num_params = _forward_to_explorer("num_params", writable=False)
+    num_params = _forward_to_explorer(
+        "num_params",
+        writable=False,
+        doc="Number of real values searched (``P``; a complex value counts as two).",
+    )
 
     def record(self) -> None:
         """Snapshot ``explore_params`` as an anchor (oldest dropped beyond ``max_anchors``)."""
@@ -282,6 +308,7 @@ class ExploRLerOptimizer(Optimizer):
             f"{type(self).__name__}(\n"
             f"  optimizer={inner},\n"
             f"  search={explorer.search!r},\n"
+            f"  selection={explorer.selection!r},\n"
             f"  explore_params={len(explorer.params)} tensors ({explorer.num_params:,} values), "
             f"max_anchors={explorer.max_anchors}, record_every={self.record_every}, "
             f"include_incumbent={explorer.include_incumbent}, reset_state={explorer.reset_state}, "

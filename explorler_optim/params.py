@@ -2,7 +2,9 @@
 
 A set of parameters is searched as one flat vector of ``P`` values; these helpers turn the tensors
 into that vector (:func:`flatten_params`), rows of such vectors back into per-tensor pieces
-(:func:`split_flat`), and check what a caller passed as parameters (:func:`searched_params`).
+(:func:`split_flat`), and check what a caller passed as parameters (:func:`searched_params`). A
+complex tensor is searched through its real view (:func:`real_view`), as torch's optimizers update it;
+:func:`searchable` says which tensors a search can move.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["flatten_params", "searched_params", "split_flat"]
+__all__ = ["flatten_params", "real_view", "searchable", "searched_params", "split_flat"]
 
 
 def flatten_params(
@@ -22,10 +24,13 @@ def flatten_params(
 ) -> Tensor:
     """The parameters' values, detached and concatenated into one new 1-D tensor (``P`` values).
 
+    A complex tensor contributes its real view (:func:`torch.view_as_real`): the real and imaginary
+    part of each element, in turn, as two real values.
+
     Args:
         params: the tensors, in order.
         device: where the result lives (default: the parameters').
-        dtype: its dtype (default: the parameters').
+        dtype: its dtype (default: the parameters'; a complex tensor's real dtype).
 
     Returns:
         The flat copy.
@@ -34,7 +39,21 @@ def flatten_params(
         >>> flatten_params([torch.ones(2, 2), torch.zeros(1)], dtype=torch.float64).tolist()
         [1.0, 1.0, 1.0, 1.0, 0.0]
     """
-    return torch.cat([p.detach().reshape(-1).to(device, dtype) for p in params])
+    return torch.cat([real_view(p.detach()).reshape(-1).to(device, dtype) for p in params])
+
+
+def real_view(tensor: Tensor) -> Tensor:
+    """``tensor`` itself if it is real, else its real view: shape ``(*shape, 2)``, sharing storage.
+
+    torch's optimizers update a complex parameter as this view too, so the search sees the same
+    Euclidean geometry as the optimizer that trained it.
+    """
+    return torch.view_as_real(tensor.resolve_conj()) if tensor.is_complex() else tensor
+
+
+def searchable(tensor: Tensor) -> bool:
+    """Whether the search can move ``tensor``: dense, floating point or complex (as its real view)."""
+    return tensor.layout == torch.strided and (tensor.is_floating_point() or tensor.is_complex())
 
 
 def split_flat(flat_rows: Tensor, shapes: Sequence[Sequence[int]]) -> list[Tensor]:
@@ -63,7 +82,8 @@ def split_flat(flat_rows: Tensor, shapes: Sequence[Sequence[int]]) -> list[Tenso
 
 
 def searched_params(params: Any, name: str = "params") -> list[Tensor]:
-    """``params`` as a list of distinct float tensors, or an error that says what to pass instead.
+    """``params`` as a list of distinct searchable tensors (floating point or complex), or an error
+    that says what to pass instead.
 
     Args:
         params: what the caller passed: an iterable of tensors (or one tensor).
@@ -102,8 +122,11 @@ def searched_params(params: Any, name: str = "params") -> list[Tensor]:
             )
         if not isinstance(p, Tensor):
             raise ValueError(f"{name}[{index}] is a {type(p).__name__}, not a Parameter")
-        if not p.is_floating_point():
-            raise ValueError(f"{name}[{index}] has dtype {p.dtype}; only float tensors can be searched")
+        if not searchable(p):
+            raise ValueError(
+                f"{name}[{index}] has dtype {p.dtype} and layout {p.layout}; only dense floating-point "
+                f"and complex tensors can be searched: leave it out of {name}"
+            )
         if all(p is not q for q in unique):
             unique.append(p)
     return unique

@@ -7,6 +7,14 @@ optimizer lifts back to parameter space with one matrix product. :meth:`SearchOp
 does the whole round trip for raw ``(n, P)`` anchors. :meth:`SearchOperator.num_candidates` says
 how many candidates a search over ``n`` anchors returns, and :func:`make_search` builds an operator
 by name. Every default makes 10 candidates from 10 anchors.
+
+Some operators need scores between rounds (an evolution strategy, population-based training): their
+:meth:`SearchOperator.start` returns a :class:`SearchRounds` that proposes candidates round by round
+(:meth:`~SearchRounds.ask`) and is told each round's scores (:meth:`~SearchRounds.tell`) before it
+proposes the next. Every operator has ``start``: for a one-shot operator it gives one round, the
+output of :meth:`~SearchOperator.search`, so :class:`~explorler_optim.Explorer` drives all of them the
+same way. Such operators live in :mod:`explorler_optim.evolution` (subclasses of
+:class:`SteeredSearch`).
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from .subspace import AnchorSubspace
 
 __all__ = [
     "SearchOperator",
+    "SearchRounds",
+    "SteeredSearch",
     "EmptySpaceSearch",
     "RandomWalkSearch",
     "CheckpointAverage",
@@ -36,12 +46,60 @@ _MIN_DISTANCE = 1e-3
 _MIN_FORCE = 1e-7
 
 
+class SearchRounds(abc.ABC):
+    """One search, round by round: :meth:`ask` for candidates, :meth:`tell` their scores, repeat.
+
+    The driver (:class:`~explorler_optim.Explorer`) calls ``ask()``, scores the points it returns,
+    calls ``tell(scores)`` and asks again, until ``ask()`` returns ``None``. Every round's candidates
+    are scored exactly once, and the selection rule then picks among all of them.
+
+    Example:
+        >>> rounds = GaussianSearch(num_candidates=3).start(torch.randn(4, 3), torch.Generator())
+        >>> first = rounds.ask(); rounds.tell(torch.zeros(3, dtype=torch.float64))
+        >>> first.shape, rounds.ask()
+        (torch.Size([3, 3]), None)
+    """
+
+    @abc.abstractmethod
+    def ask(self) -> Tensor | None:
+        """The next round's ``(m, r)`` candidate coordinates, or ``None`` when the search is done."""
+
+    @abc.abstractmethod
+    def tell(self, scores: Tensor) -> None:
+        """The ``(m,)`` float64 scores of the points the last :meth:`ask` returned (``-inf``: skipped)."""
+
+
+class _OneRound(SearchRounds):
+    """A one-shot operator's search: one round, its points fixed in advance."""
+
+    def __init__(self, coords: Tensor) -> None:
+        self._coords: Tensor | None = coords
+
+    def ask(self) -> Tensor | None:
+        coords, self._coords = self._coords, None
+        return coords
+
+    def tell(self, scores: Tensor) -> None:
+        pass  # its points do not depend on scores
+
+
 class SearchOperator(abc.ABC):
     """Base class: maps anchor coordinates ``(n, r)`` to candidate coordinates ``(m, r)``."""
 
     @abc.abstractmethod
     def search(self, coords: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Return ``(m, r)`` candidate coordinates for ``(n, r)`` float64 anchor coordinates."""
+
+    def start(self, coords: Tensor, generator: torch.Generator | None = None) -> SearchRounds:
+        """The search over ``(n, r)`` anchor coordinates as rounds (here one: :meth:`search`'s points).
+
+        Operators that need scores between rounds override it (see :class:`SteeredSearch`).
+        """
+        return _OneRound(self.search(coords, generator))
+
+    def num_rounds(self) -> int:
+        """How many rounds of candidates :meth:`start` proposes (1 for a one-shot operator)."""
+        return 1
 
     def candidates(self, anchors: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Return ``(m, P)`` candidates for raw ``(n, P)`` anchors, in the anchors' dtype.
@@ -86,6 +144,33 @@ class SearchOperator(abc.ABC):
 def _check_anchor_count(n: int) -> None:
     if n < 2:
         raise ValueError(f"a search needs at least 2 anchors, got {n}")
+
+
+class SteeredSearch(SearchOperator):
+    """Base class of operators whose later rounds depend on the scores of earlier ones.
+
+    Subclasses implement :meth:`start` (returning their :class:`SearchRounds`), :meth:`num_rounds`
+    and :meth:`num_candidates` (the total over all rounds, which the scripts' budget rule bounds).
+    They have no one-shot :meth:`search`: candidates they propose without scores would not be the
+    search they describe, so ``search`` and ``candidates`` raise; an :class:`~explorler_optim.Explorer`
+    drives the rounds.
+    """
+
+    @abc.abstractmethod
+    def start(self, coords: Tensor, generator: torch.Generator | None = None) -> SearchRounds:
+        """The search over ``(n, r)`` anchor coordinates, round by round."""
+
+    @abc.abstractmethod
+    def num_candidates(self, num_anchors: int) -> int:
+        """How many candidates all rounds together propose from ``num_anchors`` anchors."""
+
+    def search(self, coords: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Raises ``TypeError``: the candidates of a steered search depend on scores (use :meth:`start`)."""
+        raise TypeError(
+            f"{self!r} proposes candidates in rounds steered by their scores, so it has no one-shot "
+            "search(): give it to an Explorer (or ExploRLerOptimizer), or drive start(coords).ask() / "
+            ".tell(scores) yourself"
+        )
 
 
 def _pairwise_distances(points: Tensor, anchors: Tensor) -> Tensor:
@@ -356,12 +441,16 @@ def make_search(name: str | SearchOperator = "esa", **options: Any) -> SearchOpe
 
     Args:
         name: ``"esa"`` (:class:`EmptySpaceSearch`, the default), ``"random-walk"``,
-            ``"checkpoint-average"`` or ``"gaussian"``; or an operator already built, returned as is.
+            ``"checkpoint-average"``, ``"gaussian"``, ``"pbt"``
+            (:class:`~explorler_optim.evolution.PopulationSearch`) or ``"cma-es"``
+            (:class:`~explorler_optim.evolution.CMAESSearch`, needs ``pip install 'explorler-optim[es]'``);
+            or an operator already built, returned as is.
         **options: the operator's constructor arguments (e.g. ``agents=5, snapshot_every=20``).
 
     Returns:
-        The operator. With no options, every one makes 10 candidates (or 1, the average) from 10
-        anchors.
+        The operator. With no options, every one-shot operator makes 10 candidates (or 1, the
+        average) from 10 anchors; ``"cma-es"`` makes 10 in 2 rounds, ``"pbt"`` scores the 10 anchors
+        and 5 children.
 
     Raises:
         ValueError: an unknown name, an option the operator does not take (both name the
@@ -375,19 +464,33 @@ def make_search(name: str | SearchOperator = "esa", **options: Any) -> SearchOpe
         >>> make_search(GaussianSearch(num_candidates=3)).num_candidates(10)
         3
     """
-    if isinstance(name, SearchOperator):
+    built: SearchOperator = build_named("make_search", "search", _searches(), name, options, SearchOperator)
+    return built
+
+
+def _searches() -> dict[str, type[SearchOperator]]:
+    from .evolution import CMAESSearch, PopulationSearch  # evolution imports this module
+
+    return {**_SEARCHES, "pbt": PopulationSearch, "cma-es": CMAESSearch}
+
+
+def build_named(
+    caller: str, kind: str, registry: dict[str, Any], name: Any, options: dict[str, Any], base: type
+) -> Any:
+    """``name`` itself if it is a ``base`` instance, else ``registry[name](**options)``; a
+    ``ValueError`` names the choices (``make_search`` and ``make_selection`` share it)."""
+    if isinstance(name, base):
         if options:
             raise ValueError(
-                "search options (search_kwargs) apply to a search given by name; configure the "
-                "instance instead"
+                f"{kind}_kwargs applies to a {kind} given by name; configure the instance instead"
             )
         return name
     if not isinstance(name, str):
-        raise ValueError(f"search must be a search's name or a SearchOperator, got {name!r}")
-    if name not in _SEARCHES:
-        raise ValueError(f"make_search: unknown search {name!r}; choose one of {sorted(_SEARCHES)}")
+        raise ValueError(f"{kind} must be a {kind}'s name or a {base.__name__}, got {name!r}")
+    if name not in registry:
+        raise ValueError(f"{caller}: unknown {kind} {name!r}; choose one of {sorted(registry)}")
     try:
-        return _SEARCHES[name](**options)
+        return registry[name](**options)
     except TypeError as error:
-        params = list(inspect.signature(_SEARCHES[name].__init__).parameters)[1:]
-        raise ValueError(f"make_search({name!r}): {error}; its options are {params}") from None
+        params = list(inspect.signature(registry[name]).parameters)
+        raise ValueError(f"{caller}({name!r}): {error}; its options are {params}") from None

@@ -3,7 +3,7 @@
 Everything here works in the anchors' low-dimensional subspace coordinates (see
 :class:`~explorler_optim.subspace.AnchorSubspace`), which :meth:`ExploRLerOptimizer.explore` keeps in
 its :class:`~explorler_optim.ExploreResult`, so drawing a view never touches the full parameter vector
-and never re-evaluates a policy. matplotlib is needed (``pip install explorler-optim[viz]``).
+and never re-evaluates a policy. matplotlib is needed (the ``viz`` extra).
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ def require_matplotlib():
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
     except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the landscape view needs matplotlib: pip install 'explorler-optim[viz]'"
-        ) from error
+        from explorler_optim.extras import install_hint
+
+        raise ImportError(f"the landscape view needs matplotlib: {install_hint('viz')}") from error
     return plt
 
 
@@ -406,7 +406,7 @@ def log_landscape(writer: Any, result: ExploreResult, step: int, tag: str = "exp
         tag: the image's tag in TensorBoard.
 
     Raises:
-        ImportError: matplotlib is not installed (``pip install 'explorler-optim[viz]'``).
+        ImportError: matplotlib is not installed (the ``viz`` extra; the message says how).
 
     Example:
         >>> # after result = optimizer.explore(evaluator)

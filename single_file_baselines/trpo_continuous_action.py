@@ -261,6 +261,7 @@ if __name__ == "__main__":
             explore_params=actor_params,
             max_anchors=args.max_anchors,
             search=harness.search_operator(args),
+            selection=harness.selection_rule(args),
             include_incumbent=args.include_incumbent,
             reset_state=args.reset_state,
             seed=args.seed,

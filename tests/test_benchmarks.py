@@ -102,6 +102,35 @@ def test_finetune_grid_shares_one_pretraining_run_per_task_and_seed(tmp_path):
     )
 
 
+def test_headline_pretrains_the_fine_tuning_tasks_and_runs_bipedal_walker_from_scratch(tmp_path):
+    headline = protocols.PROTOCOLS["headline"]
+    runs = sweep.grid(headline)
+    assert {(r.env, r.algo) for r in runs} == {
+        ("Humanoid-v5", "ppo"), ("Ant-v5", "ppo"), ("Hopper-v5", "trpo"), ("BipedalWalker-v3", "ppo")
+    }  # fmt: skip
+    assert len(runs) == 4 * 3 * 10 and headline.seeds == tuple(range(1, 11))
+    pretrained = sweep.pretrain_runs(headline, runs)
+    assert len(pretrained) == 3 * 10 and not any(r.env == "BipedalWalker-v3" for r in pretrained)
+    humanoid = sweep.build_command(headline, sweep.Run("Humanoid-v5", "ppo", "explorler", 4), out=tmp_path)
+    assert humanoid[humanoid.index("--init-from") + 1].endswith(
+        "pretrained/Humanoid-v5__ppo__4/checkpoint.pt"
+    )
+    assert humanoid[humanoid.index("--paper-metric-every") + 1] == "1"  # both metrics for every run
+    for variant in headline.variants:
+        walker = sweep.build_command(headline, sweep.Run("BipedalWalker-v3", "ppo", variant, 4), out=tmp_path)
+        assert "--init-from" not in walker and "--checkpoint-path" in walker  # from scratch, resumable
+        last = {flag: walker[i + 1] for i, flag in enumerate(walker[:-1]) if flag.startswith("--")}
+        assert (
+            last["--total-timesteps"] == "1000000" and last["--num-envs"] == "4"
+        )  # the task's own flags win
+    paper = sweep.build_command(headline, sweep.Run("BipedalWalker-v3", "ppo", "explorler-paper", 1))
+    assert paper[-3:] == ["--explore-every", "1", "--no-count-eval-steps"]  # the variant's flags come last
+    # a BipedalWalker run does not wait for a pretraining stage it does not have
+    args = sweep.parse_args(["--protocol", "headline"])
+    todo, _ = sweep.plan(headline, [sweep.Run("BipedalWalker-v3", "ppo", "baseline", 1)], tmp_path, args, [])
+    assert len(todo) == 1
+
+
 def test_plan_resumes_a_stopped_run_and_waits_for_its_pretraining(tmp_path):
     finetune = protocols.PROTOCOLS["finetune"]
     args = sweep.parse_args(["--protocol", "finetune"])
@@ -660,3 +689,71 @@ def test_a_finished_run_counts_wherever_it_kept_its_checkpoint(tmp_path):
     changed = [*elsewhere[:-4], "--seed", "2", *elsewhere[-4:]]
     (run_dir / sweep.RESULT_FILE).write_text(json.dumps({**record, "command": sweep.shlex.join(changed)}))
     assert not sweep.done(run_dir, here)  # other flags still count
+
+
+def test_random_policy_score_is_reproducible_and_in_the_tasks_range():
+    from benchmarks.random_scores import random_policy_return
+
+    mean, stderr = random_policy_return("Pendulum-v1", episodes=3, seed=5)
+    assert (mean, stderr) == random_policy_return("Pendulum-v1", episodes=3, seed=5)
+    assert -16.3 * 200 <= mean < 0 and stderr > 0  # Pendulum's reward lies in [-16.3, 0] a step
+
+
+# ------------------------------------------------------------------ figures (issue 28)
+
+
+def curve_rows(variant, seeds, steps, returns):
+    return [
+        {"env": "Hopper-v5", "algo": "ppo", "variant": variant, "seed": seed, "eval_index": i,
+         "training_steps": step, "total_env_steps": step, "return": value, "wall_seconds": 1.0,
+         "train_seconds": 1.0}
+        for seed, seed_steps in zip(seeds, steps)
+        for i, (step, value) in enumerate(zip(seed_steps, returns))
+    ]  # fmt: skip
+
+
+def test_learning_curves_have_a_panel_per_task_mark_identical_variants_and_end_with_their_data(
+    tmp_path, monkeypatch
+):
+    pytest.importorskip("matplotlib")
+    drawn = {}
+    plt = common.pyplot()
+    real_subplots = plt.subplots
+
+    def spy(*args, **kwargs):
+        fig, axes = real_subplots(*args, **kwargs)
+        drawn["fig"] = fig
+        return fig, axes
+
+    monkeypatch.setattr(plt, "subplots", spy)
+    monkeypatch.setattr(plt, "close", lambda fig: None)
+    rows = curve_rows("baseline", [1, 2], [[10, 20, 30], [10, 20, 30]], [1.0, 2.0, 3.0])
+    rows += curve_rows("explorler-surrogate", [1, 2], [[10, 20, 30], [10, 20, 30]], [1.0, 2.0, 3.0])
+    rows += curve_rows("explorler", [1, 2], [[10, 20, 25], [10, 20, 28]], [1.0, 2.0, 9.0])  # ends early
+    rows += [{**r, "env": "Walker2d-v5"} for r in rows if r["variant"] == "baseline"]
+    rows += [{**r, "algo": "trpo"} for r in rows if r["variant"] == "baseline" and r["env"] == "Hopper-v5"]
+    report.plot_curves(rows, tmp_path, "training_steps", "steps", "curves.png")
+    axes = drawn["fig"].axes
+    assert len(axes) == 3  # Hopper PPO and TRPO, Walker2d PPO: no empty Walker2d TRPO panel
+    hopper = next(ax for ax in axes if ax.get_title() == "Hopper-v5 / PPO")
+    lines = {line.get_label(): line for line in hopper.get_lines()}
+    assert "explorler-surrogate (2), identical to baseline" in lines
+    assert lines["explorler-surrogate (2), identical to baseline"].get_linestyle() != "-"
+    explorler = lines["explorler (2)"].get_xdata()
+    assert explorler[-1] == 25  # where the earliest-ending seed ends: no mean over one seed past it
+    assert (tmp_path / "curves.png").exists()
+
+
+def test_overview_figure_rows_are_the_committed_verdicts(tmp_path):
+    pytest.importorskip("matplotlib")
+    from benchmarks import figures
+
+    rows, sources = figures.rows_of()
+    cheetah = next(r for r in rows if r["label"] == "PPO HalfCheetah-v5" and "verdict" in r["group"])
+    table = json.loads((ROOT / "benchmarks/results/verdict/results.json").read_text())["table"]
+    committed = next(r for r in table if r["env"] == "HalfCheetah-v5" and r["variant"] == "explorler")
+    assert cheetah["ratio"] == committed["paired_ratio"] and cheetah["resolved"] == "worse"
+    assert set(sources) == {f"benchmarks/results/{p}/results.json" for _, p, _, _ in figures.ROWS}
+    assert figures.main(["--out", str(tmp_path)]) == 0
+    assert (tmp_path / "does_it_help.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "sources.json").read_text())["rows"] == rows

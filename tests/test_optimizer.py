@@ -197,7 +197,7 @@ def test_construction_errors_name_the_fix():
         ExploRLerOptimizer(model.parameters())
     ints = nn.Parameter(torch.zeros(3, dtype=torch.int64), requires_grad=False)
     sgd = torch.optim.SGD([ints], lr=0.1)
-    with pytest.raises(ValueError, match="only float tensors"):
+    with pytest.raises(ValueError, match="no dense floating-point or complex parameters"):
         ExploRLerOptimizer(sgd)
     with pytest.raises(ValueError, match="max_anchors"):
         ExploRLerOptimizer(inner, max_anchors=1)

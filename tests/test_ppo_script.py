@@ -242,3 +242,12 @@ def test_gae_never_crosses_an_episode_boundary(next_start):
     assert ret[:, 0].tolist() == pytest.approx([a + v for a, v in zip(expected, values)], abs=1e-6)
     # the last step of an episode is not bootstrapped: its advantage is r - V
     assert adv[1, 0].item() == pytest.approx(rewards[1] - values[1])
+
+
+@pytest.mark.slow
+def test_evolution_strategy_and_tournament_from_the_flags(script):
+    # cma-es: 2 rounds of 3 candidates, scored with the incumbent, chosen by 2-candidate tournaments
+    flags = ["--search", "cma-es", "--es-popsize", "3", "--selection", "tournament", "--tournament-size", "2"]
+    run = script.train("cma-es", *flags, "--total-timesteps", 256, "--no-count-eval-steps")
+    assert run.values("explorler/num_candidates") and set(run.values("explorler/num_candidates")) == {6.0}
+    assert all(bound >= 0 for bound in run.values("explorler/distance"))

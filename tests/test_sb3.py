@@ -25,6 +25,7 @@ from explorler_optim.sb3 import ExploRLerCallback, sb3_actor, sb3_actor_params  
 
 ENV = "Pendulum-v1"
 N_STEPS = 64
+NO_SEARCH = r"ExploRLerCallback: this learn\(\) runs"  # the warning of a call in which no search runs
 
 
 def ppo(env=None, seed=0, **kwargs):
@@ -237,14 +238,16 @@ def test_callback_is_built_from_plain_yaml_values_and_warns_once_at_the_users_li
     model = ppo()  # n_epochs=2: the README's explore_every=20 searches one iteration's 2 epochs: no warning
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message=NO_SEARCH)  # a 1-iteration learn() has no search
         model.learn(N_STEPS, callback=callback)
     model = ppo(n_epochs=3)
     dropping = ExploRLerCallback(ENV, explore_every=20, max_anchors=2, count_eval_steps=False)
     with pytest.warns(UserWarning, match="records 60 anchors .* only the last 2 are searched") as caught:
         model.learn(N_STEPS, callback=dropping)
-    assert [w.filename for w in caught] == [__file__]  # points at the user's learn() line
+    assert {w.filename for w in caught} == {__file__}  # points at the user's learn() line
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message=NO_SEARCH)
         model.learn(N_STEPS, callback=dropping, reset_num_timesteps=False)  # said once
     assert dropping.iterations == 2
 
@@ -256,6 +259,22 @@ def test_every_default_search_of_the_callback_makes_10_candidates_from_10_anchor
     assert ExploRLerCallback(ENV, search=name, search_kwargs=options).search.num_candidates(10) == 20
     with pytest.raises(ValueError, match="its options are"):
         ExploRLerCallback(ENV, search=name, search_kwargs={"snapshots": 20})
+
+
+def test_callback_searches_in_rounds_and_selects_by_tournament():
+    # pbt over 4 anchors: the 4 anchors, then 2 children; one 200-step episode each + the incumbent
+    callback = ExploRLerCallback(
+        ENV, explore_every=2, budget_tolerance=None, search="pbt", selection="tournament",
+        selection_kwargs={"size": 2},
+    )  # fmt: skip
+    assert callback.selection.size == 2
+    ppo().learn(2 * N_STEPS, callback=callback)
+    result = callback.last_result
+    assert callback.searches == 1 and result.num_candidates == 6 and result.round_sizes == (4, 2)
+    assert callback.eval_env_steps == 7 * 200
+    assert ExploRLerCallback(ENV, search="cma-es").search.num_candidates(10) == 10
+    with pytest.raises(ValueError, match="selection_kwargs applies"):
+        ExploRLerCallback(ENV, selection=callback.selection, selection_kwargs={"size": 3})
 
 
 def test_docstring_examples(tmp_path, monkeypatch):
@@ -395,7 +414,7 @@ def test_default_eval_env_drops_a_wrapper_it_cannot_recreate_and_says_so():
     callback = ExploRLerCallback(explore_every=100, count_eval_steps=False)
     with pytest.warns(UserWarning, match="without NoSpec") as caught:
         model.learn(N_STEPS, callback=callback)
-    assert [w.filename for w in caught] == [__file__]
+    assert [w.filename for w in caught if "NoSpec" in str(w.message)] == [__file__]
 
 
 def budget_case(algo):
@@ -448,6 +467,7 @@ def test_explore_every_auto_scales_with_the_rollout_and_spaces_a2cs_anchors():
     callback = ExploRLerCallback(ENV)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the defaults drop no anchors
+        warnings.filterwarnings("ignore", message=NO_SEARCH)  # 820 iterations: none of A2C's 4,096
         model.learn(5 * 820, callback=callback)
     assert (callback.schedule.explore_every, callback.schedule.anchor_stride) == (4096, 410)
     assert callback.explorer.num_anchors == 2  # after iterations 410 and 820, not one per iteration
@@ -620,3 +640,49 @@ def test_rl_zoo3_trains_with_the_callback_and_resumes_its_state(tmp_path):
     assert states[0]["iterations"] == 2
     assert states[1]["iterations"] == 4  # continued from the first run's 2, not restarted
     assert states[1]["explorer"]["cycles"] == states[0]["explorer"]["cycles"]
+
+
+# ------------------------------------------------------------------ no silent no-op
+
+
+def test_a_learn_call_in_which_no_search_can_run_says_so_and_what_to_change():
+    model = ppo()
+    callback = ExploRLerCallback(ENV, explore_every=50, count_eval_steps=False)
+    with pytest.warns(UserWarning, match=NO_SEARCH) as caught:
+        model.learn(4 * N_STEPS, callback=callback)  # 4 iterations, a search due after 50
+    message = str(next(w.message for w in caught if "this learn()" in str(w.message)))
+    assert "plain PPO" in message and "learn(3,200)" in message and "explore_every=4 or less" in message
+    assert callback.searches == 0
+    model, callback = ppo(), ExploRLerCallback(ENV, explore_every=4, count_eval_steps=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the suggested setting searches: no warning
+        model.learn(4 * N_STEPS, callback=callback)
+    assert callback.searches == 1
+
+
+def test_the_default_schedule_warns_on_a_learn_call_shorter_than_one_search():
+    model = ppo(n_steps=2048, batch_size=2048, n_epochs=1)  # "auto": a search every 20 iterations
+    callback = ExploRLerCallback(ENV, count_eval_steps=False)
+    with pytest.warns(UserWarning, match=NO_SEARCH + r" 1 iteration\(s\) of 2,048 .* learn\(40,960\)"):
+        model.learn(2048, callback=callback)  # one iteration: SB3 collects 2,048 steps, no search
+
+
+def test_learn_that_restarts_the_step_count_of_a_run_with_explorer_state_warns():
+    model = ppo()
+    callback = ExploRLerCallback(ENV, explore_every=2, count_eval_steps=False)
+    model.learn(2 * N_STEPS, callback=callback)
+    assert callback.searches == 1
+    with pytest.warns(UserWarning, match=r"restarted model.num_timesteps at 0 .* reset_num_timesteps=False"):
+        model.learn(2 * N_STEPS, callback=callback)  # SB3's default: reset_num_timesteps=True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model.learn(2 * N_STEPS, callback=callback, reset_num_timesteps=False)  # continues: no warning
+
+
+def test_learn_on_a_loaded_model_whose_state_travels_in_it_warns_when_the_steps_restart(tmp_path):
+    model = ppo()
+    model.learn(2 * N_STEPS, callback=ExploRLerCallback(ENV, explore_every=2, count_eval_steps=False))
+    model.save(tmp_path / "model")
+    loaded = PPO.load(tmp_path / "model", env=make_vec_env(ENV, n_envs=1, seed=0), device="cpu")
+    with pytest.warns(UserWarning, match=r"restarted model.num_timesteps at 0 .* 2 iteration\(s\)"):
+        loaded.learn(2 * N_STEPS, callback=ExploRLerCallback(ENV, explore_every=2, count_eval_steps=False))

@@ -135,5 +135,17 @@ def test_landscape_every_checks_matplotlib_before_training(script, tmp_path):
         timeout=HANG_GUARD_S,
     )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "pip install 'explorler-optim[viz]'" in proc.stderr
+    assert 'pip install -e ".[viz]"' in proc.stderr  # extras.install_hint, from this clone
     assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def test_a_run_whose_searches_can_never_fit_the_budget_says_so_at_start(script, tmp_path, tmp_path_factory):
+    """The issue's `--total-timesteps 8192 --num-steps 1024 --explore-every 2`, scaled down: every
+    search (11 policies x 1,000-step Hopper episodes) could overrun the budget, so none runs."""
+    proc = ScriptUnderTest(script, [], tmp_path_factory).run(
+        tmp_path, "--env-id", "Hopper-v5", "--total-timesteps", 512, "--num-steps", 128,
+        "--explore-every", 2, "--heldout-episodes", 1, "--eval-every", 100, "--quiet",
+    )  # fmt: skip
+    assert "no search can run: the first, after iteration 2" in proc.stderr  # shown despite --quiet
+    assert "--total-timesteps" in proc.stderr and "--no-count-eval-steps" in proc.stderr

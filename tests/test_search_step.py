@@ -179,3 +179,43 @@ def test_run_evaluators_builds_what_the_flags_ask_for_and_closes_them():
     assert full.audit.audits["truth"].episodes == 4
     for evaluators in (plain, paper_only, full):
         evaluators.close()
+
+
+def unreachable(total, num_steps=1024, every=2, start=0, tolerance=0.01, cap=1000, epochs=10):
+    """What `harness.explain_unreachable_searches` says of a PPO run with these flags (1 env)."""
+    from types import SimpleNamespace
+
+    from explorler_optim import ExploRLerOptimizer
+    from explorler_optim.rl.harness import explain_unreachable_searches
+
+    iterations = total // num_steps
+    args = SimpleNamespace(
+        num_iterations=iterations, batch_size=num_steps, total_timesteps=total, explore_every=every,
+        explore_start_step=start, max_anchors=10, update_epochs=epochs,
+    )  # fmt: skip
+    optimizer = ExploRLerOptimizer(torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1))
+    limit = iterations * num_steps + int(tolerance * total)  # harness.check_settings' budget
+    step = SearchStep(
+        optimizer, SimpleNamespace(episodes=1), candidate_seed=int, every=every, start_step=start,
+        budget_limit=limit, episode_cap=cap,
+    )  # fmt: skip
+    return explain_unreachable_searches(args, step)
+
+
+def test_a_run_whose_searches_never_fit_is_told_the_total_that_fits():
+    message = unreachable(8192)  # the issue's --total-timesteps 8192 --num-steps 1024 --explore-every 2
+    assert message is not None and "after iteration 2 (2,048 counted env steps)" in message
+    assert "11,000 (11 policies x 1 episode(s) x 1,000 steps)" in message
+    suggested = int(message.split("--total-timesteps ")[1].split()[0])
+    assert unreachable(suggested) is None  # the suggestion fits a search
+    assert unreachable(suggested - 1024) is not None  # and is the least that does
+    assert unreachable(1_000_000, num_steps=2048, every=20) is None  # the scripts' defaults search
+
+
+def test_a_run_shorter_than_its_search_schedule_is_told_the_explore_every_that_searches():
+    message = unreachable(8192, every=50)
+    assert message is not None and "the run has 8 iteration(s)" in message
+    assert "--explore-every 8 or less" in message
+    assert unreachable(8192, every=4, cap=10) is None
+    late = unreachable(8192, every=2, start=9000, cap=10)
+    assert late is not None and "--explore-start-step 9,000" in late

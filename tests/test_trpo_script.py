@@ -417,3 +417,10 @@ def test_same_seed_same_returns(script, baseline_run):
     second = script.train("again", "--no-explorler", "--total-timesteps", 256)
     for tag in DETERMINISTIC_TAGS:
         assert baseline_run.scalars[tag] == second.scalars[tag], tag
+
+
+@pytest.mark.slow
+def test_population_search_from_the_flags(script):
+    # pbt over each cycle's 2 anchors: both scored, the better kept, one child of it
+    run = script.train("pbt", "--search", "pbt", "--total-timesteps", 256, "--no-count-eval-steps")
+    assert set(run.values("explorler/num_candidates")) == {3.0}

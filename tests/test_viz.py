@@ -173,7 +173,7 @@ def test_landscape_checks_matplotlib_before_any_work(monkeypatch, tmp_path):
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
     # the checkpoint does not even exist: the missing dependency is reported first
-    with pytest.raises(ImportError, match=r"pip install 'explorler-optim\[viz\]'"):
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[viz\]"'):  # extras.install_hint
         main([str(tmp_path / "missing.pt")])
 
 
@@ -200,7 +200,7 @@ def test_landscape_command_line_names_the_missing_install_without_a_traceback(tm
         timeout=HANG_GUARD_S,
     )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "pip install 'explorler-optim[viz]'" in proc.stderr
+    assert 'pip install -e ".[viz]"' in proc.stderr  # extras.install_hint, from this clone
 
 
 def test_landscape_command_on_a_two_anchor_trpo_checkpoint(tmp_path, capsys):

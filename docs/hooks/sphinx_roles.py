@@ -16,6 +16,8 @@ from typing import Any
 
 import griffe
 
+from explorler_optim.extras import install_hint
+
 EXAMPLE = re.compile(r"^(\s*)Example:\s*$", re.MULTILINE)  # griffe's Google parser knows "Examples:"
 ROLE = re.compile(r":(?:class|meth|func|attr|mod|data|exc):`~?([^`]+)`")
 # the modules the API reference renders, each under its own path
@@ -41,8 +43,11 @@ def _public_names() -> dict[str, str]:
     for module_name in DOCUMENTED[1:]:
         try:
             module = importlib.import_module(module_name)
-        except ImportError:  # an optional dependency is missing: its names stay code
-            continue
+        except ImportError as error:  # a skipped module would leave its cross-references unresolved
+            raise ImportError(
+                f"the docs build imports {module_name} and it failed ({error}); install the docs "
+                f"extra, which has what the documented modules import: {install_hint('docs')}"
+            ) from error
         for name in getattr(module, "__all__", ()):
             names.setdefault(name, f"{module_name}.{name}")
     return names

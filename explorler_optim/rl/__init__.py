@@ -31,6 +31,8 @@ One idea per module:
 ``search_step``     ``SearchStep``: one search between RL iterations, its budget rule and logging
 ``run_evaluators``  ``RunEvaluators``: a training run's held-out, candidate, paper and audit evaluators
 ``surrogate``       ``SurrogateEvaluator``: scores candidates on the update's batch, zero env steps
+``replay``          ``ReplayBuffer``: an off-policy loop's transitions, saved whole by a checkpoint
+``critic``          ``CriticEvaluator``: scores candidates by a Q-critic on replay states, zero env steps
 ==================  ==========================================================================
 
 Importing this package imports nothing heavy: its names import their module when first used
@@ -44,9 +46,11 @@ from explorler_optim._lazy import lazy_exports
 
 if TYPE_CHECKING:  # the names below import lazily (PEP 562)
     from explorler_optim.rl.batched import BatchedPolicy
+    from explorler_optim.rl.critic import CriticEvaluator
     from explorler_optim.rl.evaluator import PolicyEvaluator
     from explorler_optim.rl.normalize import ObsNormalizer, RewardNormalizer
     from explorler_optim.rl.racing import racing_schedule
+    from explorler_optim.rl.replay import ReplayBuffer
     from explorler_optim.rl.rollout import Episode
     from explorler_optim.rl.run_evaluators import RunEvaluators
     from explorler_optim.rl.search_step import CandidateEvaluator, SearchStep
@@ -55,9 +59,11 @@ if TYPE_CHECKING:  # the names below import lazily (PEP 562)
 __all__ = [
     "CandidateEvaluator",
     "BatchedPolicy",
+    "CriticEvaluator",
     "Episode",
     "ObsNormalizer",
     "PolicyEvaluator",
+    "ReplayBuffer",
     "RewardNormalizer",
     "RunEvaluators",
     "SearchStep",
@@ -71,9 +77,11 @@ __getattr__, __dir__ = lazy_exports(
     {
         "BatchedPolicy": "batched",
         "CandidateEvaluator": "search_step",
+        "CriticEvaluator": "critic",
         "Episode": "rollout",
         "ObsNormalizer": "normalize",
         "PolicyEvaluator": "evaluator",
+        "ReplayBuffer": "replay",
         "RewardNormalizer": "normalize",
         "RunEvaluators": "run_evaluators",
         "SearchStep": "search_step",

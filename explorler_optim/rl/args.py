@@ -51,9 +51,9 @@ class ExploRLerArgs:
     explore_start_step: int = 0
     """training env steps (global_step) before which no search runs (1M: pretrain, then explore)"""
     max_anchors: int = 10
-    """anchors kept: one per PPO epoch or TRPO iteration, the last max_anchors are searched"""
-    search: Literal["esa", "random-walk", "checkpoint-average", "gaussian"] = "esa"
-    """how candidates are generated from the anchors"""
+    """anchors kept: one per PPO epoch, TRPO iteration or SAC actor step; the last max_anchors are searched"""
+    search: Literal["esa", "random-walk", "checkpoint-average", "gaussian", "pbt", "cma-es"] = "esa"
+    """how candidates are generated from the anchors (pbt, cma-es: in rounds, steered by scores)"""
     esa_agents: int = 5
     """ESA (and random walk): number of search agents"""
     esa_steps: int = 60
@@ -70,6 +70,16 @@ class ExploRLerArgs:
     """ESA (and random walk): a candidate every this many steps, plus the final position (20: the paper's)"""
     gaussian_candidates: int = 10
     """gaussian search: number of candidates sampled (10: as many as ESA gives with the defaults)"""
+    pbt_noise_scale: float = 0.5
+    """pbt search: children's noise per coordinate, in units of the anchors' spread"""
+    es_popsize: int = 5
+    """cma-es search: candidates per round"""
+    es_rounds: int = 2
+    """cma-es search: rounds, each steered by the last one's scores (5 x 2: ESA's 10 candidates)"""
+    selection: Literal["argmax", "tournament", "success-first"] = "argmax"
+    """which scored candidate is kept (success-first: highest is_success rate, then return)"""
+    tournament_size: int = 3
+    """tournament selection: candidates drawn per tournament"""
     fixed_candidate_starts: bool = False
     """score every search's candidates on the same start states (the run's seed: the authors' scoring)"""
     eval_episodes: int = 1

@@ -65,7 +65,10 @@ class PolicyEvaluator:
 
     After each call: ``last_env_steps`` (env steps used), ``last_episodes``,
     ``last_episode_counts`` (episodes per candidate), ``last_returns`` ((N, episodes) float64
-    returns, NaN for episodes a raced-out candidate did not play), ``last_seconds``; and the
+    returns, NaN for episodes a raced-out candidate did not play), ``last_success_rates`` ((N,)
+    float64 fractions of each candidate's episodes whose last ``info["is_success"]`` was true, the
+    convention of gymnasium-robotics; ``None`` when no episode's info had the key), ``last_seconds``;
+    and the
     running totals ``total_env_steps``, ``total_episodes``, ``total_seconds``. With workers,
     ``last_worker_cpu_seconds`` holds each worker's CPU time for its last batch of episodes.
     With ``keep_transitions``, ``last_transitions`` lists the last call's episodes (each knows
@@ -122,6 +125,8 @@ class PolicyEvaluator:
         self.total_seconds = 0.0
         self.last_episode_counts: torch.Tensor | None = None
         self.last_returns: torch.Tensor | None = None
+        self.last_success_rates: torch.Tensor | None = None
+        self._successes: list[tuple[np.ndarray, np.ndarray | None]] = []  # (candidate_of_pair, successes)
         self.last_worker_cpu_seconds: list[float] = []  # CPU time of each worker's last job
         self.last_transitions: list[Episode] = []  # with keep_transitions: the last call's episodes
         self._played: list[Episode] = []  # episodes of the call in progress
@@ -146,7 +151,7 @@ class PolicyEvaluator:
     def __call__(self) -> float:
         """Mean return of the policy's current parameters over ``episodes`` episodes."""
         started = time.perf_counter()
-        self._played = []
+        self._played, self._successes = [], []
         returns, lengths = self._play(
             {},  # every parameter is "fixed" at its current value
             np.zeros(self.episodes, dtype=np.int64),
@@ -165,7 +170,7 @@ class PolicyEvaluator:
         values. Returns a float64 tensor of N mean returns.
         """
         started = time.perf_counter()
-        self._played = []
+        self._played, self._successes = [], []
         stacked, n = self._stack(params, candidates)
         if n == 0:
             empty = np.zeros((0, self.episodes))
@@ -227,9 +232,25 @@ class PolicyEvaluator:
         self.total_episodes += self.last_episodes
         self.last_episode_counts = counts
         self.last_returns = torch.as_tensor(table, dtype=torch.float64)
+        self.last_success_rates = self._success_rates(np.asarray(counts))
         self.last_seconds = time.perf_counter() - started
         self.total_seconds += self.last_seconds
         self.last_transitions, self._played = self._played, []
+
+    def _success_rates(self, counts: np.ndarray) -> torch.Tensor | None:
+        """Each candidate's fraction of successful episodes in the call just played (and forget them)."""
+        played, self._successes = self._successes, []
+        wins = np.zeros(len(counts))
+        reported = False
+        for candidate_of_pair, successes in played:
+            if successes is None:
+                continue
+            known = ~np.isnan(successes)
+            reported |= bool(known.any())
+            np.add.at(wins, candidate_of_pair[known], successes[known])
+        if not reported:
+            return None
+        return torch.as_tensor(wins / np.maximum(counts, 1), dtype=torch.float64)
 
     def _stack(
         self, params: Sequence[torch.Tensor], candidates: Sequence[torch.Tensor]
@@ -345,6 +366,7 @@ class PolicyEvaluator:
         if self.backend != "ray" and self.workers <= 1:
             result = self._local_engine().run(self._job(stacked, candidate_of_pair, episode_of_pair, None))
             self._keep(result.episodes, candidate_of_pair)
+            self._successes.append((np.asarray(candidate_of_pair), result.successes))
             return result.returns, result.lengths
         return self._play_on_workers(stacked, candidate_of_pair, episode_of_pair)
 
@@ -371,6 +393,7 @@ class PolicyEvaluator:
         for share, result in zip(shares, results, strict=True):
             returns[share] = result.returns
             lengths[share] = result.lengths
+            self._successes.append((np.asarray(candidate_of_pair[share]), result.successes))
             for j, episode in zip(share, result.episodes or (), strict=False):
                 by_pair[j] = episode
         if self.keep_transitions:

@@ -2,7 +2,8 @@
 
 The scripts' flags (``args``, their ``Args`` dataclass) map onto the library here, so that a script
 keeps CleanRL's order with one-line ExploRLer call sites: the episode seeds (:func:`candidate_seed`,
-:func:`truth_seed`, :func:`heldout_seed`), the settings check and budget (:func:`check_settings`),
+:func:`truth_seed`, :func:`heldout_seed`), the settings check and budget (:func:`check_settings`,
+:func:`explain_unreachable_searches`),
 the candidate generator (:func:`search_operator`), the evaluators (:func:`build_evaluators`), the
 search step (:func:`build_search_step`), the held-out evaluation env (:func:`eval_env`) and
 checkpoints: :class:`RunCheckpoint` (``--save-model``, ``--resume``, ``--init-from``, Ctrl-C) and
@@ -30,18 +31,24 @@ from explorler_optim.rl.normalize import ObsNormalizer
 from explorler_optim.rl.run_evaluators import RunEvaluators
 from explorler_optim.rl.search_step import SearchStep, episode_seed
 from explorler_optim.search import SearchOperator, make_search
+from explorler_optim.selection import SelectionRule, make_selection
 
 __all__ = [
     "RunCheckpoint",
     "build_evaluators",
+    "action_size",
     "build_search_step",
     "candidate_seed",
     "check_settings",
+    "deterministic_policy",
     "eval_env",
+    "explain_unreachable_searches",
     "evaluate_checkpoint",
     "heldout_seed",
     "log_heldout",
+    "obs_normalizer",
     "search_operator",
+    "selection_rule",
     "truth_seed",
 ]
 
@@ -79,10 +86,40 @@ def heldout_seed(args: Any) -> int:
     return int(1_000_000_000 + (args.seed % 1_000_000) * 1000)
 
 
-def check_settings(args: Any) -> tuple[int, int | None]:
+def require_env(env_id: str) -> None:
+    """Import ``env_id``'s module now, so that a missing physics engine fails at once, naming the fix.
+
+    gymnasium imports an env's module (and Box2D or MuJoCo with it) only when the env is made, and
+    its own hint for Box2D builds ``box2d-py`` from source; the scripts' extra brings wheels.
+
+    Raises:
+        SystemExit: the env needs a package that is not installed; the message says how to get it.
+
+    Example:
+        >>> require_env("Pendulum-v1")  # classic control needs nothing more than gymnasium
+    """
+    import gymnasium as gym
+    from gymnasium.envs.registration import load_env_creator
+
+    from explorler_optim.extras import install_hint
+
+    entry_point = gym.spec(env_id).entry_point
+    if not isinstance(entry_point, str):
+        return
+    try:
+        load_env_creator(entry_point)
+    except (gym.error.DependencyNotInstalled, ImportError) as exc:
+        raise SystemExit(
+            f"{env_id} needs a package that is not installed ({exc}). Install the scripts' extra, which "
+            f"brings MuJoCo and Box2D (box2d, pygame) as wheels: {install_hint('scripts')}"
+        ) from exc
+
+
+def check_settings(args: Any, planned_steps: int | None = None) -> tuple[int, int | None]:
     """``(budget_limit, episode_cap)``, or an error that names the fix before anything is built.
 
-    The budget is the baseline's total (whole iterations, as CleanRL rounds); with candidate steps
+    The budget is the baseline's total, ``planned_steps`` (default ``num_iterations * batch_size``:
+    whole iterations, as CleanRL rounds; an off-policy loop's: ``total_timesteps``); with candidate steps
     counted, nothing starts that could take the counted steps past it by more than
     ``budget_tolerance``. A search's env steps are bounded by policies x episodes x the cap on an
     episode's length.
@@ -99,10 +136,13 @@ def check_settings(args: Any) -> tuple[int, int | None]:
     """
     import gymnasium as gym
 
+    require_env(args.env_id)
     reuse = getattr(args, "reuse_candidate_rollouts", "none")
     if args.budget_tolerance < 0:
         raise SystemExit(f"--budget-tolerance must be >= 0, got {args.budget_tolerance}")
-    budget_limit = args.num_iterations * args.batch_size + int(args.budget_tolerance * args.total_timesteps)
+    if planned_steps is None:
+        planned_steps = args.num_iterations * args.batch_size
+    budget_limit = planned_steps + int(args.budget_tolerance * args.total_timesteps)
     episode_cap = args.max_episode_steps or gym.spec(args.env_id).max_episode_steps
     if reuse != "none" and not args.explorler:
         raise SystemExit(
@@ -112,6 +152,13 @@ def check_settings(args: Any) -> tuple[int, int | None]:
         raise SystemExit(
             f"{args.env_id} has no time limit, so the env steps of a search cannot be bounded within the "
             "budget: pass --max-episode-steps N (or --no-count-eval-steps)"
+        )
+    if getattr(args, "search", "esa") in ("pbt", "cma-es") and (
+        reuse != "none" or getattr(args, "selection_truth_episodes", 0) > 0
+    ):
+        raise SystemExit(
+            f"--search {args.search} scores candidates in rounds; --reuse-candidate-rollouts and "
+            "--selection-truth-episodes read one round's episodes: use a one-round search with them"
         )
     if args.surrogate_max_kl <= 0:
         raise SystemExit(f"--surrogate-max-kl must be > 0, got {args.surrogate_max_kl}")
@@ -150,8 +197,27 @@ def search_operator(args: Any) -> SearchOperator:
         "random-walk": walk,
         "checkpoint-average": {},
         "gaussian": {"num_candidates": "gaussian_candidates"},
+        "pbt": {"noise_scale": "pbt_noise_scale"},
+        "cma-es": {"popsize": "es_popsize", "rounds": "es_rounds"},
     }[args.search]
-    return make_search(args.search, **{option: getattr(args, flag) for option, flag in flags.items()})
+    try:
+        return make_search(args.search, **{option: getattr(args, flag) for option, flag in flags.items()})
+    except (ImportError, ValueError) as error:
+        raise SystemExit(f"--search {args.search}: {error}") from None
+
+
+def selection_rule(args: Any) -> SelectionRule:
+    """The selection rule of ``--selection`` (with ``--tournament-size``).
+
+    Example:
+        >>> selection_rule(SimpleNamespace(selection="tournament", tournament_size=2))
+        TournamentSelection(size=2)
+    """
+    options = {"size": args.tournament_size} if args.selection == "tournament" else {}
+    try:
+        return make_selection(args.selection, **options)
+    except ValueError as error:
+        raise SystemExit(f"--selection {args.selection}: {error}") from None
 
 
 def _build_eval_env(env_id: str, max_episode_steps: int | None) -> Any:
@@ -172,18 +238,31 @@ def eval_env(env_id: str, max_episode_steps: int | None = None) -> Callable[[], 
     return functools.partial(_build_eval_env, env_id, max_episode_steps)
 
 
-def build_evaluators(args: Any, agent: Any, stats_env: Any) -> RunEvaluators:
+def build_evaluators(
+    args: Any,
+    agent: Any,
+    stats_env: Any | None,
+    *,
+    policy: torch.nn.Module | None = None,
+    critic_value: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> RunEvaluators:
     """The run's evaluators (``RunEvaluators.build``) from the scripts' flags.
 
     Args:
         args: the script's flags.
-        agent: the scripts' ``Agent`` (``actor_mean``, ``actor_logstd``, ``get_action_and_value``).
-        stats_env: the training env whose observation statistics the evaluators freeze.
+        agent: the scripts' ``Agent`` (``actor_mean`` or a discrete policy's ``actor``,
+            ``actor_logstd``, ``get_action_and_value``).
+        stats_env: the training env whose observation statistics the evaluators freeze (``None``:
+            it does not normalise them).
+        policy: the deterministic policy the evaluators play (default: the agent's, above).
+        critic_value: ``--score-with critic``'s value of a policy's own actions on a batch of
+            states (a ``CriticEvaluator``'s).
 
     Example: see the scripts.
     """
+    free = {"env": "env", "critic": "critic"}.get(args.score_with, "surrogate")  # surrogate*: no env steps
     return RunEvaluators.build(
-        agent.actor_mean,
+        policy if policy is not None else deterministic_policy(agent),
         eval_env(args.env_id, args.max_episode_steps),
         stats_env,
         heldout_episodes=args.heldout_episodes,
@@ -195,14 +274,34 @@ def build_evaluators(args: Any, agent: Any, stats_env: Any) -> RunEvaluators:
         paper_metric=args.paper_metric_every > 0,
         paper_seed=args.seed,
         truth_episodes=args.selection_truth_episodes,
-        score_with="env" if args.score_with == "env" else "surrogate",  # surrogate*: no env steps
+        score_with=free,
         log_prob=lambda obs, act: agent.get_action_and_value(obs, act)[1],
         surrogate_max_kl=args.surrogate_max_kl,
+        critic_value=critic_value,
         # reused episodes must be the stochastic policy's, with each action's log-probability
         candidate_log_std=(
             agent.actor_logstd if getattr(args, "reuse_candidate_rollouts", "none") != "none" else None
         ),
     )
+
+
+def deterministic_policy(agent: Any) -> torch.nn.Module:
+    """The module mapping observations to the scripts' deterministic actions: a Gaussian agent's
+    ``actor_mean``, or a discrete agent's ``actor`` (its logits, argmax-ed by the evaluators)."""
+    return agent.actor_mean if hasattr(agent, "actor_mean") else agent.actor
+
+
+def action_size(space: Any) -> int:
+    """The policy's output size for an action space: a ``Discrete`` space's ``n``, else the number
+    of action dimensions.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> action_size(gym.spaces.Discrete(4)), action_size(gym.spaces.Box(-1, 1, (3, 2)))
+        (4, 6)
+    """
+    n = getattr(space, "n", None)
+    return int(n) if n is not None else int(np.prod(space.shape))
 
 
 def build_search_step(
@@ -229,7 +328,7 @@ def build_search_step(
     Example: see the scripts.
     """
     budget_limit, episode_cap = budget
-    return SearchStep(
+    search = SearchStep(
         optimizer,
         evaluators.candidate,
         candidate_seed=functools.partial(candidate_seed, args),
@@ -244,6 +343,66 @@ def build_search_step(
         writer=writer,
         say=say,
         defer=args.score_with == "surrogate-next",  # scored on the next batch, before its update
+    )
+    message = explain_unreachable_searches(args, search)
+    if message:
+        print(message, file=sys.stderr)  # even with --quiet: the run would be plain PPO/TRPO unasked
+    return search
+
+
+def explain_unreachable_searches(args: Any, search: SearchStep) -> str | None:
+    """Why no search can run in this run, with the flags that would fix it; ``None`` if one can.
+
+    The first search due (the first multiple of ``--explore-every`` iterations from
+    ``--explore-start-step`` on) is the one most likely to fit the budget: later ones have more
+    counted steps and as many anchors or more. So if the run has no such iteration, or the first
+    one cannot fit, no search ever runs.
+
+    Args:
+        args: the script's flags (``num_iterations``, ``batch_size``, ``total_timesteps``,
+            ``explore_every``, ``explore_start_step``, ``max_anchors``; PPO's ``update_epochs``:
+            anchors per iteration, 1 without it).
+        search: the run's :class:`SearchStep`.
+
+    Example:
+        >>> from explorler_optim import ExploRLerOptimizer
+        >>> opt = ExploRLerOptimizer(torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1))
+        >>> score = SimpleNamespace(episodes=1)  # 1 episode per policy
+        >>> step = SearchStep(opt, score, candidate_seed=int, every=2, budget_limit=8273, episode_cap=1000)
+        >>> args = SimpleNamespace(num_iterations=8, batch_size=1024, total_timesteps=8192, explore_every=2,
+        ...     explore_start_step=0, max_anchors=10, update_epochs=10)
+        >>> print(explain_unreachable_searches(args, step))  # doctest: +NORMALIZE_WHITESPACE
+        no search can run: the first, after iteration 2 (2,048 counted env steps), could use up to
+        11,000 (11 policies x 1 episode(s) x 1,000 steps) and end past the budget's limit of 8,273;
+        the run is plain training. For searches pass --total-timesteps 13312 or more, or
+        --no-count-eval-steps (candidate steps not counted, the paper's accounting)
+    """
+    if search.evaluator is None or not hasattr(args, "num_iterations"):
+        return None  # an off-policy loop (SAC) schedules in env steps, not iterations: not checked here
+    every, batch = search.every, int(args.batch_size)
+    start_iterations = -(-int(search.start_step) // batch)  # iterations before global_step >= start
+    first = max(every, -(-start_iterations // every) * every)
+    if first > args.num_iterations:
+        return (
+            f"no search can run: the run has {args.num_iterations} iteration(s) and the first search is "
+            f"due after iteration {first} (--explore-every {every}"
+            + (f", --explore-start-step {search.start_step:,}" if search.start_step else "")
+            + f"); the run is plain training. Pass --explore-every {args.num_iterations} or less"
+            + (", or a lower --explore-start-step" if search.start_step else "")
+        )
+    if search.budget_limit is None:
+        return None
+    anchors = min(int(args.max_anchors), first * int(getattr(args, "update_epochs", 1)))
+    counted, bound = first * batch, search.search_bound(anchors)
+    if counted + bound <= search.budget_limit:
+        return None
+    enough = -(-(counted + bound) // batch) * batch  # whole iterations, as the scripts round
+    return (
+        f"no search can run: the first, after iteration {first} ({counted:,} counted env steps), could "
+        f"use up to {bound:,} ({search.policies_per_search(anchors)} policies x {search.evaluator.episodes} "
+        f"episode(s) x {search.episode_cap:,} steps) and end past the budget's limit of "
+        f"{search.budget_limit:,}; the run is plain training. For searches pass --total-timesteps "
+        f"{enough} or more, or --no-count-eval-steps (candidate steps not counted, the paper's accounting)"
     )
 
 
@@ -370,7 +529,14 @@ class RunCheckpoint:
         print(f"interrupted at iteration {iteration}, {counted:,} counted env steps: {kept}", file=sys.stderr)
 
 
-def evaluate_checkpoint(path: str, episodes: int, make_env: Callable, agent_class: Callable) -> dict:
+def evaluate_checkpoint(
+    path: str,
+    episodes: int,
+    make_env: Callable,
+    agent_class: Callable | None = None,
+    *,
+    build_policy: Callable[[dict], torch.nn.Module] | None = None,
+) -> dict:
     """Held-out evaluation of a saved checkpoint with its saved statistics and seeds (no training).
 
     Args:
@@ -379,7 +545,10 @@ def evaluate_checkpoint(path: str, episodes: int, make_env: Callable, agent_clas
         make_env: the script's ``make_env(env_id, gamma, max_episode_steps)``: the training env is
             rebuilt with its wrappers holding the saved statistics, so the normaliser is read from it
             exactly as during training.
-        agent_class: the script's ``Agent(obs_dim, act_dim)``.
+        agent_class: the script's ``Agent(obs_dim, act_dim)`` (act_dim: a ``Discrete`` space's
+            ``n``), loaded with the checkpoint's ``"agent"``.
+        build_policy: instead of ``agent_class``: the deterministic policy of a checkpoint, loaded
+            (e.g. the SAC script's greedy actor).
 
     Returns:
         ``{"checkpoint", "env_id", "episodes", "eval_episodic_return", "saved_eval_episodic_return",
@@ -389,14 +558,20 @@ def evaluate_checkpoint(path: str, episodes: int, make_env: Callable, agent_clas
     saved = SimpleNamespace(**ckpt["args"])
     stats_env = make_env(saved.env_id, saved.gamma, saved.max_episode_steps)()
     load_normalization_state(stats_env, ckpt)
-    obs_dim = int(np.prod(stats_env.observation_space.shape))
-    agent = agent_class(obs_dim, int(np.prod(stats_env.action_space.shape)))
-    agent.load_state_dict(ckpt["agent"])
-    agent.eval()
+    if build_policy is not None:
+        policy = build_policy(ckpt)
+    else:
+        assert agent_class is not None, "evaluate_checkpoint: pass agent_class or build_policy"
+        obs_dim = int(np.prod(stats_env.observation_space.shape))
+        agent = agent_class(obs_dim, action_size(stats_env.action_space))
+        agent.load_state_dict(ckpt["agent"])
+        policy = deterministic_policy(agent)
+    policy.eval()
+    normalised = ckpt["obs_rms"][0] is not None  # saved without statistics: raw observations
     evaluators = RunEvaluators.build(
-        agent.actor_mean,
+        policy,
         eval_env(saved.env_id, saved.max_episode_steps),
-        stats_env,
+        stats_env if normalised else None,
         heldout_episodes=episodes,
         heldout_seed=heldout_seed(saved),
     )
@@ -414,11 +589,16 @@ def evaluate_checkpoint(path: str, episodes: int, make_env: Callable, agent_clas
     }
 
 
+def obs_normalizer(stats_env: Any | None) -> ObsNormalizer | None:
+    """The training env's observation statistics now, frozen; ``None`` for an env without them."""
+    return ObsNormalizer.from_env(stats_env) if stats_env is not None else None
+
+
 def log_heldout(evaluators: RunEvaluators, stats_env: Any, writer: Any, steps: tuple[int, int]) -> float:
     """Score the current policy on the held-out episodes with the training env's statistics now
     and log ``eval/episodic_return`` (at ``global_step``) and ``eval/episodic_return_vs_total_steps``
     (at ``total_env_steps``); ``steps`` is ``(global_step, total_env_steps)``."""
-    evaluators.heldout.prepare(ObsNormalizer.from_env(stats_env))
+    evaluators.heldout.prepare(obs_normalizer(stats_env))
     score = float(evaluators.heldout())
     writer.add_scalar("eval/episodic_return", score, steps[0])
     writer.add_scalar("eval/episodic_return_vs_total_steps", score, steps[1])

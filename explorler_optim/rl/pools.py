@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from explorler_optim.extras import install_hint
 from explorler_optim.rl.rollout import RolloutEngine, RolloutJob, RolloutResult
 
 __all__ = ["ProcessPool", "RayPool", "WorkerPool"]
@@ -182,7 +183,7 @@ class RayPool:
         try:
             import ray
         except ImportError as exc:
-            raise ImportError("PolicyEvaluator(backend='ray') needs Ray: `pip install ray`") from exc
+            raise ImportError(f"PolicyEvaluator(backend='ray') needs Ray: {install_hint('ray')}") from exc
         self.ray = ray
         if not ray.is_initialized():
             kwargs = dict(init_kwargs or {})

@@ -86,6 +86,8 @@ class RolloutResult:
     lengths: np.ndarray  # (pairs,) int64
     cpu_seconds: float = 0.0
     episodes: list[Episode] | None = None  # per pair, when the job keeps transitions
+    # (pairs,) float64: the episode's last info["is_success"] as 1.0 / 0.0, NaN where it had none
+    successes: np.ndarray | None = None
 
 
 def peel_trivial_wrappers(env: Any) -> tuple[Any, int | None]:
@@ -136,6 +138,7 @@ class RolloutEngine:
         num_pairs = len(candidate_of_pair)
         returns = np.zeros(num_pairs, dtype=np.float64)
         lengths = np.zeros(num_pairs, dtype=np.int64)
+        successes = np.full(num_pairs, np.nan)
         if num_pairs == 0:
             return RolloutResult(returns, lengths, episodes=[] if job.keep_transitions else None)
         # run the forward pass where the policy lives (CPU in workers; CUDA is fine locally)
@@ -169,7 +172,7 @@ class RolloutEngine:
                     outputs, log_probs = sampler.sample(live_pairs, outputs)
                 actions = self._to_env_actions(outputs)
                 for i, j in enumerate(live_pairs):
-                    next_obs, reward, terminated, truncated, _ = envs[j][0].step(actions[i])
+                    next_obs, reward, terminated, truncated, info = envs[j][0].step(actions[i])
                     returns[j] += float(reward)
                     lengths[j] += 1
                     if recorder is not None:
@@ -179,12 +182,14 @@ class RolloutEngine:
                     if terminated or truncated or lengths[j] == limits[j]:
                         live[j] = False
                         terminal[j] = bool(terminated)
+                        if "is_success" in info:  # gymnasium-robotics' convention
+                            successes[j] = float(bool(info["is_success"]))
                     else:
                         obs[j] = next_obs
         episodes = None
         if recorder is not None:
             episodes = recorder.episodes(terminal, candidate_of_pair, episode_of_pair)
-        return RolloutResult(returns, lengths, time.process_time() - cpu_start, episodes)
+        return RolloutResult(returns, lengths, time.process_time() - cpu_start, episodes, successes)
 
     def _check_box_actions(self) -> None:
         from gymnasium import spaces  # local: gymnasium is only needed when envs exist

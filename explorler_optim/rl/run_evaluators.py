@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from explorler_optim.audit import SelectionAudit
+from explorler_optim.rl.critic import CriticEvaluator
 from explorler_optim.rl.evaluator import PolicyEvaluator
 from explorler_optim.rl.normalize import ObsNormalizer
 from explorler_optim.rl.surrogate import SurrogateEvaluator
@@ -27,8 +28,8 @@ class RunEvaluators:
     Attributes:
         heldout: the held-out evaluation of the current policy (never counted in a budget).
         candidate: scores a search's candidates (``None`` without ExploRLer): a
-            ``PolicyEvaluator`` playing episodes, or with ``score_with="surrogate"`` a
-            ``SurrogateEvaluator`` on the update's batch.
+            ``PolicyEvaluator`` playing episodes, with ``score_with="surrogate"`` a
+            ``SurrogateEvaluator`` on the update's batch, with ``"critic"`` a ``CriticEvaluator``.
         paper: the paper's metric, ``paper_episodes`` episodes from fixed start states (``None``
             when neither the metric nor the audit needs it).
         audit: a ``SelectionAudit`` that scores every search's candidates again with a
@@ -39,7 +40,7 @@ class RunEvaluators:
     """
 
     heldout: PolicyEvaluator
-    candidate: PolicyEvaluator | SurrogateEvaluator | None = None
+    candidate: PolicyEvaluator | SurrogateEvaluator | CriticEvaluator | None = None
     paper: PolicyEvaluator | None = None
     audit: SelectionAudit | None = None
 
@@ -48,7 +49,7 @@ class RunEvaluators:
         cls,
         policy: nn.Module,
         make_env: Callable[[], Any],
-        stats_env: Any,
+        stats_env: Any | None,
         *,
         heldout_episodes: int,
         heldout_seed: int,
@@ -64,6 +65,7 @@ class RunEvaluators:
         score_with: str = "env",
         log_prob: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         surrogate_max_kl: float = 0.01,
+        critic_value: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> RunEvaluators:
         """The run's evaluators of ``policy`` (e.g. the actor's mean network).
 
@@ -72,6 +74,7 @@ class RunEvaluators:
             make_env: builds one evaluation env (without the training env's normalisation).
             stats_env: the training env whose observation statistics the candidate and held-out
                 evaluators start with (e.g. ``envs.envs[0]``); refresh them before each use.
+                ``None``: the training env does not normalise observations (raw ones).
             heldout_episodes: held-out episodes per evaluation.
             heldout_seed: the held-out episodes' first reset seed.
             candidate_episodes: episodes per candidate; 0: no candidate evaluator (no ExploRLer).
@@ -92,9 +95,12 @@ class RunEvaluators:
             log_prob: ``log_prob(observations, actions)`` of the policy as loaded (needed with
                 ``score_with="surrogate"``).
             surrogate_max_kl: the surrogate's trust-region radius (``SurrogateEvaluator``).
+            critic_value: with ``score_with="critic"``, the ``CriticEvaluator``'s
+                ``value(observations)`` (the audit's ``"env"`` evaluator then plays the episodes).
 
         Raises:
-            ValueError: an unknown ``score_with``, or ``"surrogate"`` without ``log_prob``.
+            ValueError: an unknown ``score_with``, ``"surrogate"`` without ``log_prob`` or
+                ``"critic"`` without ``critic_value``.
 
         Example:
             >>> import gymnasium as gym
@@ -109,17 +115,20 @@ class RunEvaluators:
             True
             >>> evaluators.close()
         """
-        if score_with not in ("env", "surrogate"):
-            raise ValueError(f"score_with must be 'env' or 'surrogate', got {score_with!r}")
+        if score_with not in ("env", "surrogate", "critic"):
+            raise ValueError(f"score_with must be 'env', 'surrogate' or 'critic', got {score_with!r}")
         if score_with == "surrogate" and log_prob is None:
             raise ValueError("score_with='surrogate' needs log_prob(observations, actions); pass it")
-        candidate: PolicyEvaluator | SurrogateEvaluator | None = None
+        if score_with == "critic" and critic_value is None:
+            raise ValueError("score_with='critic' needs critic_value(observations); pass it")
+        normalizer = ObsNormalizer.from_env(stats_env) if stats_env is not None else None
+        candidate: PolicyEvaluator | SurrogateEvaluator | CriticEvaluator | None = None
         if candidate_episodes > 0:
             candidate = PolicyEvaluator(
                 policy,
                 make_env,
                 episodes=candidate_episodes,
-                obs_normalizer=ObsNormalizer.from_env(stats_env),
+                obs_normalizer=normalizer,
                 seed=candidate_seed,
                 workers=workers,
                 racing=racing,
@@ -139,6 +148,13 @@ class RunEvaluators:
             else:
                 candidate.close()
             candidate = SurrogateEvaluator(log_prob, max_kl=surrogate_max_kl)
+        if candidate is not None and score_with == "critic":
+            assert critic_value is not None
+            if truth_episodes > 0:  # the episodes the critic replaced
+                audits["env"] = candidate
+            else:
+                candidate.close()
+            candidate = CriticEvaluator(critic_value)
         audit = None
         if candidate is not None and paper is not None and truth_episodes > 0:
             truth = PolicyEvaluator(policy, make_env, episodes=truth_episodes)
@@ -147,7 +163,7 @@ class RunEvaluators:
             policy,
             make_env,
             episodes=heldout_episodes,
-            obs_normalizer=ObsNormalizer.from_env(stats_env),
+            obs_normalizer=normalizer,
             seed=heldout_seed,
         )
         return cls(heldout=heldout, candidate=candidate, paper=paper, audit=audit)

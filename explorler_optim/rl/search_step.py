@@ -229,7 +229,7 @@ class SearchStep:
             return True
         assert self.episode_cap is not None and self.evaluator is not None
         policies = self.policies_per_search(self.optimizer.num_anchors)
-        bound = policies * self.evaluator.episodes * self.episode_cap
+        bound = self.search_bound(self.optimizer.num_anchors)
         if counted_steps + bound <= self.budget_limit:
             return True
         self.skipped_searches += 1
@@ -243,6 +243,12 @@ class SearchStep:
                 "later searches that do not fit are skipped too"
             )
         return False
+
+    def search_bound(self, num_anchors: int) -> int:
+        """The most env steps a search over ``num_anchors`` anchors can use: policies x episodes x
+        the episode cap (what the budget rule checks; needs an evaluator and ``episode_cap``)."""
+        assert self.evaluator is not None and self.episode_cap is not None
+        return self.policies_per_search(num_anchors) * self.evaluator.episodes * self.episode_cap
 
     def policies_per_search(self, num_anchors: int) -> int:
         """How many policies a search over ``num_anchors`` anchors scores: the optimizer's search's

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from explorler_optim.rl._candidates import check_candidates, score_each
 from explorler_optim.rl.normalize import ObsNormalizer
 
 __all__ = ["SurrogateBatch", "SurrogateEvaluator"]
@@ -200,33 +201,15 @@ class SurrogateEvaluator:
             RuntimeError: no batch was given (call :meth:`set_batch` first).
             ValueError: ``candidates`` do not match ``params``.
         """
-        if len(candidates) != len(params):
-            raise ValueError(f"got {len(candidates)} candidate tensors for {len(params)} parameters")
-        rows = int(candidates[0].shape[0]) if candidates else 0
-        for p, c in zip(params, candidates, strict=True):
-            if tuple(c.shape) != (rows, *p.shape):
-                raise ValueError(
-                    f"a candidate tensor has shape {tuple(c.shape)}, expected {(rows, *p.shape)}"
-                )
+        check_candidates(params, candidates)
         advantages = self._advantages()
-        backup = [p.detach().clone() for p in params]
         _, current_kl = self._score_loaded(advantages)
         radius = math.inf
         if self.max_kl is not None:
             radius = max(self.max_kl, current_kl)
-        surrogates, kls = [], []
-        try:
-            for row in range(rows):
-                for p, c in zip(params, candidates, strict=True):
-                    p.copy_(c[row])
-                surrogate, kl = self._score_loaded(advantages)
-                surrogates.append(surrogate)
-                kls.append(kl)
-        finally:
-            for p, b in zip(params, backup, strict=True):
-                p.copy_(b)
-        self.last_surrogate = torch.tensor(surrogates, dtype=torch.float64)
-        self.last_kl = torch.tensor(kls, dtype=torch.float64)
+        scored = score_each(params, candidates, lambda: self._score_loaded(advantages))
+        self.last_surrogate = torch.tensor([surrogate for surrogate, _ in scored], dtype=torch.float64)
+        self.last_kl = torch.tensor([kl for _, kl in scored], dtype=torch.float64)
         self.last_radius = radius
         self.last_env_steps = 0
         inside = self.last_kl <= radius

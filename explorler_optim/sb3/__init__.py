@@ -10,7 +10,8 @@ one. ``policy.optimizer`` is not replaced, so ``model.save`` / ``PPO.load`` work
 Modules: ``actor`` (the deterministic actor and the searched Parameters), ``checks`` (what is checked
 and decided when ``learn()`` starts), ``callback``, ``checkpoints``.
 
-Needs ``pip install "explorler-optim[sb3]"`` (stable-baselines3, and sb3-contrib for TRPO). Importing
+Needs the ``sb3`` extra (stable-baselines3, and sb3-contrib for TRPO): ``pip install -e ".[sb3]"`` in a
+clone, ``pip install "explorler-optim[sb3]"`` from a package index. Importing
 ``explorler_optim`` itself never imports SB3.
 """
 

@@ -17,8 +17,10 @@ try:
     from stable_baselines3.common.preprocessing import preprocess_obs
     from stable_baselines3.common.torch_layers import FlattenExtractor
 except ImportError as error:  # pragma: no cover - exercised only without SB3
+    from explorler_optim.extras import install_hint
+
     raise ImportError(
-        'explorler_optim.sb3 needs stable-baselines3: `pip install "explorler-optim[sb3]"` '
+        f"explorler_optim.sb3 needs stable-baselines3: {install_hint('sb3')} "
         "(or `pip install stable-baselines3 sb3-contrib`)"
     ) from error
 

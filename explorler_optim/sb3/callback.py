@@ -21,6 +21,7 @@ from ..params import flatten_params
 from ..rl import CandidateEvaluator, ObsNormalizer, PolicyEvaluator, SearchStep
 from ..rl.search_step import episode_seed
 from ..search import SearchOperator, make_search
+from ..selection import SelectionRule, make_selection
 from . import checkpoints, checks
 from .actor import check_policy, sb3_actor, sb3_actor_params
 
@@ -122,9 +123,14 @@ class ExploRLerCallback(BaseCallback):
         max_anchors: anchors searched: the last ones recorded.
         anchor_every: ``"auto"``, ``"epoch"`` (PPO) or ``"iteration"`` (TRPO, A2C).
         search: ``None`` (``EmptySpaceSearch()``), a name (``"esa"``, ``"random-walk"``,
-            ``"checkpoint-average"``, ``"gaussian"``: ``make_search``'s, each making 10 candidates
-            from 10 anchors with its defaults, the average 1) or a ``SearchOperator``.
+            ``"checkpoint-average"``, ``"gaussian"``, ``"pbt"``, ``"cma-es"``: ``make_search``'s,
+            each making 10 candidates from 10 anchors with its defaults, the average 1, ``pbt`` 15)
+            or a ``SearchOperator``.
         search_kwargs: arguments of the named search (e.g. ``{"snapshot_every": 20}``).
+        selection: ``None`` (the highest score), a name (``"argmax"``, ``"tournament"``,
+            ``"success-first"``: ``make_selection``'s) or a ``SelectionRule``; the incumbent rule
+            applies to every rule.
+        selection_kwargs: arguments of the named selection (e.g. ``{"size": 3}``).
         include_incumbent: score the current policy too and commit only if a candidate beats it.
         reset_state: clear ``policy.optimizer``'s state (Adam moments) of the actor after a commit.
         count_eval_steps: count candidate env steps in ``model.num_timesteps``.
@@ -166,6 +172,8 @@ class ExploRLerCallback(BaseCallback):
         anchor_every: str = "auto",
         search: str | SearchOperator | None = None,
         search_kwargs: dict[str, Any] | None = None,
+        selection: str | SelectionRule | None = None,
+        selection_kwargs: dict[str, Any] | None = None,
         include_incumbent: bool = True,
         reset_state: bool = True,
         count_eval_steps: bool = True,
@@ -200,6 +208,9 @@ class ExploRLerCallback(BaseCallback):
         self.max_anchors = int(max_anchors)
         self.anchor_every = anchor_every
         self.search = make_search(search if search is not None else "esa", **(search_kwargs or {}))
+        self.selection = make_selection(
+            selection if selection is not None else "argmax", **(selection_kwargs or {})
+        )
         self.include_incumbent = bool(include_incumbent)
         self.reset_state = bool(reset_state)
         self.count_eval_steps = bool(count_eval_steps)
@@ -290,6 +301,7 @@ class ExploRLerCallback(BaseCallback):
                 params,
                 max_anchors=self.max_anchors,
                 search=self.search,
+                selection=self.selection,
                 include_incumbent=self.include_incumbent,
                 reset_state=self.reset_state,
                 seed=0 if seed is None else int(seed),
@@ -357,6 +369,7 @@ class ExploRLerCallback(BaseCallback):
         rollout = checks.rollout_steps(model)
         self.schedule = checks.resolve_schedule(self.explore_every, self.max_anchors, mode, rollout)
         self._start_budget(rollout)
+        checks.warn_at_learn_start(self, model, rollout)  # a restarted step count; a call with no search
         self._steps_per_epoch = None
         if mode == "epoch":
             if not hasattr(model, "batch_size") or not hasattr(model, "n_epochs"):

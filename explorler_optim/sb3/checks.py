@@ -27,7 +27,10 @@ __all__ = [
     "check_observation_space",
     "eval_env_for",
     "resolve_schedule",
+    "warn_at_learn_start",
     "warn_at_user",
+    "warn_if_learn_searches_nothing",
+    "warn_if_steps_were_reset",
 ]
 
 # explore_every="auto": training env steps between searches, the scripts' defaults (20 PPO iterations
@@ -270,3 +273,113 @@ def plain_end(start: int, total: int, rollout: int) -> int:
         10240
     """
     return start + math.ceil(max(total - start, 0) / rollout) * rollout
+
+
+def warn_if_learn_searches_nothing(
+    *,
+    start: int,
+    total: int,
+    rollout: int,
+    iterations: int,
+    every: int,
+    pending: bool,
+    explore_at_end: bool,
+    algorithm: str = "the algorithm",
+) -> bool:
+    """Warn (and return ``True``) when no search can run in this ``learn()`` call, saying what to change.
+
+    A search runs at the rollout start after every ``every``-th iteration (after the last one of the
+    call only with ``explore_at_end``), or at once if one is already due (``pending``). Budget and
+    anchor rules can still skip a search that is due; they are said where they apply.
+
+    Args:
+        start: ``model.num_timesteps`` when ``learn()`` starts.
+        total: where plain SB3 stops (``learn``'s ``total_timesteps``, counted from 0).
+        rollout: training env steps per iteration.
+        iterations: iterations the callback has seen before this call.
+        every: iterations per search (the resolved schedule).
+        pending: a search is already due.
+        explore_at_end: the search due after the call's last iteration runs at its end.
+        algorithm: the algorithm's name, for the message.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_if_learn_searches_nothing(start=0, total=4096, rollout=2048, iterations=0,
+        ...         every=50, pending=False, explore_at_end=True, algorithm="PPO")
+        True
+        >>> print(caught[0].message)  # doctest: +ELLIPSIS
+        ExploRLerCallback: this learn() runs 2 iteration(s) of 2,048 steps ... learn(102,400) ...
+    """
+    if pending:
+        return False
+    runs = math.ceil(max(total - start, 0) / rollout)
+    first_due = every - iterations % every  # iterations into this call until a search is due
+    last_searchable = runs if explore_at_end else runs - 1  # a search runs at the NEXT rollout start
+    if first_due <= last_searchable:
+        return False
+    needed = first_due + (0 if explore_at_end else 1)
+    # any `last_searchable` consecutive iterations hold a multiple of every N <= last_searchable
+    fewer = f", or pass explore_every={last_searchable}" if last_searchable >= 1 else ""
+    fewer += " or less" if last_searchable > 1 else ""
+    warn_at_user(
+        f"ExploRLerCallback: this learn() runs {runs} iteration(s) of {rollout:,} steps and the next "
+        f"search is due after {first_due} (explore_every={every} iterations), so none runs: this call "
+        f"is plain {algorithm}. For a search, call learn({needed * rollout:,}) or more{fewer}"
+    )
+    return True
+
+
+def warn_if_steps_were_reset(num_timesteps: int, iterations: int, num_anchors: int, searches: int) -> bool:
+    """Warn (and return ``True``) when ``learn()`` restarted the step counter of a run the callback
+    carries state for (SB3's default ``reset_num_timesteps=True`` on a second call or a loaded model).
+
+    Args:
+        num_timesteps: ``model.num_timesteps`` when ``learn()`` starts.
+        iterations: iterations the callback has seen before.
+        num_anchors: anchors it holds.
+        searches: searches it has run.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_if_steps_were_reset(0, iterations=4, num_anchors=8, searches=1)
+        True
+        >>> print(caught[0].message)  # doctest: +ELLIPSIS
+        ExploRLerCallback: learn() restarted model.num_timesteps at 0 ...reset_num_timesteps=False)...
+    """
+    if num_timesteps != 0 or not (iterations or num_anchors or searches):
+        return False
+    warn_at_user(
+        f"ExploRLerCallback: learn() restarted model.num_timesteps at 0 (reset_num_timesteps=True, "
+        f"SB3's default) but the callback carries {iterations} iteration(s), {num_anchors} anchor(s) "
+        f"and {searches} search(es) from before, which continue while the step count and the budget "
+        "start over: to continue the run pass learn(..., reset_num_timesteps=False); to start a new "
+        "one pass a new ExploRLerCallback()"
+    )
+    return True
+
+
+def warn_at_learn_start(callback: Any, model: Any, rollout: int) -> None:
+    """The ``ExploRLerCallback`` warnings of a ``learn()`` call that would otherwise be silent:
+    :func:`warn_if_steps_were_reset`, then :func:`warn_if_learn_searches_nothing`.
+
+    Args:
+        callback: the ``ExploRLerCallback`` (its schedule resolved for this call).
+        model: the SB3 algorithm.
+        rollout: training env steps per iteration.
+    """
+    anchors = 0 if callback.explorer is None else callback.explorer.num_anchors
+    warn_if_steps_were_reset(int(model.num_timesteps), callback.iterations, anchors, callback.searches)
+    warn_if_learn_searches_nothing(
+        start=int(model.num_timesteps),
+        total=int(callback.locals.get("total_timesteps", 0)),
+        rollout=rollout,
+        iterations=callback.iterations,
+        every=callback.schedule.explore_every,
+        pending=callback._pending,
+        explore_at_end=callback.explore_at_end,
+        algorithm=type(model).__name__,
+    )
