@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .files import atomic_write
-from .rl.normalize import find_in_chain
+from .wrappers import find_in_chain
 
 __all__ = [
     "env_state",

@@ -13,18 +13,21 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from .params import flatten_params, real_view, searched_params, split_flat
 from .search import EmptySpaceSearch, SearchOperator, SearchRounds
 from .selection import ArgmaxSelection, SelectionRule
 from .subspace import AnchorSubspace
 
+# flatten_params and split_flat live in .params; they are importable from here as before
 __all__ = ["BatchEvaluator", "Evaluate", "ExploreResult", "Explorer", "flatten_params", "split_flat"]
 
 _STATE_VERSION = 1
@@ -48,7 +51,7 @@ class BatchEvaluator(Protocol):
 Evaluate = Callable[[], float] | BatchEvaluator
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ExploreResult:
     """What one :meth:`Explorer.explore` call did.
 
@@ -109,7 +112,11 @@ class ExploreResult:
         True).episodes_of(row)``) thus hands over the on-policy episodes of the next iteration.
 
         Example:
-            >>> ExploreResult(torch.tensor([1.0, 3.0]), 2.0, 1, 3.0, True, 2, 0.5, 0.1, 0.01).kept_row
+            >>> result = ExploreResult(
+            ...     scores=torch.tensor([1.0, 3.0]), incumbent_score=2.0, best_index=1, best_score=3.0,
+            ...     committed=True, num_candidates=2, distance=0.5, seconds=0.1, search_seconds=0.01,
+            ... )
+            >>> result.kept_row
             2
         """
         scored_incumbent = self.incumbent_score is not None
@@ -134,7 +141,10 @@ class ExploreResult:
             ``best_success_rate`` (the chosen candidate's) and ``incumbent_success_rate``.
 
         Example:
-            >>> result = ExploreResult(torch.tensor([1.0, 3.0]), 2.0, 1, 3.0, True, 2, 0.5, 0.1, 0.01)
+            >>> result = ExploreResult(
+            ...     scores=torch.tensor([1.0, 3.0]), incumbent_score=2.0, best_index=1, best_score=3.0,
+            ...     committed=True, num_candidates=2, distance=0.5, seconds=0.1, search_seconds=0.01,
+            ... )
             >>> result.scalars()["gain"], result.scalars()["committed"]
             (1.0, 1.0)
             >>> for name, value in result.scalars().items():  # doctest: +SKIP
@@ -163,6 +173,42 @@ class _InvalidScore(ValueError):
     pass
 
 
+class _WrongCount(RuntimeError):
+    pass
+
+
+class _OneByOne:
+    """A plain ``evaluate()`` as a batch evaluator: each row is loaded into the parameters in turn.
+
+    Each score is validated as soon as it is returned, so an invalid one stops the scoring there;
+    ``scoring`` names the row being scored, for the error of an ``evaluate`` that raises.
+    ``last_success_rates`` gathers what ``evaluate`` reports after each call (``None`` if it
+    reports none).
+    """
+
+    def __init__(
+        self, evaluate: Callable[[], Any], validate: Callable[[Any, str], float], labels: list[str]
+    ) -> None:
+        self.evaluate = evaluate
+        self.validate = validate
+        self.labels = labels
+        self.scoring = labels[0]
+        self.last_success_rates: list[float] | None = None
+
+    def evaluate_many(self, params: Sequence[Tensor], candidates: Sequence[Tensor]) -> list[float]:
+        scores = []
+        rates: list[float] | None = []
+        for row, label in enumerate(self.labels):
+            self.scoring = label
+            for p, values in zip(params, candidates, strict=True):
+                p.copy_(values[row])
+            scores.append(self.validate(self.evaluate(), label))
+            rate = _success_rates(self.evaluate, 1)
+            rates = None if rates is None or rate is None else [*rates, rate[0]]
+        self.last_success_rates = rates
+        return scores
+
+
 @dataclass
 class _Candidates:
     """One search's output: candidate rows in parameter space and the geometry for the result."""
@@ -173,109 +219,6 @@ class _Candidates:
     incumbent_coords: Tensor
     incumbent_offset: float
     backup: list[Tensor]  # the incumbent's parameters, restored on any failure
-
-
-def flatten_params(
-    params: Iterable[Tensor], device: torch.device | str | None = None, dtype: torch.dtype | None = None
-) -> Tensor:
-    """The parameters' values, detached and concatenated into one new 1-D tensor (``P`` values).
-
-    A complex tensor contributes its real view (:func:`torch.view_as_real`): the real and imaginary
-    part of each element, in turn, as two real values.
-
-    Args:
-        params: the tensors, in order.
-        device: where the result lives (default: the parameters').
-        dtype: its dtype (default: the parameters'; a complex tensor's real dtype).
-
-    Returns:
-        The flat copy.
-
-    Example:
-        >>> flatten_params([torch.ones(2, 2), torch.zeros(1)], dtype=torch.float64).tolist()
-        [1.0, 1.0, 1.0, 1.0, 0.0]
-    """
-    return torch.cat([real_view(p.detach()).reshape(-1).to(device, dtype) for p in params])
-
-
-def real_view(tensor: Tensor) -> Tensor:
-    """``tensor`` itself if it is real, else its real view: shape ``(*shape, 2)``, sharing storage.
-
-    torch's optimizers update a complex parameter as this view too, so the search sees the same
-    Euclidean geometry as the optimizer that trained it.
-    """
-    return torch.view_as_real(tensor.resolve_conj()) if tensor.is_complex() else tensor
-
-
-def searchable(tensor: Tensor) -> bool:
-    """Whether the search can move ``tensor``: dense, floating point or complex (as its real view)."""
-    return tensor.layout == torch.strided and (tensor.is_floating_point() or tensor.is_complex())
-
-
-def split_flat(flat_rows: Tensor, shapes: Sequence[Sequence[int]]) -> list[Tensor]:
-    """Split ``(N, P)`` rows of flat parameters into one ``(N, *shape)`` tensor per shape.
-
-    The inverse of :func:`flatten_params`, row by row.
-
-    Args:
-        flat_rows: ``N`` flat parameter vectors.
-        shapes: the parameters' shapes, in order (their sizes add up to ``P``).
-
-    Returns:
-        The pieces, views of ``flat_rows`` where possible.
-
-    Example:
-        >>> rows = torch.arange(10.0).reshape(2, 5)
-        >>> [tuple(piece.shape) for piece in split_flat(rows, [(2, 2), (1,)])]
-        [(2, 2, 2), (2, 1)]
-    """
-    pieces, start = [], 0
-    for shape in shapes:
-        size = math.prod(shape)
-        pieces.append(flat_rows[:, start : start + size].reshape(flat_rows.shape[0], *shape))
-        start += size
-    return pieces
-
-
-def searched_params(params: Any, name: str = "params") -> list[Tensor]:
-    """``params`` as a list of distinct searchable tensors (floating point or complex), or an error
-    that says what to pass instead.
-
-    ``name`` is the argument's name in the caller's signature, for the messages.
-    """
-    if isinstance(params, torch.nn.Module):
-        raise TypeError(
-            f"{name} is a {type(params).__name__} module, not its parameters; pass "
-            "module.parameters() (or a list such as [*actor.parameters(), log_std])"
-        )
-    if isinstance(params, Tensor):
-        params = [params]
-    try:
-        params = list(params)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be an iterable of Parameters (e.g. actor.parameters()), got a "
-            f"{type(params).__name__}"
-        ) from None
-    if not params:
-        raise ValueError(f"{name} is empty; pass the parameters to search, e.g. actor.parameters()")
-    unique: list[Tensor] = []
-    for index, p in enumerate(params):
-        if isinstance(p, torch.nn.Module):
-            raise TypeError(
-                f"{name}[{index}] is a {type(p).__name__} module; pass its parameters instead "
-                "(e.g. [*module.parameters()])"
-            )
-        if not isinstance(p, Tensor):
-            raise ValueError(f"{name}[{index}] is a {type(p).__name__}, not a Parameter")
-        if not searchable(p):
-            raise ValueError(
-                f"{name}[{index}] has dtype {p.dtype} and layout {p.layout}; only dense floating-point "
-                f"and complex tensors can be searched: leave it out of {name}"
-            )
-        if all(p is not q for q in unique):
-            unique.append(p)
-    return unique
 
 
 class Explorer:
@@ -474,12 +417,12 @@ class Explorer:
                 and anchors are left as they were.
         """
         started = time.perf_counter()
-        batch = self._check_ready(evaluate)
+        self._check_ready(evaluate)
         subspace = AnchorSubspace(torch.stack(self._deltas), origin=self._origin)
         rounds = self.search.start(subspace.coords, self._generator)
         candidates = self._build_candidates(subspace, rounds.ask())
         num_anchors = self.num_anchors
-        scored = self._score_rounds(evaluate, batch, subspace, rounds, candidates)
+        scored = self._score_rounds(evaluate, subspace, rounds, candidates)
         all_scores, all_rates = scored.scores, scored.success_rates
         first = int(self.include_incumbent)
         incumbent_score = all_scores[0] if self.include_incumbent else None
@@ -524,21 +467,19 @@ class Explorer:
         )
         return self.last_result
 
-    def _check_ready(self, evaluate: Evaluate) -> bool:
-        """Raise if a search cannot run now; return whether ``evaluate`` is a batch evaluator."""
+    def _check_ready(self, evaluate: Evaluate) -> None:
+        """Raise if a search cannot run now."""
         if self.num_anchors < 2:
             raise ValueError(
                 f"explore() needs at least 2 anchors, but {self.num_anchors} were recorded this cycle; "
                 "call opt.record() at each checkpoint (e.g. the end of every epoch) before explore()"
             )
-        batch = hasattr(evaluate, "evaluate_many")
-        if not batch and not callable(evaluate):
+        if not hasattr(evaluate, "evaluate_many") and not callable(evaluate):
             raise TypeError(
                 "evaluate must be a zero-argument callable returning a score, or an object with "
                 f"evaluate_many(params, candidates); got {type(evaluate).__name__}"
             )
         self._check_shapes()
-        return batch
 
     def _build_candidates(self, subspace: AnchorSubspace, coords: Tensor | None) -> _Candidates:
         """Lift the search's first round of points from the anchors' subspace to parameter space."""
@@ -565,12 +506,7 @@ class Explorer:
             )
 
     def _score_rounds(
-        self,
-        evaluate: Evaluate,
-        batch: bool,
-        subspace: AnchorSubspace,
-        rounds: SearchRounds,
-        candidates: _Candidates,
+        self, evaluate: Evaluate, subspace: AnchorSubspace, rounds: SearchRounds, candidates: _Candidates
     ) -> _Scored:
         """Score the first round (with the incumbent), then, while the search asks for more, tell it
         each round's scores and score the next; ``candidates`` grows by every later round's rows."""
@@ -579,15 +515,7 @@ class Explorer:
         try:
             while True:
                 offset = sum(scored.round_sizes)
-                if batch:
-                    values, seconds = self._score_batch(
-                        cast(BatchEvaluator, evaluate), candidates, rows, incumbent, offset
-                    )
-                    rates = _success_rates(evaluate, len(values))
-                else:
-                    values, seconds, rates = self._score_one_by_one(
-                        cast(Callable[[], Any], evaluate), candidates, rows, incumbent, offset
-                    )
+                values, seconds, rates = self._score(evaluate, candidates, rows, incumbent, offset)
                 scored.add(values, rates, seconds, rows.shape[0])
                 rounds.tell(torch.tensor(values[int(incumbent) :], dtype=torch.float64))
                 coords = rounds.ask()
@@ -608,87 +536,72 @@ class Explorer:
             labels = [f"candidate {i} of {num_candidates}" for i in range(num_candidates)]
         return ["the incumbent", *labels] if incumbent else labels
 
-    def _score_batch(
-        self, evaluate: BatchEvaluator, candidates: _Candidates, rows: Tensor, incumbent: bool, offset: int
-    ) -> tuple[list[float], float]:
-        """Score ``rows`` (the incumbent as row 0, if asked) in one ``evaluate_many`` call."""
-        num_candidates = rows.shape[0]
-        labels = self._labels(num_candidates, incumbent, offset)
+    def _score(
+        self, evaluate: Evaluate, candidates: _Candidates, rows: Tensor, incumbent: bool, offset: int
+    ) -> tuple[list[float], float, list[float] | None]:
+        """Score ``rows`` (the incumbent as row 0, if asked) in one ``evaluate_many`` call.
+
+        A plain callable is adapted (:class:`_OneByOne`). Returns the scores, the seconds spent in
+        ``evaluate_many`` and the success rates (if the evaluator reports them). On any failure the
+        incumbent's parameters are loaded back before the error leaves.
+        """
+        labels = self._labels(rows.shape[0], incumbent, offset)
+        evaluator = (
+            evaluate if isinstance(evaluate, BatchEvaluator) else _OneByOne(evaluate, self._validate, labels)
+        )
         pieces = self._split(rows)
         if incumbent:
             pieces = [torch.cat([b.unsqueeze(0), c]) for b, c in zip(candidates.backup, pieces, strict=True)]
         tick = time.perf_counter()
-        try:
+        with self._restoring(candidates.backup, evaluator, len(labels)):
             with torch.no_grad():
-                raw = evaluate.evaluate_many(list(self.params), pieces)
+                raw = evaluator.evaluate_many(list(self.params), pieces)
+            seconds = time.perf_counter() - tick
+            del pieces
+            return self._scores(raw, labels, incumbent), seconds, _success_rates(evaluator, len(labels))
+
+    @contextmanager
+    def _restoring(self, backup: list[Tensor], evaluator: BatchEvaluator, count: int) -> Iterator[None]:
+        """Load ``backup`` back into the parameters if scoring fails, and say so in the error."""
+        try:
+            yield
+        except _InvalidScore as error:
+            self._load(backup)
+            raise ValueError(f"{error}; parameters and anchors were restored") from None
+        except _WrongCount as error:
+            self._load(backup)
+            raise RuntimeError(f"{error}. Parameters and anchors were restored") from None
         except BaseException as error:
-            self._load(candidates.backup)
+            self._load(backup)
+            name, what = "evaluate_many", f"{count} candidates"
+            if isinstance(evaluator, _OneByOne):
+                name, what = "evaluate", evaluator.scoring
             if not isinstance(error, Exception):
-                _add_note(error, f"scoring {len(labels)} candidates")
+                _add_note(error, what)
                 raise
             raise RuntimeError(
-                f"evaluate_many raised while scoring {len(labels)} candidates; parameters and "
-                f"anchors were restored: {type(error).__name__}: {error}"
+                f"{name} raised while scoring {what}; parameters and anchors were "
+                f"restored: {type(error).__name__}: {error}"
             ) from error
-        seconds = time.perf_counter() - tick
-        del pieces
+
+    def _scores(self, raw: Any, labels: list[str], incumbent: bool) -> list[float]:
+        """``evaluate_many``'s output as one validated float per row, or an error naming the layout."""
         if isinstance(raw, Tensor):
             raw = raw.detach().cpu().reshape(-1).tolist()
         raw = list(raw)
         if len(raw) != len(labels):
-            self._load(candidates.backup)
+            num_candidates = len(labels) - int(incumbent)
             layout = (
                 f"row 0 is the incumbent (include_incumbent=True), rows 1-{num_candidates} the "
                 f"{num_candidates} search candidates"
                 if incumbent
                 else "one row per search candidate (include_incumbent=False, or a later round)"
             )
-            raise RuntimeError(
+            raise _WrongCount(
                 f"evaluate_many returned {len(raw)} scores for {len(labels)} candidates: {layout}; "
-                "return one score per row. Parameters and anchors were restored"
+                "return one score per row"
             )
-        return [self._validated(value, label, candidates) for value, label in zip(raw, labels)], seconds
-
-    def _score_one_by_one(
-        self, evaluate: Callable[[], Any], candidates: _Candidates, rows: Tensor, incumbent: bool, offset: int
-    ) -> tuple[list[float], float, list[float] | None]:
-        """Load each row (the incumbent first, if asked) into ``params`` and call ``evaluate()``;
-        returns the scores, the seconds ``evaluate`` took and the success rates (if reported)."""
-        num_candidates = rows.shape[0]
-        rows_to_load = ([None] if incumbent else []) + list(range(num_candidates))
-        scores: list[float] = []
-        rates: list[float] | None = []
-        seconds = 0.0
-        for label, index in zip(self._labels(num_candidates, incumbent, offset), rows_to_load, strict=True):
-            if index is not None:
-                self._load([piece[0] for piece in self._split(rows[index : index + 1])])
-            tick = time.perf_counter()
-            try:
-                with torch.no_grad():
-                    value = evaluate()
-            except BaseException as error:
-                self._load(candidates.backup)
-                if not isinstance(error, Exception):
-                    _add_note(error, label)
-                    raise
-                raise RuntimeError(
-                    f"evaluate raised while scoring {label}; parameters and anchors were "
-                    f"restored: {type(error).__name__}: {error}"
-                ) from error
-            finally:
-                seconds += time.perf_counter() - tick
-            scores.append(self._validated(value, label, candidates))
-            rate = _success_rates(evaluate, 1)
-            rates = None if rates is None or rate is None else [*rates, rate[0]]
-        return scores, seconds, rates
-
-    def _validated(self, value: Any, label: str, candidates: _Candidates) -> float:
-        """``value`` as a float score; an invalid one restores the parameters before raising."""
-        try:
-            return self._validate(value, label)
-        except _InvalidScore as error:
-            self._load(candidates.backup)
-            raise ValueError(f"{error}; parameters and anchors were restored") from None
+        return [self._validate(value, label) for value, label in zip(raw, labels, strict=True)]
 
     def _validate(self, value: Any, label: str) -> float:
         try:

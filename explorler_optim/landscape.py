@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .explorer import flatten_params, split_flat
 from .extras import install_hint
+from .params import flatten_params, split_flat
 from .subspace import AnchorSubspace
 from .viz import landscape_figure, landscape_line_figure, principal_plane, require_matplotlib, save_figure
 

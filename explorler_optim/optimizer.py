@@ -11,7 +11,8 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
-from .explorer import BatchEvaluator, Evaluate, Explorer, ExploreResult, searchable, searched_params
+from .explorer import BatchEvaluator, Evaluate, Explorer, ExploreResult
+from .params import searchable, searched_params
 from .search import SearchOperator
 from .selection import SelectionRule
 
@@ -22,8 +23,12 @@ __all__ = ["BatchEvaluator", "ExploRLerOptimizer", "ExploreResult"]
 _WRAPPERS: weakref.WeakKeyDictionary[Optimizer, weakref.ref] = weakref.WeakKeyDictionary()
 
 
-def _forwarded(holder: str, name: str, doc: str) -> property:
-    """A property read from and written to ``self.<holder>.<name>``, live."""
+def _forwarded(holder: str, name: str, doc: str, writable: bool = True) -> property:
+    """A property read from (and, if ``writable``, written to) ``self.<holder>.<name>``, live.
+
+    The wrapper's one way of forwarding state: to the inner optimizer (``holder="optimizer"``) or
+    to the explorer (``holder="explorer"``).
+    """
 
     def get(self):
         return getattr(getattr(self, holder), name)
@@ -31,12 +36,13 @@ def _forwarded(holder: str, name: str, doc: str) -> property:
     def set(self, value):
         setattr(getattr(self, holder), name, value)
 
-    return property(get, set, doc=doc)
+    return property(get, set if writable else None, doc=doc)
 
 
-def _forward_to_explorer(name: str) -> property:
-    """A setting that lives in the explorer."""
-    return _forwarded("explorer", name, f"The explorer's ``{name}`` (see :class:`Explorer`).")
+def _forward_to_explorer(name: str, writable: bool = True, doc: str | None = None) -> property:
+    """A setting or reading that lives in the explorer."""
+    doc = doc or f"The explorer's ``{name}`` (see :class:`Explorer`)."
+    return _forwarded("explorer", name, doc, writable)
 
 
 def _forward_to_inner(name: str) -> property:
@@ -73,25 +79,18 @@ class ExploRLerOptimizer(Optimizer):
             and complex parameters of ``optimizer``); each must belong to ``optimizer``. A complex
             parameter is searched through its real view (:func:`torch.view_as_real`), as torch's
             optimizers update it.
-        max_anchors: anchors kept; older ones are dropped first.
         record_every: record an anchor automatically after every ``record_every``-th :meth:`step`;
             ``None`` records only when :meth:`record` is called.
-        search: the candidate generator (default: :class:`EmptySpaceSearch` with the paper's settings).
-        include_incumbent: also score the current parameters and commit only if a candidate beats
-            them. ``False`` always commits the best candidate (the paper's behaviour).
-        reset_state: after a commit, clear the inner optimizer's state (e.g. Adam moments) for
-            ``explore_params``, as if training resumed with a fresh optimizer.
-        seed: seeds the random source of stochastic searches; ``explore()`` is deterministic given the
-            seed and the scores. ``None`` draws a fresh seed without touching torch's global RNG.
-        on_invalid: what a non-finite or non-numeric score does: ``"raise"`` (restore the
-            parameters and raise ``ValueError``) or ``"skip"`` (score that candidate ``-inf``).
-        anchor_dtype: dtype of the stored anchors, which are deltas from the cycle's first snapshot
-            (default: float64 if any explored parameter is float64, else float32). ``torch.bfloat16``
-            halves anchor memory at little cost.
-        anchor_device: device of the stored anchors and of the search (default: that of the first
-            explored parameter); ``"cpu"`` keeps a GPU model's anchors off the GPU.
-        selection: the rule that picks a candidate (default: the highest score; see
-            :func:`~explorler_optim.selection.make_selection`); the incumbent rule applies to it.
+        max_anchors: anchors kept, as :class:`Explorer`'s.
+        search: the candidate generator, as :class:`Explorer`'s.
+        include_incumbent: score the current parameters too, as :class:`Explorer`'s.
+        reset_state: after a commit, clear the inner optimizer's state of ``explore_params``.
+        seed: the search's random source, as :class:`Explorer`'s.
+        on_invalid: ``"raise"`` or ``"skip"``, as :class:`Explorer`'s.
+        anchor_dtype: dtype of the stored anchors, as :class:`Explorer`'s.
+        anchor_device: device of the stored anchors and the search, as :class:`Explorer`'s.
+        selection: the rule that picks a candidate, as :class:`Explorer`'s (default: the highest
+            score; see :func:`~explorler_optim.selection.make_selection`).
 
     Example:
         >>> policy = torch.nn.Linear(4, 2)
@@ -164,29 +163,9 @@ class ExploRLerOptimizer(Optimizer):
         _WRAPPERS[optimizer] = weakref.ref(self)
 
     # ----------------------------------------------------------------- forwarded optimizer API
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        return self.optimizer.param_groups
-
-    @param_groups.setter
-    def param_groups(self, value: list[dict[str, Any]]) -> None:
-        self.optimizer.param_groups = value
-
-    @property
-    def state(self):
-        return self.optimizer.state
-
-    @state.setter
-    def state(self, value) -> None:
-        self.optimizer.state = value
-
-    @property
-    def defaults(self) -> dict[str, Any]:
-        return self.optimizer.defaults
-
-    @defaults.setter
-    def defaults(self, value: dict[str, Any]) -> None:
-        self.optimizer.defaults = value
+    param_groups = _forward_to_inner("param_groups")
+    state = _forward_to_inner("state")
+    defaults = _forward_to_inner("defaults")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a parameter group to the inner optimizer (it is not searched unless already explored)."""
@@ -242,7 +221,7 @@ class ExploRLerOptimizer(Optimizer):
         return self.optimizer.register_load_state_dict_post_hook(lambda _: hook(self), prepend=prepend)
 
     # ----------------------------------------------------------------- the explorer
-    explore_params = property(lambda self: self.explorer.params, doc="The parameters searched.")
+    explore_params = _forward_to_explorer("params", writable=False)
     max_anchors = _forward_to_explorer("max_anchors")
     search = _forward_to_explorer("search")
     selection = _forward_to_explorer("selection")
@@ -251,21 +230,13 @@ class ExploRLerOptimizer(Optimizer):
     on_invalid = _forward_to_explorer("on_invalid")
     anchor_dtype = _forward_to_explorer("anchor_dtype")
     anchor_device = _forward_to_explorer("anchor_device")
-
-    @property
-    def last_result(self) -> ExploreResult | None:
-        """The last :meth:`explore` call's result (``None`` before the first)."""
-        return self.explorer.last_result
-
-    @property
-    def num_anchors(self) -> int:
-        """Anchors held now."""
-        return self.explorer.num_anchors
-
-    @property
-    def num_params(self) -> int:
-        """Number of real values searched (``P``; a complex element counts as two)."""
-        return self.explorer.num_params
+    last_result = _forward_to_explorer("last_result", writable=False)
+    num_anchors = _forward_to_explorer("num_anchors", writable=False)
+    num_params = _forward_to_explorer(
+        "num_params",
+        writable=False,
+        doc="Number of real values searched (``P``; a complex value counts as two).",
+    )
 
     def record(self) -> None:
         """Snapshot ``explore_params`` as an anchor (oldest dropped beyond ``max_anchors``)."""

@@ -435,14 +435,16 @@ _SEARCHES: dict[str, type[SearchOperator]] = {
 }
 
 
-def make_search(name: str = "esa", **options: Any) -> SearchOperator:
-    """The candidate generator called ``name``, built with ``options``.
+def make_search(name: str | SearchOperator = "esa", **options: Any) -> SearchOperator:
+    """The candidate generator called ``name``, built with ``options``: the one place a name
+    becomes an operator (the scripts' ``--search``, the SB3 callback's ``search``).
 
     Args:
         name: ``"esa"`` (:class:`EmptySpaceSearch`, the default), ``"random-walk"``,
             ``"checkpoint-average"``, ``"gaussian"``, ``"pbt"``
             (:class:`~explorler_optim.evolution.PopulationSearch`) or ``"cma-es"``
-            (:class:`~explorler_optim.evolution.CMAESSearch`, needs ``pip install 'explorler-optim[es]'``).
+            (:class:`~explorler_optim.evolution.CMAESSearch`, needs ``pip install 'explorler-optim[es]'``);
+            or an operator already built, returned as is.
         **options: the operator's constructor arguments (e.g. ``agents=5, snapshot_every=20``).
 
     Returns:
@@ -451,16 +453,19 @@ def make_search(name: str = "esa", **options: Any) -> SearchOperator:
         and 5 children.
 
     Raises:
-        ValueError: an unknown name, or an option the operator does not take (both name the
-            choices).
+        ValueError: an unknown name, an option the operator does not take (both name the
+            choices), or options given with an operator already built.
 
     Example:
         >>> make_search().num_candidates(10)
         10
         >>> make_search("gaussian", num_candidates=4).num_candidates(10)
         4
+        >>> make_search(GaussianSearch(num_candidates=3)).num_candidates(10)
+        3
     """
-    return build_named("make_search", "search", _searches(), name, options)
+    built: SearchOperator = build_named("make_search", "search", _searches(), name, options, SearchOperator)
+    return built
 
 
 def _searches() -> dict[str, type[SearchOperator]]:
@@ -469,9 +474,19 @@ def _searches() -> dict[str, type[SearchOperator]]:
     return {**_SEARCHES, "pbt": PopulationSearch, "cma-es": CMAESSearch}
 
 
-def build_named(caller: str, kind: str, registry: dict[str, Any], name: str, options: dict[str, Any]) -> Any:
-    """``registry[name](**options)``, or a ``ValueError`` naming the choices (``make_search`` and
-    ``make_selection`` share it)."""
+def build_named(
+    caller: str, kind: str, registry: dict[str, Any], name: Any, options: dict[str, Any], base: type
+) -> Any:
+    """``name`` itself if it is a ``base`` instance, else ``registry[name](**options)``; a
+    ``ValueError`` names the choices (``make_search`` and ``make_selection`` share it)."""
+    if isinstance(name, base):
+        if options:
+            raise ValueError(
+                f"{kind}_kwargs applies to a {kind} given by name; configure the instance instead"
+            )
+        return name
+    if not isinstance(name, str):
+        raise ValueError(f"{kind} must be a {kind}'s name or a {base.__name__}, got {name!r}")
     if name not in registry:
         raise ValueError(f"{caller}: unknown {kind} {name!r}; choose one of {sorted(registry)}")
     try:

@@ -175,20 +175,22 @@ _RULES: dict[str, type[SelectionRule]] = {
 }
 
 
-def make_selection(name: str = "argmax", **options: Any) -> SelectionRule:
+def make_selection(name: str | SelectionRule = "argmax", **options: Any) -> SelectionRule:
     """The selection rule called ``name``, built with ``options``.
 
     Args:
         name: ``"argmax"`` (:class:`ArgmaxSelection`, the default), ``"tournament"``
-            (:class:`TournamentSelection`) or ``"success-first"`` (:class:`SuccessFirstSelection`).
+            (:class:`TournamentSelection`) or ``"success-first"`` (:class:`SuccessFirstSelection`);
+            or a rule already built, returned as is.
         **options: the rule's constructor arguments (e.g. ``size=3`` for a tournament).
 
     Raises:
-        ValueError: an unknown name, or an option the rule does not take (both name the choices).
+        ValueError: an unknown name, an option the rule does not take (both name the choices), or
+            options given with a rule already built.
 
     Example:
         >>> make_selection("tournament", size=2)
         TournamentSelection(size=2)
     """
-    rule: SelectionRule = build_named("make_selection", "selection", _RULES, name, options)
+    rule: SelectionRule = build_named("make_selection", "selection", _RULES, name, options, SelectionRule)
     return rule

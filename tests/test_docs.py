@@ -14,6 +14,7 @@ import explorler_optim.explorer
 import explorler_optim.extras
 import explorler_optim.files
 import explorler_optim.optimizer
+import explorler_optim.params
 import explorler_optim.rl.args
 import explorler_optim.rl.batched
 import explorler_optim.rl.critic
@@ -26,6 +27,7 @@ import explorler_optim.rl.trpo
 import explorler_optim.search
 import explorler_optim.selection
 import explorler_optim.subspace
+import explorler_optim.wrappers
 from tests.conftest import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
         explorler_optim.extras,
         explorler_optim.files,
         explorler_optim.optimizer,
+        explorler_optim.params,
         explorler_optim.rl.args,
         explorler_optim.rl.batched,
         explorler_optim.rl.critic,
@@ -54,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
         explorler_optim.search,
         explorler_optim.selection,
         explorler_optim.subspace,
+        explorler_optim.wrappers,
     ],
 )
 def test_docstring_examples(module):

@@ -174,7 +174,17 @@ def test_reward_normalizer_scales_as_the_training_env():
     [(True, 2.0, 2), (False, 2.0, 0), (True, None, 1), (False, None, None)],
 )
 def test_kept_row_is_the_policy_training_resumes_from(committed, incumbent, expected):
-    result = ExploreResult(torch.tensor([1.0, 3.0]), incumbent, 1, 3.0, committed, 2, 0.0, 0.0, 0.0)
+    result = ExploreResult(
+        scores=torch.tensor([1.0, 3.0]),
+        incumbent_score=incumbent,
+        best_index=1,
+        best_score=3.0,
+        committed=committed,
+        num_candidates=2,
+        distance=0.0,
+        seconds=0.0,
+        search_seconds=0.0,
+    )
     assert result.kept_row == expected
 
 

@@ -26,6 +26,11 @@ class Score:
     def __init__(self, policy):
         self.policy, self.obs_normalizer, self.seed, self.total_env_steps, self.seeds = policy, None, 0, 0, []
 
+    def prepare(self, obs_normalizer, seed=None, batch=None):
+        self.obs_normalizer = obs_normalizer
+        if seed is not None:
+            self.seed = seed
+
     def __call__(self):
         self.total_env_steps += 7
         self.seeds.append(self.seed)

@@ -12,6 +12,7 @@ filled the buffer may be overvalued.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -28,14 +29,14 @@ class CriticEvaluator:
     Give it the states with :meth:`set_batch` before each search (e.g. a sample of the replay
     buffer); :meth:`evaluate_many` then loads each candidate into ``params`` in turn and scores it
     by ``value(observations).mean()``, restoring the parameters afterwards. Every candidate draws
-    its action noise from the same seed (``seed``, which a ``SearchStep`` sets each cycle), so
+    its action noise from the same seed (``seed``, which a ``SearchStep`` prepares each cycle), so
     stochastic actions compare candidates on common random numbers, and the global random
     generators are left as they were.
 
     It follows the evaluator protocol of :class:`~explorler_optim.rl.SearchStep`: it plays no
     episodes (``episodes`` and ``total_env_steps`` stay 0, so a budget never skips its searches),
-    and the ``obs_normalizer`` a search step sets is ignored (the states are given as the policy
-    sees them).
+    and the ``obs_normalizer`` a search step gives :meth:`prepare` is ignored (the states are given
+    as the policy sees them).
 
     Args:
         value: ``value(observations) -> (N,)`` tensor, the critic's value of the policy's own
@@ -71,11 +72,26 @@ class CriticEvaluator:
             )
         self.value = value
         self.observations: Tensor | None = None
-        self.seed = 0  # set by a SearchStep each cycle: the candidates' common action noise
-        self.obs_normalizer: ObsNormalizer | None = None  # set by a SearchStep, unused
+        self.seed = 0  # set by a SearchStep each cycle (prepare): the candidates' common action noise
+        self.obs_normalizer: ObsNormalizer | None = None  # set by a SearchStep (prepare), unused
         self.total_env_steps = 0
         self.last_env_steps = 0
         self.last_values = torch.zeros(0, dtype=torch.float64)
+
+    def prepare(
+        self, obs_normalizer: ObsNormalizer | None, seed: int | None = None, batch: Any = None
+    ) -> None:
+        """Point the evaluator at the next search (``CandidateEvaluator.prepare``).
+
+        Args:
+            obs_normalizer: kept but unused (the states are given as the policy sees them).
+            seed: the candidates' common action noise for the next search; ``None`` keeps ``seed``.
+            batch: ignored: an on-policy update's batch does not hold the states a critic scores
+                on; give those with :meth:`set_batch`.
+        """
+        self.obs_normalizer = obs_normalizer
+        if seed is not None:
+            self.seed = int(seed)
 
     def set_batch(self, observations: Tensor) -> None:
         """The ``(N, *obs_shape)`` states the next search is scored on (detached).

@@ -134,6 +134,19 @@ class PolicyEvaluator:
         self._pool: WorkerPool | None = None
 
     # ---------------------------------------------------------------- public protocol
+    def prepare(
+        self, obs_normalizer: ObsNormalizer | None, seed: int | None = None, batch: Any = None
+    ) -> None:
+        """Point the evaluator at the next search (``CandidateEvaluator.prepare``).
+
+        Args:
+            obs_normalizer: the training env's observation statistics now (``None``: raw).
+            seed: the first reset seed of the next call's episodes; ``None`` keeps ``seed``.
+            batch: ignored (the candidates play episodes).
+        """
+        self.obs_normalizer = obs_normalizer
+        if seed is not None:
+            self.seed = int(seed)
 
     def __call__(self) -> float:
         """Mean return of the policy's current parameters over ``episodes`` episodes."""

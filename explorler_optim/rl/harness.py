@@ -29,7 +29,7 @@ import torch
 from explorler_optim.checkpoint import load_normalization_state, load_run_state, run_state, save_checkpoint
 from explorler_optim.rl.normalize import ObsNormalizer
 from explorler_optim.rl.run_evaluators import RunEvaluators
-from explorler_optim.rl.search_step import SearchStep
+from explorler_optim.rl.search_step import SearchStep, episode_seed
 from explorler_optim.search import SearchOperator, make_search
 from explorler_optim.selection import SelectionRule, make_selection
 
@@ -63,7 +63,7 @@ def candidate_seed(args: Any, cycle: int) -> int:
     """
     if args.fixed_candidate_starts:
         return int(args.seed)  # the authors' scoring: the same start states every cycle
-    return int((args.seed * 1_000_003 + cycle * args.eval_episodes) % 999_000_000)
+    return episode_seed(args.seed, cycle, args.eval_episodes)
 
 
 def truth_seed(args: Any, cycle: int) -> int:
@@ -598,7 +598,7 @@ def log_heldout(evaluators: RunEvaluators, stats_env: Any, writer: Any, steps: t
     """Score the current policy on the held-out episodes with the training env's statistics now
     and log ``eval/episodic_return`` (at ``global_step``) and ``eval/episodic_return_vs_total_steps``
     (at ``total_env_steps``); ``steps`` is ``(global_step, total_env_steps)``."""
-    evaluators.heldout.obs_normalizer = obs_normalizer(stats_env)
+    evaluators.heldout.prepare(obs_normalizer(stats_env))
     score = float(evaluators.heldout())
     writer.add_scalar("eval/episodic_return", score, steps[0])
     writer.add_scalar("eval/episodic_return_vs_total_steps", score, steps[1])

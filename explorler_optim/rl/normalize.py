@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
+
+from explorler_optim.wrappers import find_in_chain
 
 __all__ = ["ObsNormalizer", "RewardNormalizer", "find_in_chain"]
 
@@ -203,30 +204,3 @@ def _normalizes_observations(e: Any) -> bool:
     if rms is None or not (hasattr(rms, "mean") and hasattr(rms, "var") or isinstance(rms, dict)):
         return False
     return getattr(e, "norm_obs", True)  # SB3 VecNormalize(norm_obs=False) keeps unused stats
-
-
-def find_in_chain(env: Any, matches: Callable[[Any], bool]) -> Any:
-    """The first object down the wrapper chain (gymnasium ``.env``, SB3 ``.venv``) that ``matches``.
-
-    Args:
-        env: the outermost wrapper (or env).
-        matches: the test of a layer.
-
-    Returns:
-        That layer, or ``None`` (also after 100 layers).
-
-    Example:
-        >>> import gymnasium as gym
-        >>> env = gym.wrappers.ClipAction(gym.make("Pendulum-v1"))
-        >>> type(find_in_chain(env, lambda layer: hasattr(layer, "_max_episode_steps"))).__name__
-        'TimeLimit'
-    """
-    seen = 0
-    e = env
-    while e is not None and seen < 100:
-        if matches(e):
-            return e
-        inner = getattr(e, "env", None)
-        e = inner if inner is not None else getattr(e, "venv", None)
-        seen += 1
-    return None

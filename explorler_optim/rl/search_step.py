@@ -28,7 +28,28 @@ from explorler_optim.explorer import ExploreResult
 if TYPE_CHECKING:
     from explorler_optim.rl.normalize import ObsNormalizer
 
-__all__ = ["CandidateEvaluator", "SearchStep"]
+__all__ = ["Batch", "CandidateEvaluator", "SearchStep", "episode_seed"]
+
+Batch = tuple[Tensor, Tensor, Tensor, Tensor]
+"""An update's ``(observations, actions, log_probs, advantages)``."""
+
+
+def episode_seed(run_seed: int, cycle: int, episodes: int) -> int:
+    """Reset seed of episode 0 of every candidate of search cycle ``cycle`` (episode k: +k).
+
+    The scripts and the SB3 callback draw their candidates' starts from this one sequence: a run's
+    cycles never reuse a start, and two runs with different seeds do not share them.
+
+    Args:
+        run_seed: the run's seed.
+        cycle: the search's number (0-based).
+        episodes: episodes per candidate.
+
+    Example:
+        >>> episode_seed(1, 0, 1), episode_seed(1, 1, 1), episode_seed(1, 1, 3)
+        (1000003, 1000004, 1000006)
+    """
+    return int((run_seed * 1_000_003 + cycle * episodes) % 999_000_000)
 
 
 class CandidateEvaluator(Protocol):
@@ -38,14 +59,24 @@ class CandidateEvaluator(Protocol):
     both are one; mypy checks it where the library builds a :class:`SearchStep`.
     """
 
-    obs_normalizer: ObsNormalizer | None
-    """Set before every search: the training env's observation statistics now."""
-    seed: int
-    """Set before every search: the first reset seed of the cycle's episodes."""
     total_env_steps: int
     """Env steps played so far, all calls together (the search's cost is its increase)."""
     episodes: int
     """Episodes per candidate (the budget rule's bound; 0: a search costs no env steps)."""
+
+    def prepare(
+        self, obs_normalizer: ObsNormalizer | None, seed: int | None = None, batch: Batch | None = None
+    ) -> None:
+        """Point the evaluator at the next search, before it scores anything.
+
+        Args:
+            obs_normalizer: the training env's observation statistics now (``None``: raw).
+            seed: the first reset seed of the search's episodes; ``None`` keeps the evaluator's
+                own (an evaluator on fixed starts).
+            batch: the update's ``(observations, actions, log_probs, advantages)``, for an
+                evaluator that scores on a batch; one that plays episodes ignores it.
+        """
+        ...
 
     def evaluate_many(self, params: Sequence[Tensor], candidates: Sequence[Tensor]) -> Any:
         """One score per candidate (see ``BatchEvaluator``)."""
@@ -95,7 +126,9 @@ class SearchStep:
         >>> policy = torch.nn.Linear(2, 1)
         >>> opt = ExploRLerOptimizer(torch.optim.SGD(policy.parameters(), lr=0.1), seed=0)
         >>> class Score:  # a CandidateEvaluator: 10 env steps per policy scored
-        ...     obs_normalizer, seed, total_env_steps, episodes = None, 0, 0, 1
+        ...     total_env_steps, episodes = 0, 1
+        ...     def prepare(self, obs_normalizer, seed=None, batch=None):
+        ...         self.seed = seed  # where its episodes would start
         ...     def evaluate_many(self, params, candidates):  # candidates[0]: the weights, stacked
         ...         self.total_env_steps += 10 * len(candidates[0])
         ...         return [-weight.square().sum().item() for weight in candidates[0]]
@@ -158,21 +191,47 @@ class SearchStep:
     def due(self, iteration: int, global_step: int, counted_steps: int) -> bool:
         """Whether a search runs after iteration ``iteration``; counts (and logs) a skipped one.
 
+        A search is due when it is :meth:`scheduled`, two anchors or more are held and it
+        :meth:`fits_budget`.
+
         Args:
             iteration: the iteration just finished (1-based).
             global_step: training env steps so far.
             counted_steps: env steps counted toward the budget so far.
         """
-        if self.evaluator is None or global_step < self.start_step or iteration % self.every != 0:
+        if not self.scheduled(iteration, global_step) or self.optimizer.num_anchors < 2:
             return False
-        if self.optimizer.num_anchors < 2:
-            return False
+        return self.fits_budget(iteration, global_step, counted_steps) and self._due_now()
+
+    def scheduled(self, iteration: int, global_step: int) -> bool:
+        """Whether the schedule has a search after iteration ``iteration`` (every ``every``-th, from
+        ``start_step`` training env steps on, with an evaluator); the budget is another question.
+
+        Example:
+            >>> step = SearchStep(None, None, candidate_seed=int, every=3, start_step=100)
+            >>> step.evaluator = object()  # any evaluator
+            >>> [step.scheduled(i, global_step=200) for i in (1, 2, 3)], step.scheduled(3, 50)
+            ([False, False, True], False)
+        """
+        return self.evaluator is not None and global_step >= self.start_step and iteration % self.every == 0
+
+    def fits_budget(self, iteration: int, global_step: int, counted_steps: int) -> bool:
+        """Whether a search over the anchors held now cannot take the counted env steps past the
+        budget's limit (always, without ``budget_limit``); a search that does not fit is counted as
+        skipped, logged, and said once.
+
+        Args:
+            iteration: the iteration just finished (for the message).
+            global_step: training env steps so far (for the log).
+            counted_steps: env steps counted toward the budget so far.
+        """
         if self.budget_limit is None:
-            return self._due_now()
+            return True
+        assert self.episode_cap is not None and self.evaluator is not None
         policies = self.policies_per_search(self.optimizer.num_anchors)
         bound = self.search_bound(self.optimizer.num_anchors)
         if counted_steps + bound <= self.budget_limit:
-            return self._due_now()
+            return True
         self.skipped_searches += 1
         if self.writer is not None:
             self.writer.add_scalar("explorler/skipped_searches", self.skipped_searches, global_step)
@@ -216,7 +275,7 @@ class SearchStep:
         obs_normalizer: Any,
         global_step: int,
         total_timesteps: int = 0,
-        batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+        batch: Batch | None = None,
     ) -> tuple[ExploreResult, int]:
         """Run one search; returns its result and the env steps its candidates used.
 
@@ -226,27 +285,22 @@ class SearchStep:
             global_step: training env steps so far (for the audit's record).
             total_timesteps: the run's budget (for the audit's record).
             batch: the update's ``(observations, actions, log_probs, advantages)``, handed to every
-                evaluator that scores on a batch (a ``SurrogateEvaluator``'s ``set_batch``); the
-                others ignore it.
+                evaluator's :meth:`CandidateEvaluator.prepare` (those that score on a batch use it).
         """
         evaluator = self.evaluator
         if evaluator is None:
             raise RuntimeError("SearchStep.run: this step has no evaluator; build it with one")
-        evaluator.obs_normalizer = obs_normalizer
-        evaluator.seed = self.candidate_seed(self.cycle)
+        candidate_seed = self.candidate_seed(self.cycle)
+        evaluator.prepare(obs_normalizer, candidate_seed, batch)
         steps_before = evaluator.total_env_steps
         self.last_anchors = self.optimizer.anchors().cpu()
-        audits = self.audit.audits if self.audit is not None else {}
-        for scorer in (evaluator, *audits.values()):
-            if batch is not None and hasattr(scorer, "set_batch"):
-                scorer.set_batch(*batch)
         if self.audit is not None:
             assert self.truth_seed is not None and self.audit_path is not None
-            for audit_evaluator in audits.values():
-                audit_evaluator.obs_normalizer = obs_normalizer
-            audits["truth"].seed = self.truth_seed(self.cycle)
-            if "env" in audits:  # the env scoring the selector replaced, on the cycle's own starts
-                audits["env"].seed = self.candidate_seed(self.cycle)
+            # the truth on its own starts, the env scoring a selector replaced on the cycle's own,
+            # the others (the paper metric's fixed starts, free scorers) on theirs
+            seeds = {"truth": self.truth_seed(self.cycle), "env": candidate_seed}
+            for name, audit_evaluator in self.audit.audits.items():
+                audit_evaluator.prepare(obs_normalizer, seeds.get(name), batch)
         result = self.optimizer.explore(evaluator if self.audit is None else self.audit)
         if self.audit is not None:
             record = self.audit.add_result(

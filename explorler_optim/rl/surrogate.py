@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -75,9 +76,9 @@ class SurrogateEvaluator:
     went further, so the current policy (ExploRLer's incumbent, row 0) is always inside it.
 
     It follows the evaluator protocol of :class:`~explorler_optim.rl.SearchStep`: it plays no
-    episodes (``episodes`` and ``total_env_steps`` stay 0), and the ``obs_normalizer`` and
-    ``seed`` a search step sets are ignored (the batch's observations are already as the policy
-    saw them).
+    episodes (``episodes`` and ``total_env_steps`` stay 0), and of the statistics, seed and batch
+    a search step passes to :meth:`prepare` it uses only the batch (the batch's observations are
+    already as the policy saw them).
 
     Args:
         log_prob: ``log_prob(observations, actions) -> (N,)`` tensor, the log-likelihood of the
@@ -140,13 +141,19 @@ class SurrogateEvaluator:
         self.batch: SurrogateBatch | None = None
         self.total_env_steps = 0
         self.last_env_steps = 0
-        self.obs_normalizer: ObsNormalizer | None = (
-            None  # set by a SearchStep, unused: the batch is normalised
-        )
-        self.seed = 0  # set by a SearchStep, not used: nothing is reset
         self.last_kl = torch.zeros(0, dtype=torch.float64)
         self.last_surrogate = torch.zeros(0, dtype=torch.float64)
         self.last_radius = math.inf
+
+    def prepare(
+        self, obs_normalizer: ObsNormalizer | None, seed: int | None = None, batch: Any = None
+    ) -> None:
+        """Take the update's ``batch`` for the next search (``CandidateEvaluator.prepare``).
+
+        ``obs_normalizer`` and ``seed`` are not used: the batch is normalised, nothing is reset.
+        """
+        if batch is not None:
+            self.set_batch(*batch)
 
     def set_batch(self, observations: Tensor, actions: Tensor, log_probs: Tensor, advantages: Tensor) -> None:
         """The batch the next search is scored on (detached; e.g. the update's flattened batch).

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from explorler_optim.explorer import flatten_params, split_flat
+from explorler_optim.params import flatten_params, split_flat
 
 __all__ = ["NaturalGradientOptimizer", "conjugate_gradient", "flat_grad"]
 

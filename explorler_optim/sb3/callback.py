@@ -16,45 +16,16 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from torch.utils.hooks import RemovableHandle
 
-from ..checkpoint import save_checkpoint
-from ..explorer import Explorer, ExploreResult, flatten_params
+from ..explorer import Explorer, ExploreResult
+from ..params import flatten_params
 from ..rl import CandidateEvaluator, ObsNormalizer, PolicyEvaluator, SearchStep
+from ..rl.search_step import episode_seed
 from ..search import SearchOperator, make_search
 from ..selection import SelectionRule, make_selection
-from . import checks
+from . import checkpoints, checks
 from .actor import check_policy, sb3_actor, sb3_actor_params
 
 __all__ = ["ExploRLerCallback"]
-
-_STATE_VERSION = 2  # 1: no num_timesteps / param_shapes / search_step (still read, unchecked)
-
-
-def _make_search(search: str | SearchOperator | None, kwargs: dict[str, Any] | None) -> SearchOperator:
-    # every default: 10 candidates
-    built: SearchOperator = _named_or_instance("search", search, kwargs, SearchOperator, make_search, "esa")
-    return built
-
-
-def _make_rule(selection: str | SelectionRule | None, kwargs: dict[str, Any] | None) -> SelectionRule:
-    rule: SelectionRule = _named_or_instance(
-        "selection", selection, kwargs, SelectionRule, make_selection, "argmax"
-    )
-    return rule
-
-
-def _named_or_instance(
-    what: str, value: Any, kwargs: dict[str, Any] | None, base: type, make: Any, default: str
-) -> Any:
-    """``value`` if it is a ``base`` instance, else ``make(value or default, **kwargs)``."""
-    if isinstance(value, base):
-        if kwargs:
-            raise ValueError(
-                f"{what}_kwargs applies to a {what} given by name; configure the instance instead"
-            )
-        return value
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{what} must be a {what}'s name or a {base.__name__}, got {value!r}")
-    return make(value or default, **(kwargs or {}))
 
 
 def _positive_int(name: str, value: Any, auto: bool = False) -> None:
@@ -236,8 +207,10 @@ class ExploRLerCallback(BaseCallback):
         self.eval_episodes = int(eval_episodes)
         self.max_anchors = int(max_anchors)
         self.anchor_every = anchor_every
-        self.search = _make_search(search, search_kwargs)
-        self.selection = _make_rule(selection, selection_kwargs)
+        self.search = make_search(search if search is not None else "esa", **(search_kwargs or {}))
+        self.selection = make_selection(
+            selection if selection is not None else "argmax", **(selection_kwargs or {})
+        )
         self.include_incumbent = bool(include_incumbent)
         self.reset_state = bool(reset_state)
         self.count_eval_steps = bool(count_eval_steps)
@@ -349,7 +322,7 @@ class ExploRLerCallback(BaseCallback):
                 and isinstance(stash, dict)
                 and stash
             ):
-                self._check_against(stash, model, check_step=False)  # paired by construction
+                checkpoints.check_pairing(stash, model, check_step=False)  # paired by construction
                 self._apply_counters(stash)
                 self._loaded_state, self._loaded_checked = dict(stash), True
         assert self.explorer is not None
@@ -371,6 +344,7 @@ class ExploRLerCallback(BaseCallback):
             self.explorer,
             evaluator,
             candidate_seed=self._seed_of,
+            every=self.schedule.explore_every if self.schedule is not None else 1,
             budget_limit=self._budget_limit if evaluator is not None else None,
             episode_cap=cap,
             writer=_LoggerWriter(self),
@@ -490,7 +464,7 @@ class ExploRLerCallback(BaseCallback):
         moved = self._last_anchor is None or not torch.equal(self._actor_flat(), self._last_anchor)
         if on_stride and moved:
             self._record()
-        if self.iterations % every == 0:
+        if self.step.scheduled(self.iterations, self._training_steps()):
             self._pending = True
 
     # ---------------------------------------------------------------- SB3 hooks
@@ -533,7 +507,7 @@ class ExploRLerCallback(BaseCallback):
     def _seed_of(self, cycle: int) -> int:
         model = getattr(self, "model", None)
         seed = self.seed if self.seed is not None else (model.seed if model is not None else 0)
-        return ((seed or 0) * 1_000_003 + cycle * self.eval_episodes) % 999_000_000
+        return episode_seed(seed or 0, cycle, self.eval_episodes)  # the scripts' sequence
 
     def candidate_seed(self) -> int:
         """Reset seed of episode 0 of every candidate of the next search (the scripts' sequence)."""
@@ -545,17 +519,19 @@ class ExploRLerCallback(BaseCallback):
             return None
         return ObsNormalizer.from_env(vec_normalize)  # frozen copy; clip_obs honoured
 
+    def _training_steps(self) -> int:
+        return int(self.model.num_timesteps) - self.counted_eval_steps
+
     def _try_search(self) -> bool:
         """Run the due search if it has 2 anchors and fits the budget; drop it if it does not fit."""
-        skipped = self.step.skipped_searches
-        training_steps = self.model.num_timesteps - self.counted_eval_steps
-        # the schedule is the callback's (SB3 iterations; a due search waits for 2 anchors), so the
-        # step is asked with iteration 1 (every=1): it answers for the anchors and the budget rule
-        if self.step.due(1, global_step=training_steps, counted_steps=self.model.num_timesteps):
+        assert self.explorer is not None, "the callback is not attached to a model yet"
+        if self.step.evaluator is None or not self.explorer.can_explore:
+            return False  # a due search waits for 2 anchors
+        counted = self.model.num_timesteps
+        if self.step.fits_budget(self.iterations, self._training_steps(), counted_steps=counted):
             self._explore()
             return True
-        if self.step.skipped_searches > skipped:
-            self._pending = False  # the budget rule dropped it; anchors keep accumulating
+        self._pending = False  # the budget rule dropped it; anchors keep accumulating
         return False
 
     def _explore(self) -> None:
@@ -602,7 +578,7 @@ class ExploRLerCallback(BaseCallback):
                 "ExploRLerCallback.state_dict(): no model yet; call it after model.learn(..., callback=...)"
             )
         return {
-            "version": _STATE_VERSION,
+            "version": checkpoints.STATE_VERSION,
             "explorer": self.explorer.state_dict(),
             "iterations": self.iterations,
             "searches": self.searches,
@@ -626,14 +602,10 @@ class ExploRLerCallback(BaseCallback):
             ValueError: not a callback state, or one saved at another ``num_timesteps`` or for
                 other parameter shapes than the model's (the message says which file fits).
         """
-        if state_dict.get("version") not in (1, _STATE_VERSION) or "explorer" not in state_dict:
-            raise ValueError(
-                "not an ExploRLerCallback state dict (expected 'version' and 'explorer' keys); pass what "
-                "ExploRLerCallback.state_dict() returned or load the file with ExploRLerCallback.load()"
-            )
+        checkpoints.check_state(state_dict)
         model = model if model is not None else getattr(self, "model", None)
         if model is not None:
-            self._check_against(state_dict, model, check_step=True)
+            checkpoints.check_pairing(state_dict, model, check_step=True)
         self._apply_counters(state_dict)
         if model is None:
             self._loaded_state, self._loaded_checked = dict(state_dict), False
@@ -655,38 +627,20 @@ class ExploRLerCallback(BaseCallback):
         }
         self.step.load_state_dict(step_state)
 
-    @staticmethod
-    def _check_against(state: dict[str, Any], model: Any, check_step: bool) -> None:
-        shapes = [tuple(s) for s in state["explorer"]["shapes"]]
-        ours = [tuple(p.shape) for p in sb3_actor_params(check_policy(model.policy))]
-        if shapes != ours:
-            raise ValueError(
-                f"ExploRLerCallback: this state was saved for actor parameters of shapes {shapes}, but "
-                f"the model's are {ours}: it belongs to another model; load the state saved with this one"
-            )
-        saved = state.get("num_timesteps")
-        if check_step and saved is not None and saved != model.num_timesteps:
-            raise ValueError(
-                f"ExploRLerCallback: this state was saved at num_timesteps={saved:,} but the model is at "
-                f"{model.num_timesteps:,}: load the state saved with this model (ExploRLerCheckpointCallback "
-                "names it <prefix>_<steps>_steps.explorler.pt) and continue with "
-                "learn(..., reset_num_timesteps=False)"
-            )
-
     def _apply_explorer_state(self, state: dict[str, Any], model: Any, check_step: bool) -> None:
         assert self.explorer is not None
-        self._check_against(state, model, check_step)
+        checkpoints.check_pairing(state, model, check_step)
         self.explorer.load_state_dict(state["explorer"])
         last = state["last_anchor"]
         self._last_anchor = None if last is None else last.to(self.explorer.params[0].device)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write :meth:`state_dict` to ``path`` atomically (``checkpoint.save_checkpoint``)."""
-        save_checkpoint(path, self.state_dict())
+        """Write :meth:`state_dict` to ``path`` atomically (:func:`.checkpoints.save_state`)."""
+        checkpoints.save_state(path, self.state_dict())
 
     def load(self, path: str | os.PathLike, model: Any | None = None) -> None:
         """Read a file written by :meth:`save` (``weights_only=True``): see :meth:`load_state_dict`."""
-        self.load_state_dict(torch.load(os.fspath(path), map_location="cpu", weights_only=True), model=model)
+        self.load_state_dict(checkpoints.read_state(path), model=model)
 
     def close(self) -> None:
         """Close the evaluation envs (and worker processes)."""
