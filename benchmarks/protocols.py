@@ -178,6 +178,9 @@ class Protocol:
     # every run saves a checkpoint as it goes and, when the sweep is started again after a stop
     # (a killed process, a machine that went away), resumes from it instead of starting over
     resumable: bool = False
+    # tasks whose runs cannot keep a checkpoint (a Box2D env's world cannot be saved for an exact
+    # resume): in a resumable protocol they still run, and a stopped one starts over
+    unresumable_tasks: tuple[Task, ...] = ()
     # its runs are results: the sweep runs them only under benchmarks/constraints.txt's versions
     pinned: bool = True
     # protocols whose finished runs this one takes (copied into its folder) instead of running
@@ -189,6 +192,10 @@ class Protocol:
         if self.tasks is not None and (env, algo) not in self.tasks:
             return False
         return variant not in self.variant_tasks or (env, algo) in self.variant_tasks[variant]
+
+    def keeps_checkpoints(self, env: str, algo: str) -> bool:
+        """Whether runs on ``env`` with ``algo`` save a checkpoint to resume from when stopped."""
+        return self.resumable and (env, algo) not in self.unresumable_tasks
 
     def pretrains(self, env: str, algo: str) -> bool:
         """Whether runs on ``env`` with ``algo`` continue from a pretraining stage."""
@@ -498,6 +505,7 @@ HEADLINE = Protocol(
         )
     },
     tasks=(*HEADLINE_TASKS, BIPEDAL),
+    unresumable_tasks=(BIPEDAL,),
     pretrain=Pretrain(flags=FINETUNE.pretrain.flags, tasks=HEADLINE_TASKS),  # type: ignore[union-attr]
     resumable=True,
     budget_minutes=2400,

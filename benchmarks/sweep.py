@@ -164,7 +164,7 @@ def build_command(protocol: Protocol, run: Run, extra=(), python: str | None = N
     stages = []
     if out is not None and protocol.pretrains(run.env, run.algo):
         stages += ["--init-from", str(checkpoint_path(out, pretrain_run(run)))]
-    if out is not None and protocol.resumable:
+    if out is not None and protocol.keeps_checkpoints(run.env, run.algo):
         stages += ["--save-model", "--checkpoint-path", str(checkpoint_path(out, run))]
     return [python, str(SCRIPTS[run.algo]), *base, "--quiet", *flags, *extra, *stages]
 
@@ -668,7 +668,7 @@ def plan(protocol: Protocol, runs: list[Run], out: Path, args, extra) -> tuple[l
                 print(f"{run.name}: skipped, its pretraining run did not finish", file=sys.stderr)
                 continue
         checkpoint = checkpoint_path(out, run)
-        resumable = protocol.resumable or run.variant == PRETRAIN
+        resumable = protocol.keeps_checkpoints(run.env, run.algo) or run.variant == PRETRAIN
         resume = str(checkpoint) if resumable and checkpoint.exists() and not done(run_dir) else None
         todo.append((run, command, run_dir, resume))
     return todo, skipped

@@ -118,7 +118,8 @@ def test_headline_pretrains_the_fine_tuning_tasks_and_runs_bipedal_walker_from_s
     assert humanoid[humanoid.index("--paper-metric-every") + 1] == "1"  # both metrics for every run
     for variant in headline.variants:
         walker = sweep.build_command(headline, sweep.Run("BipedalWalker-v3", "ppo", variant, 4), out=tmp_path)
-        assert "--init-from" not in walker and "--checkpoint-path" in walker  # from scratch, resumable
+        # from scratch; no checkpoint: Box2D's world cannot be saved for an exact resume
+        assert "--init-from" not in walker and "--checkpoint-path" not in walker
         last = {flag: walker[i + 1] for i, flag in enumerate(walker[:-1]) if flag.startswith("--")}
         assert (
             last["--total-timesteps"] == "1000000" and last["--num-envs"] == "4"
