@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -15,7 +14,6 @@ from tests.conftest import HANG_GUARD_S
 ROOT = Path(__file__).resolve().parents[1]
 PPO = ROOT / "single_file_baselines" / "ppo_continuous_action.py"
 TRPO = ROOT / "single_file_baselines" / "trpo_continuous_action.py"
-HAS_BOX2D = importlib.util.find_spec("Box2D") is not None and importlib.util.find_spec("pygame") is not None
 
 
 def run_script(script: Path, cwd: Path, *args: str, pythonpath: tuple[Path, ...] = ()):
@@ -42,8 +40,8 @@ def test_a_missing_box2d_is_an_error_that_names_the_install_command(script, tmp_
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAS_BOX2D, reason='Box2D comes with the scripts extra: pip install -e ".[scripts]"')
 def test_bipedal_walker_runs_with_explorler(tmp_path):
+    # no skip: the test extra includes the scripts extra, which brings box2d and pygame
     proc = run_script(
         PPO, tmp_path, "--env-id", "BipedalWalker-v3", "--total-timesteps", "2048", "--num-envs", "2",
         "--num-steps", "256", "--num-minibatches", "2", "--update-epochs", "2", "--explore-every", "2",
