@@ -3,7 +3,7 @@
 Two measurements in one run, on real PPO anchors:
 
 1. Racing vs exhaustive. A short PPO run on Hopper-v5 (the single-file PPO's ``Agent``, training
-   env wrappers, GAE and hyperparameters, loaded from ``single_file_baselines/ppo_continuous_action.py``,
+   env wrappers and hyperparameters, loaded from ``single_file_baselines/ppo_continuous_action.py``, GAE,
    on one env, wrapped in ``ExploRLerOptimizer``; an anchor after every epoch, a search after every
    iteration) scores each cycle's candidates (incumbent + 20 ESA candidates) twice with the same
    seeds: exhaustively (3 episodes each) and with racing (successive halving). Training follows the
@@ -40,12 +40,13 @@ import torch
 from torch import nn
 
 from benchmarks.common import REPO, load_script, write_results
-from benchmarks.protocols import SCRIPTS
 from explorler_optim import ExploRLerOptimizer
 from explorler_optim.rl import ObsNormalizer, PolicyEvaluator
 from explorler_optim.rl.batched import BatchedPolicy
+from explorler_optim.rl.reuse import compute_gae
 
-PPO = load_script(SCRIPTS["ppo"])  # the single-file PPO as a module (its main does not run)
+# the single-file PPO as a module (its main does not run)
+PPO = load_script(REPO / "single_file_baselines" / "ppo_continuous_action.py")
 
 
 def parse_args(argv=None):
@@ -192,9 +193,7 @@ def train_and_compare(args, log):
             next_done = float(term or trunc)
         with torch.no_grad():
             next_val = agent.get_value(next_obs[None])[0, 0]
-            adv, ret = PPO.compute_gae(
-                rew_buf, val_buf, done_buf, next_val, next_done, ppo.gamma, ppo.gae_lambda
-            )
+            adv, ret = compute_gae(rew_buf, val_buf, done_buf, next_val, next_done, ppo.gamma, ppo.gae_lambda)
         clip = ppo.clip_coef
         for _epoch in range(args.update_epochs):
             perm = torch.randperm(n)

@@ -50,9 +50,8 @@ import time
 from pathlib import Path
 
 from benchmarks.common import REPO, tensorboard_runs, write_results
-from benchmarks.protocols import SCRIPTS
 
-OURS = SCRIPTS["ppo"]
+OURS = REPO / "single_file_baselines" / "ppo_continuous_action.py"  # the file a user copies
 OUT = REPO / "benchmarks" / "results" / "ppo_sps"
 GYM1_OLD = "gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10))"
 GYM1_NEW = "gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10), env.observation_space)"

@@ -1,6 +1,6 @@
 """Run a benchmark protocol: env x algorithm x variant x seed, one process per run.
 
-Each run is the single-file script (``single_file_baselines/{ppo,trpo}_continuous_action.py``) or,
+Each run is a single-file script (``single_file_baselines/{ppo,trpo}_continuous_action_research.py``) or,
 for the ``sb3`` variant, ``benchmarks/sb3_runner.py``, started as its own process in its own
 folder ``<out>/runs/<env>__<algo>__<variant>__<seed>/`` (TensorBoard under ``runs/`` there, console
 output in ``log.txt``). When a run ends, ``result.json`` is written there atomically: the command,
@@ -59,6 +59,7 @@ from benchmarks.common import (
 from benchmarks.protocols import (
     PROTOCOLS,
     RENAMED_FLAGS,
+    RENAMED_SCRIPTS,
     SB3_FLAGS,
     SB3_RUNNER,
     SCRIPTS,
@@ -389,9 +390,8 @@ def done(run_dir: Path, command: list[str] | None = None) -> bool:
     record = load_result(run_dir)
     ok = record is not None and record.get("returncode") == 0 and bool(record.get("evaluations"))
     if ok and command is not None:
-        recorded = without_checkpointing(
-            [RENAMED_FLAGS.get(t, t) for t in shlex.split(record["command"])[1:]]
-        )
+        script, *flags = shlex.split(record["command"])[1:]
+        recorded = without_checkpointing([renamed_script(script), *(RENAMED_FLAGS.get(t, t) for t in flags)])
         wanted = without_checkpointing(command[1:])
         return len(recorded) == len(wanted) and all(
             same_token(old, new, checkout_of(recorded[0])) for old, new in zip(recorded, wanted)
@@ -433,6 +433,19 @@ def without_checkpointing(tokens: list[str]) -> list[str]:
         elif token != "--save-model":
             kept.append(token)
     return kept
+
+
+def renamed_script(script: str) -> str:
+    """A recorded script path under the script's present name (``RENAMED_SCRIPTS``).
+
+    Example:
+        >>> renamed_script("/x/single_file_baselines/ppo_continuous_action.py")
+        '/x/single_file_baselines/ppo_continuous_action_research.py'
+    """
+    for old, new in RENAMED_SCRIPTS.items():
+        if script.endswith(old):
+            return script[: -len(old)] + new
+    return script
 
 
 def checkout_of(script: str) -> str | None:

@@ -222,7 +222,7 @@ if __name__ == "__main__":
             seed=args.seed,
             on_invalid="skip",
         )
-    # ExploRLer: evaluators on their own envs (held-out, candidates, paper's metric, audit; raw
+    # ExploRLer: evaluators on their own envs (held-out episodes, candidates; raw
     # observations, as the training env's) and the search between iterations
     evaluators = harness.build_evaluators(args, agent, None)
     search = harness.build_search_step(args, optimizer, evaluators, run_name, budget, writer, say)
@@ -244,18 +244,6 @@ if __name__ == "__main__":
         say(f"global_step={global_step}, total_env_steps={total_env_steps}, eval_return={score:.1f}")
         return score
 
-    def log_paper_metric(score=None):
-        """The paper's metric: a search's best candidate score, else 3 episodes on fixed starts."""
-        if args.paper_metric_every > 0:
-            writer.add_scalar(
-                "paper/episodic_return", evaluators.paper() if score is None else score, global_step
-            )
-
-    def checkpoint():  # what --resume needs to continue exactly
-        counters = dict(global_step=global_step, total_env_steps=total_env_steps, iteration=iteration)
-        counters |= dict(eval_return=last_eval_return, interrupted=interrupted, last_return=last_return)
-        run.save({"agent": agent, "optimizer": optimizer}, envs, search, (next_obs, next_done), **counters)
-
     # ALGO Logic: Storage setup
     obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape).to(device)
     actions = torch.zeros((args.num_steps, args.num_envs) + envs.single_action_space.shape).to(device)
@@ -266,7 +254,6 @@ if __name__ == "__main__":
 
     if args.init_from is not None and run.resumed is None:  # ExploRLer: the fork point's own score
         last_eval_return = heldout_eval()
-        log_paper_metric()
 
     # TRY NOT TO MODIFY: start the game
     start_time = time.time()
@@ -279,6 +266,12 @@ if __name__ == "__main__":
     if run.resumed is not None:  # ExploRLer: the envs mid-episode, the RNGs, the last observation
         next_obs, next_done, last_return = run.resume_loop(envs, device)
     interrupted = False
+
+    def checkpoint():  # what --resume needs to continue exactly
+        counters = dict(global_step=global_step, total_env_steps=total_env_steps, iteration=iteration)
+        counters |= dict(eval_return=last_eval_return, interrupted=interrupted, last_return=last_return)
+        run.save({"agent": agent, "optimizer": optimizer}, envs, search, (next_obs, next_done), **counters)
+
     pbar = tqdm(total=args.total_timesteps, initial=counted_steps(), disable=args.quiet, unit="step")
     # Ctrl-C stops the run cleanly (with --save-model, a checkpoint of that moment is written)
     try:
@@ -346,12 +339,6 @@ if __name__ == "__main__":
             b_advantages = advantages.reshape(-1)
             b_returns = returns.reshape(-1)
             b_values = values.reshape(-1)
-            if search.pending:  # ExploRLer: --score-with surrogate-next: this batch scores the last search
-                result, _ = search.run(
-                    None, global_step, args.total_timesteps, (b_obs, b_actions, b_logprobs, b_advantages)
-                )
-                log_paper_metric(result.best_score)
-                search.log(result, global_step)
 
             # Optimizing the policy and value network
             b_inds = np.arange(args.batch_size)
@@ -428,14 +415,7 @@ if __name__ == "__main__":
                 batch = (b_obs, b_actions, b_logprobs, b_advantages)  # what surrogate scoring uses
                 result, used = search.run(None, global_step, args.total_timesteps, batch)
                 total_env_steps += used  # what counts toward the budget is `counted_steps()`
-                log_paper_metric(result.best_score)
                 search.log(result, global_step)  # the explorler/* scalars, histogram and landscape
-            if (
-                not args.explorler
-                and args.paper_metric_every > 0
-                and iteration % args.paper_metric_every == 0
-            ):
-                log_paper_metric()
             writer.add_scalar("charts/total_env_steps", total_env_steps, global_step)
 
             finished = not next_iteration_fits()

@@ -1,17 +1,12 @@
-"""PPO for continuous actions, CleanRL style, with ExploRLer between iterations.
+"""PPO for continuous actions: CleanRL's `ppo_continuous_action.py` plus ExploRLer; the file to copy.
 
-CleanRL's `ppo_continuous_action.py` (same order: Args, make_env, Agent, rollout, GAE, update,
-logging) plus ExploRLer in a few blocks marked `# ExploRLer:`: Adam is wrapped in
-`ExploRLerOptimizer`, an anchor is recorded after every epoch, a search runs when due and its env
-steps count toward the budget, and the policy is scored on held-out episodes. The research
-machinery (resume, forks, the audit, reuse of candidate episodes) lives in `explorler_optim.rl`.
+ExploRLer is in the lines marked `# ExploRLer:` (wrap Adam, an anchor after every epoch, a search when
+due, its env steps counted, held-out evaluation, `explorler/*` logs). The research options that change
+the loop are in `ppo_continuous_action_research.py`, which the benchmarks run.
 
-    python single_file_baselines/ppo_continuous_action.py                  # ExploRLer-PPO
-    python single_file_baselines/ppo_continuous_action.py --no-explorler   # plain PPO baseline
-    python single_file_baselines/ppo_continuous_action.py --eval-checkpoint runs/<run>/<name>.pt
+    python single_file_baselines/ppo_continuous_action.py [--no-explorler]   # ExploRLer-PPO [plain PPO]
 """
 
-import itertools
 import json
 import math
 import os
@@ -20,7 +15,6 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Literal
 
 import tyro
 
@@ -82,15 +76,13 @@ class Args(ExploRLerArgs):  # ExploRLer: its flags (the run, the search, held-ou
     target_kl: float | None = None
     """the target KL divergence threshold"""
 
-    # ExploRLer arguments
-    reuse_candidate_rollouts: Literal["none", "winner", "all"] = "none"
-    """train on the search's episodes, scored stochastically: the kept policy's (winner), or all (weighted)"""
-
-    # computed at runtime from the fields above (CleanRL's names; not settable, so not in --help)
+    # to be filled in runtime (CleanRL's names; not settable, so not in --help)
     batch_size: tyro.conf.Suppress[int] = 0
-    """num_envs * num_steps: training env steps per iteration"""
+    """the batch size (computed in runtime)"""
+    minibatch_size: tyro.conf.Suppress[int] = 0
+    """the mini-batch size (computed in runtime)"""
     num_iterations: tyro.conf.Suppress[int] = 0
-    """ceil(total_timesteps / batch_size): the baseline's iterations (fewer when eval steps count)"""
+    """the number of iterations (computed in runtime; fewer when the search's env steps count)"""
 
 
 if __name__ == "__main__":
@@ -106,13 +98,10 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from explorler_optim import ExploRLerOptimizer
-from explorler_optim.rl import ObsNormalizer, RewardNormalizer, harness
-from explorler_optim.rl.reuse import compute_gae, join_reused, reused_batch, reused_counts
+from explorler_optim.rl import ObsNormalizer, harness
 
 
 def make_env(env_id, gamma, max_episode_steps=None):
-    """Training env: CleanRL's wrappers, normalisation statistics live in the wrappers."""
-
     def thunk():
         env = gym.make(env_id, max_episode_steps=max_episode_steps)
         env = gym.wrappers.FlattenObservation(env)
@@ -127,10 +116,7 @@ def make_env(env_id, gamma, max_episode_steps=None):
     return thunk
 
 
-SQRT2 = float(np.sqrt(2))
-
-
-def layer_init(layer, std=SQRT2, bias_const=0.0):
+def layer_init(layer, std=2**0.5, bias_const=0.0):
     torch.nn.init.orthogonal_(layer.weight, std)
     torch.nn.init.constant_(layer.bias, bias_const)
     return layer
@@ -172,38 +158,26 @@ if __name__ == "__main__":
         torch.set_num_threads(args.torch_threads)
     if args.quiet:
         warnings.filterwarnings("ignore")
-    if args.eval_checkpoint is not None:  # ExploRLer: score a saved policy on held-out episodes
+    if args.eval_checkpoint is not None:  # ExploRLer: score a saved policy on held-out episodes, no training
         result = harness.evaluate_checkpoint(args.eval_checkpoint, args.heldout_episodes, make_env, Agent)
         print(json.dumps(result))
         sys.exit(0)
-
     args.batch_size = int(args.num_envs * args.num_steps)
+    args.minibatch_size = math.ceil(args.batch_size / args.num_minibatches)
     args.num_iterations = math.ceil(args.total_timesteps / args.batch_size)
-    # ExploRLer: the settings checked; budget = (budget_limit, episode_cap)
-    budget = harness.check_settings(args)
-    # ExploRLer: the run's checkpoint; --resume continues a run exactly, --init-from forks one
-    run = harness.RunCheckpoint(args, "explorler-ppo-continuous/1")
-    run_name = run.run_name
+    budget = harness.check_settings(args)  # ExploRLer: the flags checked; (budget_limit, episode_cap)
+    run = harness.RunCheckpoint(args, "explorler-ppo-continuous/1")  # ExploRLer: --resume, --init-from
     say = (lambda msg: None) if args.quiet else tqdm.write
-
     if args.track:
         import wandb
 
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=vars(args),
-            name=run_name,
-            save_code=True,
-        )
-    writer = SummaryWriter(f"runs/{run_name}", purge_step=run.purge_step)
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()),
-    )
+        run_info = dict(project=args.wandb_project_name, entity=args.wandb_entity, name=run.run_name)
+        wandb.init(**run_info, config=vars(args), sync_tensorboard=True, save_code=True)
+    writer = SummaryWriter(f"runs/{run.run_name}", purge_step=run.purge_step)
+    hyperparameters = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{hyperparameters}")
 
-    # TRY NOT TO MODIFY: seeding
+    # seeding
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -211,24 +185,21 @@ if __name__ == "__main__":
 
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-    # env setup: same-step autoreset, so that the obs after a done is already the reset obs and
-    # `final_info` reports the finished episode (gymnasium 1.x)
+    # env setup (gymnasium 1.x: same-step autoreset keeps CleanRL's meaning of `next_done`)
     envs = gym.vector.SyncVectorEnv(
         [make_env(args.env_id, args.gamma, args.max_episode_steps) for _ in range(args.num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
-    assert isinstance(envs.single_action_space, gym.spaces.Box), "only continuous action space"
+    assert isinstance(envs.single_action_space, gym.spaces.Box), "only continuous action space is supported"
     envs.action_space.seed(args.seed)
     envs.single_action_space.seed(args.seed)
 
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     agent = Agent(obs_dim, int(np.prod(envs.single_action_space.shape))).to(device)
-    # foreach: one fused update for all tensors (on the CPU too: faster here, same results)
-    adam = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, foreach=True)
-    optimizer = adam
-    if args.explorler:  # ExploRLer: wrap Adam; explored = the actor (mean network + log-std)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, foreach=True)
+    if args.explorler:  # ExploRLer: wrap Adam; the search explores the actor (mean network + log-std)
         optimizer = ExploRLerOptimizer(
-            adam,
+            optimizer,
             explore_params=[*agent.actor_mean.parameters(), agent.actor_logstd],
             max_anchors=args.max_anchors,
             search=harness.search_operator(args),
@@ -238,112 +209,85 @@ if __name__ == "__main__":
             seed=args.seed,
             on_invalid="skip",
         )
-    # ExploRLer: evaluators on their own envs (held-out, candidates, paper's metric, audit) and the
-    # search between iterations (when it is due, its budget rule, its env steps, its logs)
+    # ExploRLer: evaluators on their own envs; the search step knows when a search is due and fits
     evaluators = harness.build_evaluators(args, agent, envs.envs[0])
-    search = harness.build_search_step(args, optimizer, evaluators, run_name, budget, writer, say)
+    search = harness.build_search_step(args, optimizer, evaluators, run.run_name, budget, writer, say)
     saved = run.restore({"agent": agent, "optimizer": optimizer}, envs, search, say)  # {}: a new run
-    global_step = saved.get("global_step", 0)  # training env steps
-    total_env_steps = saved.get("total_env_steps", 0)  # + candidate-evaluation env steps
-    iteration = saved.get("iteration", 0)
-    last_eval_return = saved.get("eval_return")
-    reused = saved.get("reused")  # the last search's episodes, waiting to join the next batch
 
-    def counted_steps():
+    # rollout storage
+    obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape).to(device)
+    actions = torch.zeros((args.num_steps, args.num_envs) + envs.single_action_space.shape).to(device)
+    logprobs = torch.zeros((args.num_steps, args.num_envs)).to(device)
+    rewards = torch.zeros((args.num_steps, args.num_envs)).to(device)
+    dones = torch.zeros((args.num_steps, args.num_envs)).to(device)
+    values = torch.zeros((args.num_steps, args.num_envs)).to(device)
+
+    # start the game
+    global_step = saved.get("global_step", 0)  # training env steps
+    total_env_steps = saved.get("total_env_steps", 0)  # ExploRLer: + the searches' env steps
+    last_eval_return = saved.get("eval_return")
+
+    def counted_steps():  # ExploRLer: what the budget counts (the searches' env steps too, by default)
         return total_env_steps if args.count_eval_steps else global_step
 
-    def next_iteration_fits():
-        """Another iteration starts while the budget is not reached and it cannot overrun the limit."""
+    def next_iteration_fits():  # ExploRLer: counted search steps mean fewer iterations, never an overrun
         return counted_steps() < args.total_timesteps and counted_steps() + args.batch_size <= budget[0]
 
-    def heldout_eval():
+    def heldout_eval():  # ExploRLer: the policy on held-out episodes (never counted: not training)
         score = harness.log_heldout(evaluators, envs.envs[0], writer, (global_step, total_env_steps))
         say(f"global_step={global_step}, total_env_steps={total_env_steps}, eval_return={score:.1f}")
         return score
 
-    def log_paper_metric(score=None):
-        """The paper's metric: a search's best candidate score, else 3 episodes on fixed starts."""
-        if args.paper_metric_every > 0:
-            if score is None:
-                evaluators.paper.obs_normalizer = ObsNormalizer.from_env(envs.envs[0])
-                score = float(evaluators.paper())
-            writer.add_scalar("paper/episodic_return", score, global_step)
-
-    def checkpoint():  # what --resume needs to continue exactly
-        counters = dict(global_step=global_step, total_env_steps=total_env_steps, iteration=iteration)
-        counters |= dict(eval_return=last_eval_return, interrupted=interrupted, last_return=last_return)
-        loop = (next_obs, next_done)
-        run.save({"agent": agent, "optimizer": optimizer}, envs, search, loop, **counters, reused=reused)
-
-    # rollout storage
-    horizon = (args.num_steps, args.num_envs)
-    obs = torch.zeros(horizon + envs.single_observation_space.shape, device=device)
-    actions = torch.zeros(horizon + envs.single_action_space.shape, device=device)
-    logprobs = torch.zeros(horizon, device=device)
-    rewards = torch.zeros(horizon, device=device)
-    dones = torch.zeros(horizon, device=device)
-    values = torch.zeros(horizon, device=device)
-
-    if args.init_from is not None and run.resumed is None:  # ExploRLer: the fork point, before the
-        # first reset updates the statistics: the checkpoint's own score
+    if args.init_from is not None and run.resumed is None:  # ExploRLer: the forked policy's own score
         last_eval_return = heldout_eval()
-        log_paper_metric()
-
-    # start the game
-    start_time = time.time()
-    start_step = global_step
-    excluded_seconds = 0.0  # held-out evaluation time (measurement, not training cost)
+    start_time, start_step, excluded_seconds = time.time(), global_step, 0.0  # SPS leaves out evaluation
     next_obs, _ = envs.reset(seed=args.seed)
-    next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
-    next_done = torch.zeros(args.num_envs, device=device)
+    next_obs = torch.Tensor(next_obs).to(device)
+    next_done = torch.zeros(args.num_envs).to(device)
     last_return = float("nan")
     if run.resumed is not None:  # ExploRLer: the envs mid-episode, the RNGs, the last observation
         next_obs, next_done, last_return = run.resume_loop(envs, device)
-    interrupted = False
+
+    def checkpoint(iteration, interrupted=False):  # what --resume needs to continue exactly
+        counters = dict(global_step=global_step, total_env_steps=total_env_steps, iteration=iteration)
+        counters |= dict(eval_return=last_eval_return, interrupted=interrupted, last_return=last_return)
+        run.save({"agent": agent, "optimizer": optimizer}, envs, search, (next_obs, next_done), **counters)
+
     pbar = tqdm(total=args.total_timesteps, initial=counted_steps(), disable=args.quiet, unit="step")
-    # Ctrl-C stops the run cleanly (with --save-model, a checkpoint of that moment is written)
-    try:
-        first_iteration = iteration + 1  # 1, or after --resume the checkpoint's iteration + 1
-        for iteration in itertools.count(first_iteration):  # to num_iterations without ExploRLer
-            if not next_iteration_fits():  # counted candidate steps: fewer iterations; reused ones: more
+    first_iteration = saved.get("iteration", 0) + 1  # 1, or after --resume the checkpoint's next
+    iteration, interrupted = first_iteration - 1, False
+    try:  # Ctrl-C stops the run cleanly (with --save-model, a checkpoint of that moment is written)
+        for iteration in range(first_iteration, args.num_iterations + 1):
+            if not next_iteration_fits():
                 break
             counted_before = counted_steps()
-            # Annealing the rate: linear in the counted steps, so it reaches ~0 at the budget either way
+            # Annealing the rate if instructed to do so (linear in the counted steps: ~0 at the budget)
             if args.anneal_lr:
                 frac = max(1.0 - counted_before / args.total_timesteps, 0.0)
                 optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
-            # the kept policy's search episodes take the place of as many training env steps
-            reused_steps = 0 if reused is None else int(reused["on_policy"].sum())
-            rollout_steps = max(args.num_steps - reused_steps // args.num_envs, 0)
-            for step in range(rollout_steps):
+            for step in range(0, args.num_steps):
                 global_step += args.num_envs
                 total_env_steps += args.num_envs
                 obs[step] = next_obs
                 dones[step] = next_done
 
-                # act with the stochastic policy (inference mode: the cheapest no-autograd forward)
+                # act with the stochastic policy (inference mode: the cheapest forward without autograd)
                 with torch.inference_mode():
                     action, logprob, _, value = agent.get_action_and_value(next_obs)
                     values[step] = value.flatten()
                 actions[step] = action
                 logprobs[step] = logprob
 
-                # step the envs; log every finished episode (gymnasium 1.x `final_info` layout)
-                next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
-                # done = terminated | truncated, as in CleanRL: the value after a done is not
-                # bootstrapped, and with same-step autoreset next_obs is already the new episode's
-                next_done_np = np.logical_or(terminations, truncations)
-                rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
-                next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device)
-                next_done = torch.as_tensor(next_done_np, dtype=torch.float32, device=device)
+                # step the envs (done = terminated or truncated, as in CleanRL); log finished episodes
+                next_obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
+                next_done = np.logical_or(terminations, truncations)
+                rewards[step] = torch.tensor(reward, dtype=torch.float32).to(device).view(-1)
+                next_obs, next_done = torch.Tensor(next_obs).to(device), torch.Tensor(next_done).to(device)
 
-                if "final_info" in infos and "episode" in infos["final_info"]:
-                    final = infos["final_info"]
-                    mask = final["_episode"]
-                    for r, length in zip(
-                        final["episode"]["r"][mask], final["episode"]["l"][mask], strict=True
-                    ):
+                if "final_info" in infos and "episode" in infos["final_info"]:  # gymnasium 1.x layout
+                    episode, mask = infos["final_info"]["episode"], infos["final_info"]["_episode"]
+                    for r, length in zip(episode["r"][mask], episode["l"][mask], strict=True):
                         last_return = float(r)
                         writer.add_scalar("charts/episodic_return", float(r), global_step)
                         writer.add_scalar("charts/episodic_length", int(length), global_step)
@@ -351,42 +295,36 @@ if __name__ == "__main__":
             # bootstrap value if not done
             with torch.no_grad():
                 next_value = agent.get_value(next_obs).reshape(1, -1)
-                rollout = slice(0, rollout_steps)
-                advantages, returns = compute_gae(
-                    rewards[rollout], values[rollout], dones[rollout], next_value, next_done,
-                    args.gamma, args.gae_lambda,
-                )  # fmt: skip
+                advantages = torch.zeros_like(rewards).to(device)
+                lastgaelam = 0
+                for t in reversed(range(args.num_steps)):
+                    if t == args.num_steps - 1:
+                        nextnonterminal = 1.0 - next_done
+                        nextvalues = next_value
+                    else:
+                        nextnonterminal = 1.0 - dones[t + 1]
+                        nextvalues = values[t + 1]
+                    delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
+                    advantages[t] = lastgaelam = (
+                        delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
+                    )
+                returns = advantages + values
 
             # flatten the batch
-            b_obs = obs[rollout].reshape((-1,) + envs.single_observation_space.shape)
-            b_logprobs = logprobs[rollout].reshape(-1)
-            b_actions = actions[rollout].reshape((-1,) + envs.single_action_space.shape)
+            b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
+            b_logprobs = logprobs.reshape(-1)
+            b_actions = actions.reshape((-1,) + envs.single_action_space.shape)
             b_advantages = advantages.reshape(-1)
             b_returns = returns.reshape(-1)
-            b_values = values[rollout].reshape(-1)
-            b_weights = torch.ones_like(b_values)  # importance weights: 1 for on-policy steps
-            # ExploRLer: the last search's episodes join the batch (--reuse-candidate-rollouts)
-            b_obs, b_logprobs, b_actions, b_advantages, b_returns, b_values, b_weights = join_reused(
-                reused, obs=b_obs, logprobs=b_logprobs, actions=b_actions, advantages=b_advantages,
-                returns=b_returns, values=b_values, weights=b_weights,
-            )  # fmt: skip
-            reused = None
-            if search.pending:  # --score-with surrogate-next: this fresh batch scores the last search
-                normalizer = ObsNormalizer.from_env(envs.envs[0])
-                batch = (b_obs, b_actions, b_logprobs, b_advantages)
-                result, _ = search.run(normalizer, global_step, args.total_timesteps, batch)
-                log_paper_metric(result.best_score)
-                search.log(result, global_step)
-            batch_size = len(b_obs)  # args.batch_size unless search episodes were reused
-            minibatch_size = math.ceil(batch_size / args.num_minibatches)
+            b_values = values.reshape(-1)
 
             # Optimizing the policy and value network
-            b_inds = np.arange(batch_size)
+            b_inds = np.arange(args.batch_size)
             clipfracs = []
             for _epoch in range(args.update_epochs):
                 np.random.shuffle(b_inds)
-                for start in range(0, batch_size, minibatch_size):
-                    end = start + minibatch_size
+                for start in range(0, args.batch_size, args.minibatch_size):
+                    end = start + args.minibatch_size
                     mb_inds = b_inds[start:end]
 
                     _, newlogprob, entropy, newvalue = agent.get_action_and_value(
@@ -396,7 +334,7 @@ if __name__ == "__main__":
                     ratio = logratio.exp()
 
                     with torch.no_grad():
-                        # calculate approx_kl http://joschu.net/blog/kl-approx.html
+                        # the KL estimators of http://joschu.net/blog/kl-approx.html
                         old_approx_kl = (-logratio).mean()
                         approx_kl = ((ratio - 1) - logratio).mean()
                         clipfracs += [((ratio - 1.0).abs() > args.clip_coef).float().mean().item()]
@@ -408,16 +346,14 @@ if __name__ == "__main__":
                     # Policy loss
                     pg_loss1 = -mb_advantages * ratio
                     pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
-                    pg_loss = (torch.max(pg_loss1, pg_loss2) * b_weights[mb_inds]).mean()
+                    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
 
                     # Value loss
                     newvalue = newvalue.view(-1)
                     if args.clip_vloss:
                         v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
-                        v_clipped = b_values[mb_inds] + torch.clamp(
-                            newvalue - b_values[mb_inds], -args.clip_coef, args.clip_coef
-                        )
-                        v_loss_clipped = (v_clipped - b_returns[mb_inds]) ** 2
+                        v_change = torch.clamp(newvalue - b_values[mb_inds], -args.clip_coef, args.clip_coef)
+                        v_loss_clipped = (b_values[mb_inds] + v_change - b_returns[mb_inds]) ** 2
                         v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
                     else:
                         v_loss = 0.5 * ((newvalue - b_returns[mb_inds]) ** 2).mean()
@@ -431,7 +367,7 @@ if __name__ == "__main__":
                     optimizer.step()
 
                 if args.explorler:
-                    optimizer.record()  # an anchor at the end of every epoch
+                    optimizer.record()  # ExploRLer: an anchor after every epoch
 
                 if args.target_kl is not None and approx_kl > args.target_kl:
                     break
@@ -450,56 +386,33 @@ if __name__ == "__main__":
             writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
             writer.add_scalar("losses/explained_variance", explained_var, global_step)
 
-            # ExploRLer: search the anchors' empty space between iterations, never inside one
-            if search.due(iteration, global_step, counted_steps()):  # skipped if it could overrun the budget
-                normalizer = ObsNormalizer.from_env(envs.envs[0])  # the training env's statistics now
-                batch = (b_obs, b_actions, b_logprobs, b_advantages)  # what surrogate scoring uses
+            # ExploRLer: search the anchors' empty space between iterations, if due and within the budget
+            if search.due(iteration, global_step, counted_steps()):
+                normalizer = ObsNormalizer.from_env(envs.envs[0])  # the training statistics now, frozen
+                batch = (b_obs, b_actions, b_logprobs, b_advantages)  # only --score-with surrogate reads it
                 result, used = search.run(normalizer, global_step, args.total_timesteps, batch)
-                total_env_steps += used  # what counts toward the budget is `counted_steps()`
-                if args.reuse_candidate_rollouts != "none":  # counted above, trained on next iteration
-                    episodes = evaluators.candidate.last_transitions
-                    scale = RewardNormalizer.from_env(envs.envs[0])
-                    reused = reused_batch(
-                        episodes, result.kept_row, scale, lambda o, a: agent.get_action_and_value(o, a)[1::2],
-                        everyone=args.reuse_candidate_rollouts == "all",
-                        gamma=args.gamma, gae_lambda=args.gae_lambda, device=device,
-                    )  # fmt: skip
-                    for tag, steps in reused_counts(reused).items():
-                        writer.add_scalar(f"explorler/{tag}", steps, global_step)
-                log_paper_metric(result.best_score)
+                total_env_steps += used
                 search.log(result, global_step)  # the explorler/* scalars, histogram and landscape
-            if (
-                not args.explorler
-                and args.paper_metric_every > 0
-                and iteration % args.paper_metric_every == 0
-            ):
-                log_paper_metric()
             writer.add_scalar("charts/total_env_steps", total_env_steps, global_step)
 
-            finished = not next_iteration_fits()
-            evaluated = iteration % args.eval_every == 0 or finished
-            if evaluated:
+            evaluated = iteration % args.eval_every == 0 or not next_iteration_fits()
+            if evaluated:  # ExploRLer: every eval_every iterations and at the end
                 t0 = time.time()
                 last_eval_return = heldout_eval()
                 excluded_seconds += time.time() - t0
 
             sps = int((global_step - start_step) / max(time.time() - start_time - excluded_seconds, 1e-9))
             writer.add_scalar("charts/SPS", sps, global_step)
-            postfix = {"step": f"{global_step:,}", "SPS": f"{sps:,}"}
-            if not math.isnan(last_return):
-                postfix["ret"] = f"{last_return:.1f}"
-            if search.last_gain is not None:
-                postfix["gain"] = f"{search.last_gain:.1f}"
-            pbar.set_postfix(postfix, refresh=False)
-            pbar.update(counted_steps() - counted_before)  # counted steps as they are, past the total too
+            pbar.set_postfix(step=f"{global_step:,}", SPS=f"{sps:,}", ret=f"{last_return:.1f}", refresh=False)
+            pbar.update(counted_steps() - counted_before)
             if evaluated and args.save_model:
-                checkpoint()  # the iteration's end: --resume continues exactly from here
+                checkpoint(iteration)  # the iteration's end: --resume continues exactly from here
     except KeyboardInterrupt:
         interrupted = True
 
     pbar.close()
     say(search.summary(counted_steps(), global_step, args.total_timesteps, args.count_eval_steps))
-    run.finish(interrupted, iteration, counted_steps(), checkpoint, say)
+    run.finish(interrupted, iteration, counted_steps(), lambda: checkpoint(iteration, interrupted), say)
     evaluators.close()
     envs.close()
     writer.close()

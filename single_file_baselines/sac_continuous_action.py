@@ -24,11 +24,11 @@ from typing import Literal
 
 import tyro
 
-from explorler_optim.rl.args import ExploRLerArgs
+from explorler_optim.rl.args import ResearchArgs
 
 
 @dataclass
-class Args(ExploRLerArgs):  # ExploRLer: its flags (the run, the search, held-out evaluation)
+class Args(ResearchArgs):  # ExploRLer: its flags (the run, the search, held-out evaluation)
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment"""
     seed: int = 1

@@ -1,17 +1,10 @@
-"""TRPO for continuous actions, CleanRL style, with ExploRLer between iterations.
+"""TRPO for continuous actions, CleanRL style, plus ExploRLer; the file to copy.
 
-The PPO script's order (Args, make_env, Agent, rollout, GAE, update, logging) with TRPO's update:
-one full-batch natural-gradient step of the actor per iteration (`NaturalGradientOptimizer` from
-`explorler_optim.rl.trpo`: conjugate gradient on Fisher-vector products, the step scaled to the KL
-bound, backtracking line search) and Adam for the critic. ExploRLer is in a few blocks marked
-`# ExploRLer:`: the actor's optimizer is wrapped in `ExploRLerOptimizer`, an anchor is recorded
-after every iteration, a search runs when due and its env steps count toward the budget, and the
-policy is scored on held-out episodes. The research machinery (resume, forks, the audit) lives in
-`explorler_optim.rl`.
+`ppo_continuous_action.py` line for line, with TRPO's update: one natural-gradient step of the actor
+per iteration (`NaturalGradientOptimizer`), Adam for the critic. ExploRLer is in the lines marked
+`# ExploRLer:`; the research options are in `trpo_continuous_action_research.py` (the benchmarks').
 
-    python single_file_baselines/trpo_continuous_action.py                  # ExploRLer-TRPO
-    python single_file_baselines/trpo_continuous_action.py --no-explorler   # plain TRPO baseline
-    python single_file_baselines/trpo_continuous_action.py --eval-checkpoint runs/<run>/<name>.pt
+    python single_file_baselines/trpo_continuous_action.py [--no-explorler]   # ExploRLer-TRPO [plain TRPO]
 """
 
 import functools
@@ -84,14 +77,12 @@ class Args(ExploRLerArgs):  # ExploRLer: its flags (the run, the search, held-ou
     """the mini-batch size of the critic's updates"""
     n_critic_updates: int = 10
     """epochs of critic updates over the rollout per iteration"""
-    bootstrap_truncation: bool = False
-    """on a time-limit truncation add gamma * V(final obs) to the reward (sb3); off: CleanRL's way"""
 
-    # computed at runtime from the fields above (CleanRL's names; not settable, so not in --help)
+    # to be filled in runtime (CleanRL's names; not settable, so not in --help)
     batch_size: tyro.conf.Suppress[int] = 0
-    """num_envs * num_steps: training env steps per iteration"""
+    """the batch size (computed in runtime)"""
     num_iterations: tyro.conf.Suppress[int] = 0
-    """ceil(total_timesteps / batch_size): the baseline's iterations (fewer when eval steps count)"""
+    """the number of iterations (computed in runtime; fewer when the search's env steps count)"""
 
 
 if __name__ == "__main__":
@@ -109,13 +100,10 @@ from tqdm import tqdm
 
 from explorler_optim import ExploRLerOptimizer
 from explorler_optim.rl import ObsNormalizer, harness
-from explorler_optim.rl.reuse import compute_gae
 from explorler_optim.rl.trpo import NaturalGradientOptimizer
 
 
 def make_env(env_id, gamma, max_episode_steps=None):
-    """Training env: CleanRL's wrappers, normalisation statistics live in the wrappers."""
-
     def thunk():
         env = gym.make(env_id, max_episode_steps=max_episode_steps)
         env = gym.wrappers.FlattenObservation(env)
@@ -130,10 +118,7 @@ def make_env(env_id, gamma, max_episode_steps=None):
     return thunk
 
 
-SQRT2 = float(np.sqrt(2))
-
-
-def layer_init(layer, std=SQRT2, bias_const=0.0):
+def layer_init(layer, std=2**0.5, bias_const=0.0):
     torch.nn.init.orthogonal_(layer.weight, std)
     torch.nn.init.constant_(layer.bias, bias_const)
     return layer
@@ -173,12 +158,10 @@ class Agent(nn.Module):
         return action, probs.log_prob(action).sum(1), probs.entropy().sum(1), self.critic(x)
 
 
-def surrogate_and_kl(agent, obs, actions, old_logprobs, advantages, old_dist, kl_reduction="sum"):
-    """TRPO's closure: (surrogate to maximise, mean KL(old || new)) at the actor's parameters.
-
-    The KL of the diagonal Gaussian policy is the sum of the per-dimension KLs; "mean" averages
-    them instead, as sb3-contrib's TRPO does (its KL bound then allows act_dim times the KL).
-    """
+def surrogate_and_kl(agent, batch, old_dist, kl_reduction="sum"):
+    """TRPO's closure: (surrogate to maximise, mean KL(old || new)) at the actor's parameters; "mean"
+    averages the per-dimension KLs (sb3-contrib's), "sum" adds them (the Gaussian policy's true KL)."""
+    obs, actions, old_logprobs, advantages = batch
     new_dist = agent.get_distribution(obs)
     ratio = torch.exp(new_dist.log_prob(actions).sum(1) - old_logprobs)
     surrogate = (advantages * ratio).mean()
@@ -192,38 +175,25 @@ if __name__ == "__main__":
         torch.set_num_threads(args.torch_threads)
     if args.quiet:
         warnings.filterwarnings("ignore")
-    if args.eval_checkpoint is not None:  # ExploRLer: score a saved policy on held-out episodes
+    if args.eval_checkpoint is not None:  # ExploRLer: score a saved policy on held-out episodes, no training
         result = harness.evaluate_checkpoint(args.eval_checkpoint, args.heldout_episodes, make_env, Agent)
         print(json.dumps(result))
         sys.exit(0)
-
     args.batch_size = int(args.num_envs * args.num_steps)
     args.num_iterations = math.ceil(args.total_timesteps / args.batch_size)
-    # ExploRLer: the settings checked; budget = (budget_limit, episode_cap)
-    budget = harness.check_settings(args)
-    # ExploRLer: the run's checkpoint; --resume continues a run exactly, --init-from forks one
-    run = harness.RunCheckpoint(args, "explorler-trpo-continuous/1")
-    run_name = run.run_name
+    budget = harness.check_settings(args)  # ExploRLer: the flags checked; (budget_limit, episode_cap)
+    run = harness.RunCheckpoint(args, "explorler-trpo-continuous/1")  # ExploRLer: --resume, --init-from
     say = (lambda msg: None) if args.quiet else tqdm.write
-
     if args.track:
         import wandb
 
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=vars(args),
-            name=run_name,
-            save_code=True,
-        )
-    writer = SummaryWriter(f"runs/{run_name}", purge_step=run.purge_step)
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()),
-    )
+        run_info = dict(project=args.wandb_project_name, entity=args.wandb_entity, name=run.run_name)
+        wandb.init(**run_info, config=vars(args), sync_tensorboard=True, save_code=True)
+    writer = SummaryWriter(f"runs/{run.run_name}", purge_step=run.purge_step)
+    hyperparameters = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{hyperparameters}")
 
-    # TRY NOT TO MODIFY: seeding
+    # seeding
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -231,20 +201,19 @@ if __name__ == "__main__":
 
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-    # env setup: same-step autoreset, so that the obs after a done is already the reset obs and
-    # `final_info` reports the finished episode (gymnasium 1.x)
+    # env setup (gymnasium 1.x: same-step autoreset keeps CleanRL's meaning of `next_done`)
     envs = gym.vector.SyncVectorEnv(
         [make_env(args.env_id, args.gamma, args.max_episode_steps) for _ in range(args.num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
-    assert isinstance(envs.single_action_space, gym.spaces.Box), "only continuous action space"
+    assert isinstance(envs.single_action_space, gym.spaces.Box), "only continuous action space is supported"
     envs.action_space.seed(args.seed)
     envs.single_action_space.seed(args.seed)
 
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     agent = Agent(obs_dim, int(np.prod(envs.single_action_space.shape))).to(device)
     actor_params = [*agent.actor_mean.parameters(), agent.actor_logstd]
-    natural_gradient = NaturalGradientOptimizer(
+    optimizer = NaturalGradientOptimizer(
         actor_params,
         max_kl=args.max_kl,
         damping=args.cg_damping,
@@ -252,12 +221,10 @@ if __name__ == "__main__":
         backtrack_coef=args.line_search_shrink,
         backtrack_iters=args.line_search_max_iter,
     )
-    # foreach: one fused update for all tensors (on the CPU too: faster here, same results)
-    optimizer = natural_gradient
     critic_optimizer = optim.Adam(agent.critic.parameters(), lr=args.learning_rate, eps=1e-5, foreach=True)
-    if args.explorler:  # ExploRLer: wrap the actor's optimizer; explored = the actor
+    if args.explorler:  # ExploRLer: wrap the actor's optimizer; the search explores the actor
         optimizer = ExploRLerOptimizer(
-            natural_gradient,
+            optimizer,
             explore_params=actor_params,
             max_anchors=args.max_anchors,
             search=harness.search_operator(args),
@@ -267,118 +234,86 @@ if __name__ == "__main__":
             seed=args.seed,
             on_invalid="skip",
         )
-    # ExploRLer: evaluators on their own envs (held-out, candidates, paper's metric, audit) and the
-    # search between iterations (when it is due, its budget rule, its env steps, its logs)
+    # ExploRLer: evaluators on their own envs; the search step knows when a search is due and fits
     evaluators = harness.build_evaluators(args, agent, envs.envs[0])
-    search = harness.build_search_step(args, optimizer, evaluators, run_name, budget, writer, say)
+    search = harness.build_search_step(args, optimizer, evaluators, run.run_name, budget, writer, say)
     modules = {"agent": agent, "optimizer": optimizer, "critic_optimizer": critic_optimizer}
     saved = run.restore(modules, envs, search, say)  # {}: a new run
+
+    # rollout storage
+    obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape).to(device)
+    actions = torch.zeros((args.num_steps, args.num_envs) + envs.single_action_space.shape).to(device)
+    logprobs = torch.zeros((args.num_steps, args.num_envs)).to(device)
+    rewards = torch.zeros((args.num_steps, args.num_envs)).to(device)
+    dones = torch.zeros((args.num_steps, args.num_envs)).to(device)
+    values = torch.zeros((args.num_steps, args.num_envs)).to(device)
+
+    # start the game
     global_step = saved.get("global_step", 0)  # training env steps
-    total_env_steps = saved.get("total_env_steps", 0)  # + candidate-evaluation env steps
-    iteration = saved.get("iteration", 0)
+    total_env_steps = saved.get("total_env_steps", 0)  # ExploRLer: + the searches' env steps
     last_eval_return = saved.get("eval_return")
 
-    def counted_steps():
+    def counted_steps():  # ExploRLer: what the budget counts (the searches' env steps too, by default)
         return total_env_steps if args.count_eval_steps else global_step
 
-    def next_iteration_fits():
-        """Another iteration starts while the budget is not reached and it cannot overrun the limit."""
+    def next_iteration_fits():  # ExploRLer: counted search steps mean fewer iterations, never an overrun
         return counted_steps() < args.total_timesteps and counted_steps() + args.batch_size <= budget[0]
 
-    def heldout_eval():
+    def heldout_eval():  # ExploRLer: the policy on held-out episodes (never counted: not training)
         score = harness.log_heldout(evaluators, envs.envs[0], writer, (global_step, total_env_steps))
         say(f"global_step={global_step}, total_env_steps={total_env_steps}, eval_return={score:.1f}")
         return score
 
-    def log_paper_metric(score=None):
-        """The paper's metric: a search's best candidate score, else 3 episodes on fixed starts."""
-        if args.paper_metric_every > 0:
-            if score is None:
-                evaluators.paper.obs_normalizer = ObsNormalizer.from_env(envs.envs[0])
-                score = float(evaluators.paper())
-            writer.add_scalar("paper/episodic_return", score, global_step)
-
-    def checkpoint():  # what --resume needs to continue exactly
-        counters = dict(global_step=global_step, total_env_steps=total_env_steps, iteration=iteration)
-        counters |= dict(eval_return=last_eval_return, interrupted=interrupted, last_return=last_return)
-        loop = (next_obs, next_done)
-        modules = {"agent": agent, "optimizer": optimizer, "critic_optimizer": critic_optimizer}
-        run.save(modules, envs, search, loop, **counters)
-
-    # rollout storage
-    horizon = (args.num_steps, args.num_envs)
-    obs = torch.zeros(horizon + envs.single_observation_space.shape, device=device)
-    actions = torch.zeros(horizon + envs.single_action_space.shape, device=device)
-    logprobs = torch.zeros(horizon, device=device)
-    rewards = torch.zeros(horizon, device=device)
-    dones = torch.zeros(horizon, device=device)
-    values = torch.zeros(horizon, device=device)
-
-    if args.init_from is not None and run.resumed is None:  # ExploRLer: the fork point, before the
-        # first reset updates the statistics: the checkpoint's own score
+    if args.init_from is not None and run.resumed is None:  # ExploRLer: the forked policy's own score
         last_eval_return = heldout_eval()
-        log_paper_metric()
-
-    # start the game
-    start_time = time.time()
-    start_step = global_step
-    excluded_seconds = 0.0  # held-out evaluation time (measurement, not training cost)
+    start_time, start_step, excluded_seconds = time.time(), global_step, 0.0  # SPS leaves out evaluation
     next_obs, _ = envs.reset(seed=args.seed)
-    next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
-    next_done = torch.zeros(args.num_envs, device=device)
+    next_obs = torch.Tensor(next_obs).to(device)
+    next_done = torch.zeros(args.num_envs).to(device)
     last_return = float("nan")
     if run.resumed is not None:  # ExploRLer: the envs mid-episode, the RNGs, the last observation
         next_obs, next_done, last_return = run.resume_loop(envs, device)
-    interrupted = False
+
+    def checkpoint(iteration, interrupted=False):  # what --resume needs to continue exactly
+        counters = dict(global_step=global_step, total_env_steps=total_env_steps, iteration=iteration)
+        counters |= dict(eval_return=last_eval_return, interrupted=interrupted, last_return=last_return)
+        run.save(modules, envs, search, (next_obs, next_done), **counters)
+
     pbar = tqdm(total=args.total_timesteps, initial=counted_steps(), disable=args.quiet, unit="step")
-    # Ctrl-C stops the run cleanly (with --save-model, a checkpoint of that moment is written)
-    try:
-        first_iteration = iteration + 1  # 1, or after --resume the checkpoint's iteration + 1
+    first_iteration = saved.get("iteration", 0) + 1  # 1, or after --resume the checkpoint's next
+    iteration, interrupted = first_iteration - 1, False
+    try:  # Ctrl-C stops the run cleanly (with --save-model, a checkpoint of that moment is written)
         for iteration in range(first_iteration, args.num_iterations + 1):
-            if not next_iteration_fits():  # counted candidate steps: fewer than num_iterations
+            if not next_iteration_fits():
                 break
             counted_before = counted_steps()
-            # Annealing the rate: linear in the counted steps, so it reaches ~0 at the budget either way
+            # Annealing the rate if instructed to do so (linear in the counted steps: ~0 at the budget)
             if args.anneal_lr:
                 frac = max(1.0 - counted_before / args.total_timesteps, 0.0)
                 critic_optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
-            for step in range(args.num_steps):
+            for step in range(0, args.num_steps):
                 global_step += args.num_envs
                 total_env_steps += args.num_envs
                 obs[step] = next_obs
                 dones[step] = next_done
 
-                # act with the stochastic policy (inference mode: the cheapest no-autograd forward)
+                # act with the stochastic policy (inference mode: the cheapest forward without autograd)
                 with torch.inference_mode():
                     action, logprob, _, value = agent.get_action_and_value(next_obs)
                     values[step] = value.flatten()
                 actions[step] = action
                 logprobs[step] = logprob
 
-                # step the envs; log every finished episode (gymnasium 1.x `final_info` layout)
-                next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
-                # done = terminated | truncated, as in CleanRL: the value after a done is not
-                # bootstrapped, and with same-step autoreset next_obs is already the new episode's
-                next_done_np = np.logical_or(terminations, truncations)
-                rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
-                if args.bootstrap_truncation and "final_obs" in infos:
-                    # a time limit cut the episode short: bootstrap the value it would have had
-                    cut = np.flatnonzero(truncations & ~terminations & infos["_final_obs"])
-                    if len(cut) > 0:
-                        final_obs = torch.as_tensor(np.stack(infos["final_obs"][cut]), device=device)
-                        with torch.no_grad():
-                            final_value = agent.get_value(final_obs.float()).flatten()
-                        rewards[step, cut] += args.gamma * final_value
-                next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device)
-                next_done = torch.as_tensor(next_done_np, dtype=torch.float32, device=device)
+                # step the envs (done = terminated or truncated, as in CleanRL); log finished episodes
+                next_obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
+                next_done = np.logical_or(terminations, truncations)
+                rewards[step] = torch.tensor(reward, dtype=torch.float32).to(device).view(-1)
+                next_obs, next_done = torch.Tensor(next_obs).to(device), torch.Tensor(next_done).to(device)
 
-                if "final_info" in infos and "episode" in infos["final_info"]:
-                    final = infos["final_info"]
-                    mask = final["_episode"]
-                    for r, length in zip(
-                        final["episode"]["r"][mask], final["episode"]["l"][mask], strict=True
-                    ):
+                if "final_info" in infos and "episode" in infos["final_info"]:  # gymnasium 1.x layout
+                    episode, mask = infos["final_info"]["episode"], infos["final_info"]["_episode"]
+                    for r, length in zip(episode["r"][mask], episode["l"][mask], strict=True):
                         last_return = float(r)
                         writer.add_scalar("charts/episodic_return", float(r), global_step)
                         writer.add_scalar("charts/episodic_length", int(length), global_step)
@@ -386,9 +321,20 @@ if __name__ == "__main__":
             # bootstrap value if not done
             with torch.no_grad():
                 next_value = agent.get_value(next_obs).reshape(1, -1)
-                advantages, returns = compute_gae(
-                    rewards, values, dones, next_value, next_done, args.gamma, args.gae_lambda
-                )
+                advantages = torch.zeros_like(rewards).to(device)
+                lastgaelam = 0
+                for t in reversed(range(args.num_steps)):
+                    if t == args.num_steps - 1:
+                        nextnonterminal = 1.0 - next_done
+                        nextvalues = next_value
+                    else:
+                        nextnonterminal = 1.0 - dones[t + 1]
+                        nextvalues = values[t + 1]
+                    delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
+                    advantages[t] = lastgaelam = (
+                        delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
+                    )
+                returns = advantages + values
 
             # flatten the batch
             b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
@@ -398,32 +344,17 @@ if __name__ == "__main__":
             b_returns = returns.reshape(-1)
             b_values = values.reshape(-1)
 
-            # Optimizing the policy: one full-batch natural-gradient step in the trust region. The
-            # advantages are normalised once and the same tensor serves the gradient and every
-            # line-search try (CleanRL PR #435 re-evaluated the line search on raw advantages).
+            # Optimizing the policy: one full-batch natural-gradient step in the trust region, on
+            # advantages normalised once (the gradient and every line-search try see the same tensor)
             if args.norm_adv:
                 b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
-            if search.pending:  # --score-with surrogate-next: this fresh batch scores the last search
-                normalizer = ObsNormalizer.from_env(envs.envs[0])
-                batch = (b_obs, b_actions, b_logprobs, b_advantages)
-                result, _ = search.run(normalizer, global_step, args.total_timesteps, batch)
-                log_paper_metric(result.best_score)
-                search.log(result, global_step)
             with torch.no_grad():
                 old_dist = agent.get_distribution(b_obs)
-            policy_closure = functools.partial(
-                surrogate_and_kl,
-                agent,
-                b_obs,
-                b_actions,
-                b_logprobs,
-                b_advantages,
-                old_dist,
-                args.kl_reduction,
-            )
+            batch = (b_obs, b_actions, b_logprobs, b_advantages)
+            policy_closure = functools.partial(surrogate_and_kl, agent, batch, old_dist, args.kl_reduction)
             stats = optimizer.step(policy_closure)
             if args.explorler:
-                optimizer.record()  # an anchor at the end of every iteration
+                optimizer.record()  # ExploRLer: an anchor after every iteration
 
             # Optimizing the value network: Adam over minibatches, n_critic_updates epochs
             b_inds = np.arange(args.batch_size)
@@ -445,8 +376,7 @@ if __name__ == "__main__":
             explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
 
             # TRPO's scalars (CleanRL's names where they exist)
-            lr = critic_optimizer.param_groups[0]["lr"]
-            writer.add_scalar("charts/learning_rate", lr, global_step)
+            writer.add_scalar("charts/learning_rate", critic_optimizer.param_groups[0]["lr"], global_step)
             writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
             writer.add_scalar("losses/policy_objective", stats["policy_objective"], global_step)
             writer.add_scalar("losses/policy_improvement", stats["improvement"], global_step)
@@ -457,46 +387,32 @@ if __name__ == "__main__":
             writer.add_scalar("charts/step_size", stats["step_size"], global_step)
             writer.add_scalar("losses/explained_variance", explained_var, global_step)
 
-            # ExploRLer: search the anchors' empty space between iterations, never inside one
-            if search.due(iteration, global_step, counted_steps()):  # skipped if it could overrun the budget
-                normalizer = ObsNormalizer.from_env(envs.envs[0])  # the training env's statistics now
-                batch = (b_obs, b_actions, b_logprobs, b_advantages)  # what surrogate scoring uses
+            # ExploRLer: search the anchors' empty space between iterations, if due and within the budget
+            if search.due(iteration, global_step, counted_steps()):
+                normalizer = ObsNormalizer.from_env(envs.envs[0])  # the training statistics now, frozen
                 result, used = search.run(normalizer, global_step, args.total_timesteps, batch)
-                total_env_steps += used  # what counts toward the budget is `counted_steps()`
-                log_paper_metric(result.best_score)
+                total_env_steps += used
                 search.log(result, global_step)  # the explorler/* scalars, histogram and landscape
-            if (
-                not args.explorler
-                and args.paper_metric_every > 0
-                and iteration % args.paper_metric_every == 0
-            ):
-                log_paper_metric()
             writer.add_scalar("charts/total_env_steps", total_env_steps, global_step)
 
-            finished = not next_iteration_fits()
-            evaluated = iteration % args.eval_every == 0 or finished
-            if evaluated:
+            evaluated = iteration % args.eval_every == 0 or not next_iteration_fits()
+            if evaluated:  # ExploRLer: every eval_every iterations and at the end
                 t0 = time.time()
                 last_eval_return = heldout_eval()
                 excluded_seconds += time.time() - t0
 
             sps = int((global_step - start_step) / max(time.time() - start_time - excluded_seconds, 1e-9))
             writer.add_scalar("charts/SPS", sps, global_step)
-            postfix = {"step": f"{global_step:,}", "SPS": f"{sps:,}"}
-            if not math.isnan(last_return):
-                postfix["ret"] = f"{last_return:.1f}"
-            if search.last_gain is not None:
-                postfix["gain"] = f"{search.last_gain:.1f}"
-            pbar.set_postfix(postfix, refresh=False)
-            pbar.update(counted_steps() - counted_before)  # counted steps as they are, past the total too
+            pbar.set_postfix(step=f"{global_step:,}", SPS=f"{sps:,}", ret=f"{last_return:.1f}", refresh=False)
+            pbar.update(counted_steps() - counted_before)
             if evaluated and args.save_model:
-                checkpoint()  # the iteration's end: --resume continues exactly from here
+                checkpoint(iteration)  # the iteration's end: --resume continues exactly from here
     except KeyboardInterrupt:
         interrupted = True
 
     pbar.close()
     say(search.summary(counted_steps(), global_step, args.total_timesteps, args.count_eval_steps))
-    run.finish(interrupted, iteration, counted_steps(), checkpoint, say)
+    run.finish(interrupted, iteration, counted_steps(), lambda: checkpoint(iteration, interrupted), say)
     evaluators.close()
     envs.close()
     writer.close()

@@ -218,7 +218,7 @@ def test_smoke_sweep_local_resumable_and_report(tmp_path):
     for name in names:
         record = json.loads((out / "runs" / name / "result.json").read_text())
         assert record["returncode"] == 0
-        assert record["command"].split()[1].endswith("_continuous_action.py")
+        assert record["command"].split()[1].endswith("_continuous_action_research.py")
         assert record["git_commit"] and record["packages"]["torch"]
         assert record["machine"]["cores"] >= 1 and record["machine"]["cpu"]
         assert record["wall_seconds"] > 0 and record["evaluations"]

@@ -161,7 +161,7 @@ def test_a_lost_worker_node_is_retried_and_the_run_resumes_from_its_checkpoint(c
             table = processes()
             for pid in descendants(worker_raylet, table):
                 cmd = table[pid][1].split(" ")
-                if "ppo_continuous_action.py" in " ".join(cmd) and "--checkpoint-path" in cmd:
+                if "ppo_continuous_action" in " ".join(cmd) and "--checkpoint-path" in cmd:
                     checkpoint = Path(cmd[cmd.index("--checkpoint-path") + 1])
                     if checkpoint.exists():
                         return pid, cmd[cmd.index("--seed") + 1], checkpoint

@@ -27,7 +27,10 @@ from explorler_optim.explorer import ExploreResult  # noqa: E402
 from explorler_optim.rl import Episode, ObsNormalizer, PolicyEvaluator, RewardNormalizer  # noqa: E402
 from explorler_optim.rl.reuse import reused_batch  # noqa: E402
 from tests.conftest import HANG_GUARD_S  # noqa: E402
-from tests.test_ppo_script import SCRIPT, TINY, load_script_module, reference_gae  # noqa: E402, F401
+from tests.test_ppo_script import ROOT, TINY, load_script_module, reference_gae  # noqa: E402, F401
+
+# reuse of candidate episodes is a research option: the benchmarks' variant of the PPO script has it
+SCRIPT = ROOT / "single_file_baselines" / "ppo_continuous_action_research.py"
 
 CAP = 40  # steps per episode at most
 

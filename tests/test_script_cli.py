@@ -24,6 +24,7 @@ SCRIPTS = [
     ROOT / "single_file_baselines" / "ppo_continuous_action.py",
     ROOT / "single_file_baselines" / "trpo_continuous_action.py",
 ]
+RESEARCH_SCRIPTS = [script.with_name(f"{script.stem}_research.py") for script in SCRIPTS]
 TINY = [
     "--env-id",
     "Hopper-v5",
@@ -43,7 +44,7 @@ def script_env():
     return env
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("script", SCRIPTS + RESEARCH_SCRIPTS, ids=lambda p: p.stem)
 def test_help_lists_only_settable_flags_and_loads_no_torch(script, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", str(script), "--help"],

@@ -173,7 +173,9 @@ def test_scripts_score_for_free(algo, score_with, tmp_path_factory):
     from tests.test_trpo_script import TINY as TRPO_TINY
 
     tiny = PPO_TINY if algo == "ppo" else TRPO_TINY
-    script = ScriptUnderTest(SCRIPTS / f"{algo}_continuous_action.py", tiny, tmp_path_factory)
+    # surrogate-next is a research option (the benchmarks' variants); surrogate is in both scripts
+    name = f"{algo}_continuous_action" + ("_research" if score_with == "surrogate-next" else "")
+    script = ScriptUnderTest(SCRIPTS / f"{name}.py", tiny, tmp_path_factory)
     run = script.train(f"{algo}-{score_with}", "--score-with", score_with, "--total-timesteps", 512)
     searches = run.values("explorler/num_candidates")
     assert len(searches) >= 2
@@ -187,7 +189,7 @@ def test_scripts_score_for_free(algo, score_with, tmp_path_factory):
 @pytest.mark.parametrize("score_with", ["surrogate", "surrogate-next"])
 def test_free_scoring_with_reused_rollouts_is_refused(tmp_path, score_with):
     proc = subprocess.run(
-        [sys.executable, str(SCRIPTS / "ppo_continuous_action.py"), "--score-with", score_with,
+        [sys.executable, str(SCRIPTS / "ppo_continuous_action_research.py"), "--score-with", score_with,
          "--reuse-candidate-rollouts", "winner", "--total-timesteps", "64"],
         capture_output=True, text=True, cwd=tmp_path, check=False, timeout=HANG_GUARD_S,
     )  # fmt: skip

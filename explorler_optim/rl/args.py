@@ -5,10 +5,10 @@ packages import lazily), so a script can parse its flags with ``tyro`` before it
 and ``--help`` answers at once. The fields' docstrings are the flags' help.
 """
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, fields
+from typing import Any, Literal
 
-__all__ = ["ExploRLerArgs"]
+__all__ = ["ExploRLerArgs", "ResearchArgs", "research_setting"]
 
 
 @dataclass
@@ -84,8 +84,8 @@ class ExploRLerArgs:
     """score every search's candidates on the same start states (the run's seed: the authors' scoring)"""
     eval_episodes: int = 1
     """deterministic episodes per candidate, same seeds for all candidates of a cycle (3: the paper's)"""
-    score_with: Literal["env", "surrogate", "surrogate-next"] = "env"
-    """score candidates by episodes, or with no env steps on the update's batch or the next one (README)"""
+    score_with: Literal["env", "surrogate"] = "env"
+    """score candidates by episodes, or with no env steps on the update's own batch (README)"""
     surrogate_max_kl: float = 0.01
     """surrogate scoring: largest mean KL to the batch's policy (widened to the update's own KL)"""
     include_incumbent: bool = True
@@ -100,8 +100,6 @@ class ExploRLerArgs:
     """let the candidate evaluator drop hopeless candidates early (PolicyEvaluator racing)"""
     eval_workers: int = 1
     """worker processes of the candidate evaluator (1: evaluate in this process)"""
-    selection_truth_episodes: int = 0
-    """audit each search: every policy also on this many held-out episodes and the paper's 3 (0: off)"""
     landscape_every: int = 0
     """log the landscape view (anchors, candidates, scores) to TensorBoard every K cycles (0: off)"""
 
@@ -110,5 +108,41 @@ class ExploRLerArgs:
     """iterations between held-out evaluations of the current policy (also one at the end)"""
     heldout_episodes: int = 10
     """deterministic held-out episodes per evaluation (every `eval_every` iterations, at the end)"""
+
+
+@dataclass
+class ResearchArgs(ExploRLerArgs):
+    """The research variants' flags on top of :class:`ExploRLerArgs`: what changes the training loop
+    or measures it (the benchmarks run the ``*_research.py`` scripts, a user copies the plain ones).
+
+    Example:
+        >>> args = ResearchArgs(paper_metric_every=1, score_with="surrogate-next")
+        >>> args.paper_metric_every, args.score_with, args.selection_truth_episodes
+        (1, 'surrogate-next', 0)
+    """
+
+    # a wider choice than the base class's: the plain scripts have no next batch to wait for
+    score_with: Literal["env", "surrogate", "surrogate-next"] = "env"  # type: ignore[assignment]
+    """score candidates by episodes, or with no env steps on the update's batch or the next one (README)"""
+    selection_truth_episodes: int = 0
+    """audit each search: every policy also on this many held-out episodes and the paper's 3 (0: off)"""
     paper_metric_every: int = 0
     """iterations between the paper's metric, paper/episodic_return (0: off; see the README)"""
+
+
+_RESEARCH_DEFAULTS = {f.name: f.default for f in fields(ResearchArgs)}
+
+
+def research_setting(args: Any, name: str) -> Any:
+    """``args.<name>`` for a script with the research flag ``name``, else that flag's default (off).
+
+    The library's helpers serve both kinds of script; a plain script has no research flags, and
+    nothing it does depends on them.
+
+    Example:
+        >>> research_setting(ExploRLerArgs(), "paper_metric_every")
+        0
+        >>> research_setting(ResearchArgs(paper_metric_every=5), "paper_metric_every")
+        5
+    """
+    return getattr(args, name, _RESEARCH_DEFAULTS[name])

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from explorler_optim.checkpoint import load_normalization_state, load_run_state, run_state, save_checkpoint
+from explorler_optim.rl.args import research_setting
 from explorler_optim.rl.normalize import ObsNormalizer
 from explorler_optim.rl.run_evaluators import RunEvaluators
 from explorler_optim.rl.search_step import SearchStep, episode_seed
@@ -73,7 +74,8 @@ def truth_seed(args: Any, cycle: int) -> int:
         >>> truth_seed(SimpleNamespace(seed=1, selection_truth_episodes=3), 2)
         2001000006
     """
-    return int(2_000_000_000 + (args.seed % 1000) * 1_000_000 + cycle * args.selection_truth_episodes)
+    truth_episodes = research_setting(args, "selection_truth_episodes")
+    return int(2_000_000_000 + (args.seed % 1000) * 1_000_000 + cycle * truth_episodes)
 
 
 def heldout_seed(args: Any) -> int:
@@ -154,7 +156,7 @@ def check_settings(args: Any, planned_steps: int | None = None) -> tuple[int, in
             "budget: pass --max-episode-steps N (or --no-count-eval-steps)"
         )
     if getattr(args, "search", "esa") in ("pbt", "cma-es") and (
-        reuse != "none" or getattr(args, "selection_truth_episodes", 0) > 0
+        reuse != "none" or research_setting(args, "selection_truth_episodes") > 0
     ):
         raise SystemExit(
             f"--search {args.search} scores candidates in rounds; --reuse-candidate-rollouts and "
@@ -271,9 +273,9 @@ def build_evaluators(
         candidate_seed=candidate_seed(args, 0),
         workers=args.eval_workers,
         racing=args.racing,
-        paper_metric=args.paper_metric_every > 0,
+        paper_metric=research_setting(args, "paper_metric_every") > 0,
         paper_seed=args.seed,
-        truth_episodes=args.selection_truth_episodes,
+        truth_episodes=research_setting(args, "selection_truth_episodes"),
         score_with=free,
         log_prob=lambda obs, act: agent.get_action_and_value(obs, act)[1],
         surrogate_max_kl=args.surrogate_max_kl,
