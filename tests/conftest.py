@@ -94,6 +94,16 @@ class ScriptUnderTest:
         return self.train_in(self.tmp_path_factory.mktemp(name), *args)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``-n 2 --dist loadgroup``, the default in pyproject.toml): a module's
+    tests stay on one worker, so its module-scoped script runs are made once; and every test that
+    starts Ray (``@pytest.mark.ray``) shares one worker, one at a time (a local Ray instance may find
+    another one on the same machine and join it)."""
+    for item in items:
+        group = "ray" if item.get_closest_marker("ray") else item.module.__name__  # type: ignore[attr-defined]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="module")
 def script(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ScriptUnderTest:
     """The test module's ``SCRIPT`` with its ``TINY`` arguments."""

@@ -291,6 +291,7 @@ def test_smoke_sweep_local_resumable_and_report(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_smoke_run_through_local_ray(tmp_path):
     pytest.importorskip("ray", reason="Ray is optional (pip install 'explorler-optim[ray]')")
     out = tmp_path / "ray"

@@ -30,6 +30,7 @@ PROTOCOL = "smoke-resumable"
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.ray,
     pytest.mark.skipif(
         not sys.platform.startswith("linux"), reason="reads /proc to find the node's processes"
     ),

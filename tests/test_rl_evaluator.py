@@ -415,6 +415,7 @@ def test_racing_winner_always_played_most_episodes():
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_ray_backend_matches_local():
     ray = pytest.importorskip("ray", reason="Ray is optional (`pip install ray`)")
     pol = pendulum_policy(5)
