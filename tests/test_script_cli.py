@@ -84,9 +84,12 @@ def test_ctrl_c_stops_cleanly_and_says_what_was_kept(script, save_model, tmp_pat
     args += ["--esa-steps", 4, "--checkpoint-path", checkpoint, "--quiet"]
     if save_model:
         args.append("--save-model")
+    # Ctrl-C as in a terminal: a pytest-xdist worker (or a background shell) ignores SIGINT, and a
+    # child inherits that, so the child gets the default disposition back
     proc = subprocess.Popen(
         [sys.executable, str(script), *map(str, args)],
         cwd=tmp_path, env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         # wait until training runs: the first checkpoint, or the first TensorBoard scalars

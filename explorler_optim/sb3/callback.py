@@ -28,14 +28,6 @@ from .actor import check_policy, sb3_actor, sb3_actor_params
 __all__ = ["ExploRLerCallback"]
 
 
-def _positive_int(name: str, value: Any, auto: bool = False) -> None:
-    if auto and value == "auto":
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        also = " or 'auto'" if auto else ""
-        raise ValueError(f"ExploRLerCallback: {name} must be a positive integer{also}, got {value!r}")
-
-
 class _LoggerWriter:
     """SB3's logger seen through the two ``SummaryWriter`` methods :class:`SearchStep` calls."""
 
@@ -187,14 +179,14 @@ class ExploRLerCallback(BaseCallback):
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose=verbose)
-        self._check_arguments(eval_env, eval_env_kwargs, explore_every, anchor_every, on_invalid)
-        _positive_int("eval_episodes", eval_episodes)
-        _positive_int("max_anchors", max_anchors)
+        checks.check_arguments(eval_env, eval_env_kwargs, explore_every, anchor_every, on_invalid)
+        checks.positive_int("eval_episodes", eval_episodes)
+        checks.positive_int("max_anchors", max_anchors)
         if max_anchors < 2:
             raise ValueError(
                 f"ExploRLerCallback: max_anchors must be >= 2 (a search needs 2), not {max_anchors}"
             )
-        _positive_int("eval_workers", eval_workers)
+        checks.positive_int("eval_workers", eval_workers)
         if budget_tolerance is not None and not (
             isinstance(budget_tolerance, (int, float)) and budget_tolerance >= 0
         ):
@@ -241,23 +233,6 @@ class ExploRLerCallback(BaseCallback):
         self._warned = False
         self._loaded_state: dict[str, Any] | None = None  # waits for the model
         self._loaded_checked = True  # False: the waiting state is checked against the model's step
-
-    @staticmethod
-    def _check_arguments(
-        eval_env: Any, eval_env_kwargs: Any, explore_every: Any, anchor_every: Any, on_invalid: Any
-    ) -> None:
-        if eval_env is not None and not isinstance(eval_env, str) and not callable(eval_env):
-            raise TypeError(
-                f"eval_env must be an env id (e.g. 'Hopper-v5'), a zero-argument env factory or None, "
-                f"got {type(eval_env).__name__}"
-            )
-        if eval_env_kwargs and not isinstance(eval_env, str):
-            raise ValueError("eval_env_kwargs applies to an env id; put the arguments in your factory")
-        _positive_int("explore_every", explore_every, auto=True)
-        if anchor_every not in ("auto", "epoch", "iteration"):
-            raise ValueError(f"anchor_every must be 'auto', 'epoch' or 'iteration', got {anchor_every!r}")
-        if on_invalid not in ("raise", "skip"):
-            raise ValueError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
 
     # ---------------------------------------------------------------- counters (the SearchStep's)
     @property
@@ -354,18 +329,12 @@ class ExploRLerCallback(BaseCallback):
             step.load_state_dict(old.state_dict())
         return step
 
-    def _anchor_mode(self) -> str:
-        if self.anchor_every != "auto":
-            return self.anchor_every
-        epochs = hasattr(self.model, "n_epochs") and hasattr(self.model, "batch_size")
-        return "epoch" if epochs else "iteration"
-
     def _on_training_start(self) -> None:
         model = cast(Any, self.model)
         self._total_timesteps = int(self.locals.get("total_timesteps", 0))
         self._stop = False
         self._in_iteration = False
-        mode = self._anchor_mode()
+        mode = checks.anchor_mode(self.anchor_every, model)
         rollout = checks.rollout_steps(model)
         self.schedule = checks.resolve_schedule(self.explore_every, self.max_anchors, mode, rollout)
         self._start_budget(rollout)
@@ -385,7 +354,7 @@ class ExploRLerCallback(BaseCallback):
             self._hook = model.policy.optimizer.register_step_post_hook(self._after_optimizer_step)
         if not self._warned:
             self._warned = True
-            self._warn_about_anchors(mode, model)
+            checks.warn_about_anchors(self.schedule, mode, model, self.max_anchors)
 
     def _start_budget(self, rollout: int) -> None:
         """Build (once) and check the evaluation env; the budget rule's limit for this ``learn()``."""
@@ -412,28 +381,6 @@ class ExploRLerCallback(BaseCallback):
                 workers=self.eval_workers,
             )
         self.step = self._new_step(evaluator, self.step)
-
-    def _warn_about_anchors(self, mode: str, model: Any) -> None:
-        assert self.schedule is not None
-        every, stride = self.schedule.explore_every, self.schedule.anchor_stride
-        if mode == "epoch":
-            per_cycle, searched_span = every * model.n_epochs, model.n_epochs
-            unit = f"n_epochs={model.n_epochs} per iteration"
-        else:
-            per_cycle = searched_span = every // stride + int(every % stride != 0)
-            unit = "one per iteration" if stride == 1 else f"one per {stride} iterations"
-        if searched_span > self.max_anchors:
-            checks.warn_at_user(
-                f"ExploRLerCallback: a cycle of explore_every={every} iterations records {per_cycle} "
-                f"anchors ({unit}) but max_anchors={self.max_anchors}: only the last {self.max_anchors} "
-                f"are searched (raise max_anchors to {searched_span}"
-                + (" or lower explore_every)" if mode == "iteration" else ")")
-            )
-        elif per_cycle < 2:
-            checks.warn_at_user(
-                f"ExploRLerCallback: a cycle of explore_every={every} iteration(s) records {per_cycle} "
-                "anchor; a search needs 2, so each runs once 2 anchors have accumulated (raise explore_every)"
-            )
 
     # ---------------------------------------------------------------- anchors
     def _actor_flat(self) -> torch.Tensor:

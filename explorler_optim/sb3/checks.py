@@ -23,11 +23,15 @@ from .actor import check_policy
 __all__ = [
     "EvalEnv",
     "Schedule",
+    "anchor_mode",
     "check_algorithm",
+    "check_arguments",
     "check_observation_space",
     "eval_env_for",
+    "positive_int",
     "resolve_schedule",
     "warn_at_learn_start",
+    "warn_about_anchors",
     "warn_at_user",
     "warn_if_learn_searches_nothing",
     "warn_if_steps_were_reset",
@@ -383,3 +387,69 @@ def warn_at_learn_start(callback: Any, model: Any, rollout: int) -> None:
         explore_at_end=callback.explore_at_end,
         algorithm=type(model).__name__,
     )
+
+
+def positive_int(name: str, value: Any, auto: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is a positive int (or ``"auto"`` where ``auto``).
+
+    Example:
+        >>> positive_int("max_anchors", 0)
+        Traceback (most recent call last):
+        ...
+        ValueError: ExploRLerCallback: max_anchors must be a positive integer, got 0
+    """
+    if auto and value == "auto":
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        also = " or 'auto'" if auto else ""
+        raise ValueError(f"ExploRLerCallback: {name} must be a positive integer{also}, got {value!r}")
+
+
+def check_arguments(
+    eval_env: Any, eval_env_kwargs: Any, explore_every: Any, anchor_every: Any, on_invalid: Any
+) -> None:
+    """The callback's constructor arguments that need no model: a clear error for a wrong one."""
+    if eval_env is not None and not isinstance(eval_env, str) and not callable(eval_env):
+        raise TypeError(
+            f"eval_env must be an env id (e.g. 'Hopper-v5'), a zero-argument env factory or None, "
+            f"got {type(eval_env).__name__}"
+        )
+    if eval_env_kwargs and not isinstance(eval_env, str):
+        raise ValueError("eval_env_kwargs applies to an env id; put the arguments in your factory")
+    positive_int("explore_every", explore_every, auto=True)
+    if anchor_every not in ("auto", "epoch", "iteration"):
+        raise ValueError(f"anchor_every must be 'auto', 'epoch' or 'iteration', got {anchor_every!r}")
+    if on_invalid not in ("raise", "skip"):
+        raise ValueError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
+
+
+def anchor_mode(anchor_every: str, model: Any) -> str:
+    """``anchor_every`` resolved: ``"auto"`` is an anchor per epoch for algorithms with epochs
+    (PPO: ``n_epochs`` and ``batch_size``), else one per iteration (A2C, TRPO)."""
+    if anchor_every != "auto":
+        return anchor_every
+    epochs = hasattr(model, "n_epochs") and hasattr(model, "batch_size")
+    return "epoch" if epochs else "iteration"
+
+
+def warn_about_anchors(schedule: Schedule, mode: str, model: Any, max_anchors: int) -> None:
+    """Warn when a cycle records more anchors than are searched, or fewer than a search needs."""
+    every, stride = schedule.explore_every, schedule.anchor_stride
+    if mode == "epoch":
+        per_cycle, searched_span = every * model.n_epochs, model.n_epochs
+        unit = f"n_epochs={model.n_epochs} per iteration"
+    else:
+        per_cycle = searched_span = every // stride + int(every % stride != 0)
+        unit = "one per iteration" if stride == 1 else f"one per {stride} iterations"
+    if searched_span > max_anchors:
+        warn_at_user(
+            f"ExploRLerCallback: a cycle of explore_every={every} iterations records {per_cycle} "
+            f"anchors ({unit}) but max_anchors={max_anchors}: only the last {max_anchors} "
+            f"are searched (raise max_anchors to {searched_span}"
+            + (" or lower explore_every)" if mode == "iteration" else ")")
+        )
+    elif per_cycle < 2:
+        warn_at_user(
+            f"ExploRLerCallback: a cycle of explore_every={every} iteration(s) records {per_cycle} "
+            "anchor; a search needs 2, so each runs once 2 anchors have accumulated (raise explore_every)"
+        )
