@@ -1,14 +1,13 @@
-"""PPO for continuous actions, CleanRL style, with ExploRLer between iterations.
+"""PPO for continuous actions with ExploRLer: the research variant, which the benchmarks run.
 
-CleanRL's `ppo_continuous_action.py` (same order: Args, make_env, Agent, rollout, GAE, update,
-logging) plus ExploRLer in a few blocks marked `# ExploRLer:`: Adam is wrapped in
-`ExploRLerOptimizer`, an anchor is recorded after every epoch, a search runs when due and its env
-steps count toward the budget, and the policy is scored on held-out episodes. The research
-machinery (resume, forks, the audit, reuse of candidate episodes) lives in `explorler_optim.rl`.
+`ppo_continuous_action.py` (the file to copy) plus the options that change or measure the training
+loop: `--reuse-candidate-rollouts` (the search's episodes join the next batch), `--score-with
+surrogate-next` (the next batch scores the last search before its update), `--paper-metric-every`
+(the paper's metric beside the held-out score) and `--selection-truth-episodes` (the selection audit).
+With none of them set it gives the plain script's run, bit for bit (tests/test_script_variants.py).
 
-    python single_file_baselines/ppo_continuous_action.py                  # ExploRLer-PPO
-    python single_file_baselines/ppo_continuous_action.py --no-explorler   # plain PPO baseline
-    python single_file_baselines/ppo_continuous_action.py --eval-checkpoint runs/<run>/<name>.pt
+    python single_file_baselines/ppo_continuous_action_research.py --reuse-candidate-rollouts winner
+    python single_file_baselines/ppo_continuous_action_research.py --paper-metric-every 1 --no-explorler
 """
 
 import itertools

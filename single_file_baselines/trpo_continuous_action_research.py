@@ -1,17 +1,13 @@
-"""TRPO for continuous actions, CleanRL style, with ExploRLer between iterations.
+"""TRPO for continuous actions with ExploRLer: the research variant, which the benchmarks run.
 
-The PPO script's order (Args, make_env, Agent, rollout, GAE, update, logging) with TRPO's update:
-one full-batch natural-gradient step of the actor per iteration (`NaturalGradientOptimizer` from
-`explorler_optim.rl.trpo`: conjugate gradient on Fisher-vector products, the step scaled to the KL
-bound, backtracking line search) and Adam for the critic. ExploRLer is in a few blocks marked
-`# ExploRLer:`: the actor's optimizer is wrapped in `ExploRLerOptimizer`, an anchor is recorded
-after every iteration, a search runs when due and its env steps count toward the budget, and the
-policy is scored on held-out episodes. The research machinery (resume, forks, the audit) lives in
-`explorler_optim.rl`.
+`trpo_continuous_action.py` (the file to copy) plus the options that change or measure the training
+loop: `--score-with surrogate-next` (the next batch scores the last search before its update),
+`--paper-metric-every` (the paper's metric beside the held-out score), `--selection-truth-episodes`
+(the selection audit) and `--bootstrap-truncation` (sb3-contrib's value bootstrap at a time limit).
+With none of them set it gives the plain script's run, bit for bit (tests/test_script_variants.py).
 
-    python single_file_baselines/trpo_continuous_action.py                  # ExploRLer-TRPO
-    python single_file_baselines/trpo_continuous_action.py --no-explorler   # plain TRPO baseline
-    python single_file_baselines/trpo_continuous_action.py --eval-checkpoint runs/<run>/<name>.pt
+    python single_file_baselines/trpo_continuous_action_research.py --paper-metric-every 10
+    python single_file_baselines/trpo_continuous_action_research.py --bootstrap-truncation --no-explorler
 """
 
 import functools
