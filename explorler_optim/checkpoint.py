@@ -280,6 +280,19 @@ def env_state(env: Any) -> list[dict[str, Any]]:
     return layers
 
 
+def check_resumable(envs: Any) -> None:
+    """Raise ``TypeError`` (naming the attribute) if an env's state cannot be saved for an exact
+    resume: call it before training, so a run with checkpoints fails at start, not at its first
+    checkpoint. A Box2D env (``BipedalWalker-v3``, ``LunarLander-v3``) holds its world as a C object.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> check_resumable(gym.vector.SyncVectorEnv([lambda: gym.make("Pendulum-v1")]))
+    """
+    for env in _sub_envs(envs):
+        env_state(env)
+
+
 def load_env_state(env: Any, state: list[dict[str, Any]]) -> None:
     """Restore :func:`env_state` into an env built the same way (same wrappers, same order).
 

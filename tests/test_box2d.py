@@ -50,3 +50,14 @@ def test_bipedal_walker_runs_with_explorler(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list((tmp_path / "runs").iterdir())) == 1
+
+
+@pytest.mark.parametrize("script", [PPO, TRPO], ids=["ppo", "trpo"])
+def test_save_model_with_a_box2d_env_is_refused_at_start(script, tmp_path):
+    # exact resume cannot save a b2World: the run says so before it trains, not at its first checkpoint
+    proc = run_script(script, tmp_path, "--env-id", "BipedalWalker-v3", "--save-model", "--quiet")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    message = proc.stderr.strip().splitlines()[-1]
+    assert message.startswith("--save-model: BipedalWalker.world is a b2World"), message
+    assert "run it without --save-model" in message and "Traceback" not in proc.stderr
+    assert not list(tmp_path.rglob("*.pt"))

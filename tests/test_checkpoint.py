@@ -154,7 +154,13 @@ def test_another_scripts_checkpoint_is_refused_by_name(tmp_path):
     path = tmp_path / "trpo.pt"
     torch.save({"format": "explorler-trpo-continuous/1", "envs": [], "run_name": "r", "global_step": 0}, path)
     args = SimpleNamespace(
-        resume=str(path), init_from=None, checkpoint_path=None, exp_name="ppo", env_id="Hopper-v5", seed=1
+        resume=str(path),
+        init_from=None,
+        checkpoint_path=None,
+        exp_name="ppo",
+        env_id="Hopper-v5",
+        seed=1,
+        save_model=False,
     )
     with pytest.raises(
         SystemExit, match="is a 'explorler-trpo-continuous/1' checkpoint and this script reads"

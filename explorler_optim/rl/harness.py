@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from explorler_optim.checkpoint import load_normalization_state, load_run_state, run_state, save_checkpoint
+from explorler_optim.checkpoint import (
+    check_resumable,
+    load_normalization_state,
+    load_run_state,
+    run_state,
+    save_checkpoint,
+)
 from explorler_optim.rl.args import research_setting
 from explorler_optim.rl.normalize import ObsNormalizer
 from explorler_optim.rl.run_evaluators import RunEvaluators
@@ -469,10 +475,18 @@ class RunCheckpoint:
             ``iteration``, ``eval_return``, ...); otherwise ``{}`` (counters from zero).
 
         Raises:
-            SystemExit: resuming an ExploRLer run with ``--no-explorler``, or forking a run of
-                another env or another script.
+            SystemExit: resuming an ExploRLer run with ``--no-explorler``, forking a run of another
+                env or another script, or ``--save-model`` with an env that cannot be checkpointed.
         """
         args, ckpt = self.args, self.resumed
+        if args.save_model:  # now, not at the first checkpoint, minutes or hours into the run
+            try:
+                check_resumable(envs)
+            except TypeError as error:
+                raise SystemExit(
+                    f"--save-model: {error}. {args.env_id}'s state cannot be checkpointed for an exact "
+                    "--resume; run it without --save-model (a stopped run then starts over)"
+                ) from None
         if ckpt is None and args.init_from is None:
             return {}
         if ckpt is None:  # a new run from a trained one: its weights, statistics and optimizers
