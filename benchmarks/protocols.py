@@ -152,6 +152,13 @@ def _flags(text: str) -> tuple[str, ...]:
 
 Task = tuple[str, str]  # (env id, algorithm)
 
+# Envs whose state the scripts' exact resume cannot save (Box2D keeps its world in a C object): their
+# runs keep no checkpoint in any protocol, and a stopped one starts over (the scripts refuse
+# --save-model for them at start).
+UNRESUMABLE_ENVS = frozenset(
+    {"BipedalWalker-v3", "BipedalWalkerHardcore-v3", "LunarLander-v3", "CarRacing-v3"}
+)
+
 
 @dataclass(frozen=True)
 class Pretrain:
@@ -206,7 +213,8 @@ class Protocol:
 
     def keeps_checkpoints(self, env: str, algo: str) -> bool:
         """Whether runs on ``env`` with ``algo`` save a checkpoint to resume from when stopped."""
-        return self.resumable and (env, algo) not in self.unresumable_tasks
+        unresumable = env in UNRESUMABLE_ENVS or (env, algo) in self.unresumable_tasks
+        return self.resumable and not unresumable
 
     def pretrains(self, env: str, algo: str) -> bool:
         """Whether runs on ``env`` with ``algo`` continue from a pretraining stage."""

@@ -132,6 +132,15 @@ def test_headline_pretrains_the_fine_tuning_tasks_and_runs_bipedal_walker_from_s
     assert len(todo) == 1
 
 
+def test_no_protocol_asks_a_box2d_run_for_a_checkpoint(tmp_path):
+    # the scripts refuse --save-model where exact resume cannot save the env (test_box2d.py)
+    for protocol in protocols.ALL:
+        for run in sweep.grid(protocol):
+            if run.env in protocols.UNRESUMABLE_ENVS and not sweep.is_sb3(run.variant):
+                command = sweep.build_command(protocol, run, out=tmp_path)
+                assert "--save-model" not in command, (protocol.name, run.name)
+
+
 def test_plan_resumes_a_stopped_run_and_waits_for_its_pretraining(tmp_path):
     finetune = protocols.PROTOCOLS["finetune"]
     args = sweep.parse_args(["--protocol", "finetune"])
