@@ -219,3 +219,36 @@ def test_a_run_shorter_than_its_search_schedule_is_told_the_explore_every_that_s
     assert unreachable(8192, every=4, cap=10) is None
     late = unreachable(8192, every=2, start=9000, cap=10)
     assert late is not None and "--explore-start-step 9,000" in late
+
+
+def unreachable_off_policy(total, every=1000, learning_starts=5000, num_envs=1, cap=1000, tolerance=0.01):
+    """The same for the SAC script: an iteration is one env step of every env; anchors come once
+    learning starts (its budget is ``total_timesteps``, not whole iterations)."""
+    from types import SimpleNamespace
+
+    from explorler_optim import ExploRLerOptimizer
+    from explorler_optim.rl.harness import explain_unreachable_searches
+
+    args = SimpleNamespace(
+        total_timesteps=total, num_envs=num_envs, learning_starts=learning_starts, explore_every=every,
+        explore_start_step=0, max_anchors=10,
+    )  # fmt: skip
+    optimizer = ExploRLerOptimizer(torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1))
+    step = SearchStep(
+        optimizer, SimpleNamespace(episodes=1), candidate_seed=int, every=every,
+        budget_limit=total + int(tolerance * total), episode_cap=cap,
+    )  # fmt: skip
+    return explain_unreachable_searches(args, step)
+
+
+def test_an_off_policy_run_that_ends_before_its_first_search_is_told_the_total_that_searches():
+    message = unreachable_off_policy(3000)  # the SAC script's defaults, a run shorter than learning_starts
+    assert message is not None and "the first search is due after 6,000" in message
+    assert "--learning-starts 5,000" in message
+    suggested = int(message.split("--total-timesteps ")[1].split()[0])
+    assert unreachable_off_policy(suggested) is None  # enough for that search and its env steps
+    assert unreachable_off_policy(suggested - 1000) is not None
+    # it started, but its first search cannot fit the budget: the total that fits it
+    tight = unreachable_off_policy(6500, every=100, learning_starts=500)
+    assert tight is not None and "after env step 600 per env" in tight
+    assert unreachable_off_policy(100_000, every=5000) is None  # the `sac` protocol's runs search

@@ -369,7 +369,9 @@ def explain_unreachable_searches(args: Any, search: SearchStep) -> str | None:
     Args:
         args: the script's flags (``num_iterations``, ``batch_size``, ``total_timesteps``,
             ``explore_every``, ``explore_start_step``, ``max_anchors``; PPO's ``update_epochs``:
-            anchors per iteration, 1 without it).
+            anchors per iteration, 1 without it). An off-policy loop's (SAC: no ``num_iterations``)
+            iteration is one env step of each of ``num_envs`` envs, and its actor moves, so anchors
+            come, only after ``learning_starts`` env steps.
         search: the run's :class:`SearchStep`.
 
     Example:
@@ -385,28 +387,41 @@ def explain_unreachable_searches(args: Any, search: SearchStep) -> str | None:
         the run is plain training. For searches pass --total-timesteps 13312 or more, or
         --no-count-eval-steps (candidate steps not counted, the paper's accounting)
     """
-    if search.evaluator is None or not hasattr(args, "num_iterations"):
-        return None  # an off-policy loop (SAC) schedules in env steps, not iterations: not checked here
-    every, batch = search.every, int(args.batch_size)
-    start_iterations = -(-int(search.start_step) // batch)  # iterations before global_step >= start
+    if search.evaluator is None:
+        return None
+    every, off_policy = search.every, not hasattr(args, "num_iterations")
+    if off_policy:  # SAC: an iteration is one env step of every env; anchors once learning starts
+        batch, iterations = int(args.num_envs), -(-int(args.total_timesteps) // int(args.num_envs))
+        start_step = max(int(search.start_step), int(args.learning_starts) + batch)
+    else:
+        batch, iterations, start_step = int(args.batch_size), int(args.num_iterations), int(search.start_step)
+    start_iterations = -(-start_step // batch)  # iterations before global_step >= start
     first = max(every, -(-start_iterations // every) * every)
-    if first > args.num_iterations:
+    moves = first - start_iterations + 1 if off_policy else first * int(getattr(args, "update_epochs", 1))
+    anchors = min(int(args.max_anchors), moves)
+    counted, bound = first * batch, search.search_bound(anchors)
+    if first > iterations:
+        if off_policy:  # the least total with that search inside the budget too
+            enough = counted + (bound if search.budget_limit is not None else 0)
+            return (
+                f"no search can run: the run has {iterations:,} env step(s) per env and the first search "
+                f"is due after {first:,} (the first multiple of --explore-every {every} after "
+                f"--learning-starts {args.learning_starts:,}, when the actor starts to move); the run "
+                f"is plain training. Pass --total-timesteps {enough} or more, or a lower --learning-starts"
+            )
         return (
-            f"no search can run: the run has {args.num_iterations} iteration(s) and the first search is "
+            f"no search can run: the run has {iterations} iteration(s) and the first search is "
             f"due after iteration {first} (--explore-every {every}"
             + (f", --explore-start-step {search.start_step:,}" if search.start_step else "")
-            + f"); the run is plain training. Pass --explore-every {args.num_iterations} or less"
+            + f"); the run is plain training. Pass --explore-every {iterations} or less"
             + (", or a lower --explore-start-step" if search.start_step else "")
         )
-    if search.budget_limit is None:
-        return None
-    anchors = min(int(args.max_anchors), first * int(getattr(args, "update_epochs", 1)))
-    counted, bound = first * batch, search.search_bound(anchors)
-    if counted + bound <= search.budget_limit:
+    if search.budget_limit is None or counted + bound <= search.budget_limit:
         return None
     enough = -(-(counted + bound) // batch) * batch  # whole iterations, as the scripts round
+    after = f"env step {first:,} per env" if off_policy else f"iteration {first}"
     return (
-        f"no search can run: the first, after iteration {first} ({counted:,} counted env steps), could "
+        f"no search can run: the first, after {after} ({counted:,} counted env steps), could "
         f"use up to {bound:,} ({search.policies_per_search(anchors)} policies x {search.evaluator.episodes} "
         f"episode(s) x {search.episode_cap:,} steps) and end past the budget's limit of "
         f"{search.budget_limit:,}; the run is plain training. For searches pass --total-timesteps "
