@@ -244,7 +244,7 @@ def plot(summary: dict, out: Path) -> Path | None:
         print("matplotlib is not installed: no plot (pip install 'explorler-optim[viz]')", file=sys.stderr)
         return None
     tasks = sorted({name.split(" | ")[0] for name in summary if not name.startswith("all tasks")})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(max(4.2 * len(tasks), 6.4), 3.6), squeeze=False)
     keys = [
         ("oracle_gain", "oracle"),
         ("realised_gain", "realised (scripts)"),
