@@ -9,6 +9,7 @@ library versions expect seed-noise-sized differences instead.
 
     python -m benchmarks.compare_runs benchmarks/results/small-2026-11-28 benchmarks/results/small
     python -m benchmarks.compare_runs benchmarks/results/tune benchmarks/results/small --map lean=explorler
+    python -m benchmarks.compare_runs OLD NEW --scalars   # also every TensorBoard scalar, where kept
 
 Prints one line per matched run and a summary; exits 1 if nothing could be matched.
 """
@@ -55,11 +56,34 @@ def compare(old: dict[str, list[dict]], new: dict[str, list[dict]], mapping: dic
     return rows
 
 
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every TensorBoard scalar of a finished run (its ``runs/*`` folder), less the wall-clock ones."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for events in sorted((run_dir / "runs").glob("*/")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            if tag != "charts/SPS" and "seconds" not in tag:
+                out[tag] = out.get(tag, []) + [(e.step, e.value) for e in acc.Scalars(tag)]
+    return out
+
+
+def differing_scalars(old_dir: Path, new_dir: Path) -> tuple[int, list[str]]:
+    """How many scalar tags two runs hold, and those that differ anywhere (or exist on one side)."""
+    old, new = scalars(old_dir), scalars(new_dir)
+    return len(old | new), sorted(tag for tag in old | new if old.get(tag) != new.get(tag))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("old", type=Path, help="a sweep folder (holding runs/)")
     p.add_argument("new", type=Path, help="the sweep folder to compare with it")
     p.add_argument("--map", nargs="*", default=[], metavar="OLD=NEW", help="variant renames")
+    p.add_argument(
+        "--scalars", action="store_true", help="also compare every TensorBoard scalar (clock tags excepted)"
+    )
     args = p.parse_args(argv)
     mapping = dict(item.split("=", 1) for item in args.map)
     rows = compare(load_runs(args.old), load_runs(args.new), mapping)
@@ -67,7 +91,14 @@ def main(argv=None) -> int:
         print(f"no run of {args.old} has a finished counterpart with common evaluation points in {args.new}")
         return 1
     for r in rows:
-        print(f"{r['run']:<44} {r['points']:>3} common points  max |diff| {r['max_abs_diff']:.6g}")
+        line = f"{r['run']:<44} {r['points']:>3} common points  max |diff| {r['max_abs_diff']:.6g}"
+        if args.scalars:
+            old_name = next(n for n in load_runs(args.old) if rename(n, mapping) == r["run"])
+            tags, differ = differing_scalars(args.old / "runs" / old_name, args.new / "runs" / r["run"])
+            line += f"  scalars: {tags - len(differ)} of {tags} tags identical" + (
+                f" (differ: {', '.join(differ)})" if differ else ""
+            )
+        print(line)
     identical = sum(r["max_abs_diff"] == 0 for r in rows)
     worst = max(rows, key=lambda r: r["max_abs_diff"])
     print(

@@ -768,3 +768,17 @@ def test_overview_figure_rows_are_the_committed_verdicts(tmp_path):
     assert figures.main(["--out", str(tmp_path)]) == 0
     assert (tmp_path / "does_it_help.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "sources.json").read_text())["rows"] == rows
+
+
+def test_compare_runs_scalars_names_a_differing_tag_and_ignores_the_clock(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from benchmarks.compare_runs import differing_scalars
+
+    for side, loss in (("old", 1.0), ("new", 2.0)):
+        writer = SummaryWriter(str(tmp_path / side / "runs" / "r"))
+        writer.add_scalar("eval/episodic_return", 5.0, 1)
+        writer.add_scalar("losses/value_loss", loss, 1)
+        writer.add_scalar("charts/SPS", 100.0 if side == "old" else 90.0, 1)  # wall clock: not compared
+        writer.close()
+    assert differing_scalars(tmp_path / "old", tmp_path / "new") == (2, ["losses/value_loss"])
