@@ -782,3 +782,10 @@ def test_compare_runs_scalars_names_a_differing_tag_and_ignores_the_clock(tmp_pa
         writer.add_scalar("charts/SPS", 100.0 if side == "old" else 90.0, 1)  # wall clock: not compared
         writer.close()
     assert differing_scalars(tmp_path / "old", tmp_path / "new") == (2, ["losses/value_loss"])
+
+
+def test_run_scores_lists_each_finished_run_of_the_seed():
+    from benchmarks.run_scores import rows
+
+    table = rows(Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "headline", 1)
+    assert len(table) == 2 + 12 and "| Ant-v5 PPO `explorler` | 722.1 |" in "\n".join(table)
