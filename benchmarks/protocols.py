@@ -534,10 +534,11 @@ HEADLINE = Protocol(
 # total env steps, every variant one step from the defaults (`explorler`): the generator (random walk,
 # PBT, CMA-ES), the selection rule (tournament) and the optimizer reset (Adam's state kept). A screen
 # at 5 seeds; every variant not resolved worse by then, and every claim the README makes, then goes to
-# 10 seeds (extend `seeds`: finished runs stay done). Estimated ~1,100 s a run on this 2-core machine
-# (verdict's baseline and explorler runs took that): 105 runs, ~16 hours with both cores busy. Its
-# baseline and explorler commands are verdict's; take verdict's runs (reuse_from) only after rerunning
-# one of them here and finding it identical with compare_runs on the same CPU model and versions.
+# 10 seeds (extend `seeds`: finished runs stay done). A run is ~3-4 core-minutes on the AMD EPYC
+# (`free-next`'s 60 runs took 180): 105 runs, ~6 core-hours. Its baseline and explorler commands are
+# `free-next`'s baselines and `replicate-hopper`'s explorler runs; the sweep takes those (reuse_from)
+# only where they were made on this machine's setup (versions, CPU model). A rerun of replicate-hopper's
+# seed-1 pair at 10750eb was identical to them (compare_runs --scalars), and the code since is too.
 # The cma-es arm needs the `es` extra: pip install torch==2.13.0 -c benchmarks/constraints.txt -e
 # ".[scripts,es]" (cma is not pinned: each run records its version).
 DESIGN_SPACE = Protocol(
@@ -549,6 +550,7 @@ DESIGN_SPACE = Protocol(
     seeds=(1, 2, 3, 4, 5),
     flags=SMALL.flags,
     resumable=True,
+    reuse_from=("free-next", "replicate-hopper"),
     budget_minutes=960,
 )
 

@@ -400,12 +400,25 @@ def done(run_dir: Path, command: list[str] | None = None) -> bool:
 
 
 def finished_elsewhere(protocol: Protocol, run: Run, command: list[str]) -> Path | None:
-    """The folder of ``run`` finished with the same command in a protocol ``protocol`` reuses, if any."""
+    """The folder of ``run`` finished with the same command in a protocol ``protocol`` reuses, if any.
+
+    Only a run made on this machine's physics setup counts (``physics``: the package versions and the
+    CPU model): the same seed gives other returns on another CPU model, so such a run is a new sample,
+    not this one. A run passed over for that reason is said on stderr.
+    """
     for name in protocol.reuse_from:
         source = run_dir_of(RESULTS / name, run)
         if done(source, command):
-            return source
+            made_on, here = physics(load_result(source) or {}), this_setup()
+            if made_on == here:
+                return source
+            print(f"{run.name}: not taken from {name}, made on {made_on}; here: {here}", file=sys.stderr)
     return None
+
+
+def this_setup() -> str:
+    """This machine's physics setup, written as ``physics`` writes a run's."""
+    return physics({"packages": package_versions(PHYSICS_PACKAGES), "machine": {"cpu": cpu_model()}})
 
 
 def adopt(source: Path, run_dir: Path) -> None:

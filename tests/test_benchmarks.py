@@ -196,7 +196,8 @@ def test_a_run_finished_in_a_reused_protocol_is_copied_not_run_again(tmp_path, m
     (source / "runs" / "events").write_text("tensorboard")
     (source / sweep.CHECKPOINT_FILE).write_bytes(b"not needed by a finished run")
     command = sweep.build_command(verdict, run, [], sys.executable, tmp_path / "results" / "verdict")
-    record = {"returncode": 0, "evaluations": [{"return": 1.0}], "command": sweep.shlex.join(command)}
+    here = {"packages": sweep.package_versions(sweep.PHYSICS_PACKAGES), "machine": {"cpu": sweep.cpu_model()}}
+    record = {"returncode": 0, "evaluations": [{"return": 1.0}], "command": sweep.shlex.join(command), **here}
     (source / sweep.RESULT_FILE).write_text(json.dumps(record))
     stopped = sweep.run_dir_of(out, run)
     stopped.mkdir(parents=True)
@@ -214,6 +215,10 @@ def test_a_run_finished_in_a_reused_protocol_is_copied_not_run_again(tmp_path, m
     sweep.shutil.rmtree(stopped)
     todo, _ = sweep.plan(schedule, [run], out, args, [])
     assert [entry[0] for entry in todo] == [run] and not stopped.exists()  # other flags: not the same run
+    elsewhere = {**record, "machine": {"cpu": "Another CPU model"}}
+    (source / sweep.RESULT_FILE).write_text(json.dumps(elsewhere))
+    todo, _ = sweep.plan(schedule, [run], out, args, [])
+    assert [entry[0] for entry in todo] == [run] and not stopped.exists()  # another CPU: another sample
 
 
 @pytest.mark.slow
