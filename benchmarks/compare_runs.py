@@ -70,10 +70,18 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
-def differing_scalars(old_dir: Path, new_dir: Path) -> tuple[int, list[str]]:
-    """How many scalar tags two runs hold, and those that differ anywhere (or exist on one side)."""
+def scalar_summary(old_dir: Path, new_dir: Path) -> str:
+    """How many scalar tags of two runs are identical and which differ (or exist on one side only);
+    a run that kept no TensorBoard file is named instead, since it has nothing to compare."""
     old, new = scalars(old_dir), scalars(new_dir)
-    return len(old | new), sorted(tag for tag in old | new if old.get(tag) != new.get(tag))
+    missing = [str(d) for d, held in ((old_dir, old), (new_dir, new)) if not held]
+    if missing:
+        return f"scalars: none kept in {' and '.join(missing)}"
+    differ = sorted(tag for tag in old | new if old.get(tag) != new.get(tag))
+    tags = len(old | new)
+    return f"scalars: {tags - len(differ)} of {tags} tags identical" + (
+        f" (differ: {', '.join(differ)})" if differ else ""
+    )
 
 
 def main(argv=None) -> int:
@@ -94,10 +102,7 @@ def main(argv=None) -> int:
         line = f"{r['run']:<44} {r['points']:>3} common points  max |diff| {r['max_abs_diff']:.6g}"
         if args.scalars:
             old_name = next(n for n in load_runs(args.old) if rename(n, mapping) == r["run"])
-            tags, differ = differing_scalars(args.old / "runs" / old_name, args.new / "runs" / r["run"])
-            line += f"  scalars: {tags - len(differ)} of {tags} tags identical" + (
-                f" (differ: {', '.join(differ)})" if differ else ""
-            )
+            line += "  " + scalar_summary(args.old / "runs" / old_name, args.new / "runs" / r["run"])
         print(line)
     identical = sum(r["max_abs_diff"] == 0 for r in rows)
     worst = max(rows, key=lambda r: r["max_abs_diff"])

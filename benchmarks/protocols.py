@@ -537,8 +537,9 @@ HEADLINE = Protocol(
 # 10 seeds (extend `seeds`: finished runs stay done). A run is ~3-4 core-minutes on the AMD EPYC
 # (`free-next`'s 60 runs took 180): 105 runs, ~6 core-hours. Its baseline and explorler commands are
 # `free-next`'s baselines and `replicate-hopper`'s explorler runs; the sweep takes those (reuse_from)
-# only where they were made on this machine's setup (versions, CPU model). A rerun of replicate-hopper's
-# seed-1 pair at 10750eb was identical to them (compare_runs --scalars), and the code since is too.
+# only where they were made on this machine's setup (versions, CPU model). Reruns matched them at every
+# evaluation (compare_runs): replicate-hopper's seed-1 pair at 10750eb, free-next's Walker2d and
+# HalfCheetah seed-1 baselines at b3256f8.
 # The cma-es arm needs the `es` extra: pip install torch==2.13.0 -c benchmarks/constraints.txt -e
 # ".[scripts,es]" (cma is not pinned: each run records its version).
 DESIGN_SPACE = Protocol(

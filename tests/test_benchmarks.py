@@ -778,7 +778,7 @@ def test_overview_figure_rows_are_the_committed_verdicts(tmp_path):
 def test_compare_runs_scalars_names_a_differing_tag_and_ignores_the_clock(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
-    from benchmarks.compare_runs import differing_scalars
+    from benchmarks.compare_runs import scalar_summary
 
     for side, loss in (("old", 1.0), ("new", 2.0)):
         writer = SummaryWriter(str(tmp_path / side / "runs" / "r"))
@@ -786,7 +786,14 @@ def test_compare_runs_scalars_names_a_differing_tag_and_ignores_the_clock(tmp_pa
         writer.add_scalar("losses/value_loss", loss, 1)
         writer.add_scalar("charts/SPS", 100.0 if side == "old" else 90.0, 1)  # wall clock: not compared
         writer.close()
-    assert differing_scalars(tmp_path / "old", tmp_path / "new") == (2, ["losses/value_loss"])
+    assert scalar_summary(tmp_path / "old", tmp_path / "new") == (
+        "scalars: 1 of 2 tags identical (differ: losses/value_loss)"
+    )
+    (tmp_path / "kept-none").mkdir()  # a committed run whose TensorBoard files were not kept
+    assert (
+        scalar_summary(tmp_path / "kept-none", tmp_path / "new")
+        == f"scalars: none kept in {tmp_path / 'kept-none'}"
+    )
 
 
 def test_run_scores_lists_each_finished_run_of_the_seed():
