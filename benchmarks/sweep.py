@@ -418,7 +418,7 @@ def finished_elsewhere(protocol: Protocol, run: Run, command: list[str]) -> Path
 
 def this_setup() -> str:
     """This machine's physics setup, written as ``physics`` writes a run's."""
-    return physics({"packages": package_versions(PHYSICS_PACKAGES), "machine": {"cpu": cpu_model()}})
+    return physics({"packages": package_versions(PHYSICS_PACKAGES), "machine": machine_info()})
 
 
 def adopt(source: Path, run_dir: Path) -> None:
