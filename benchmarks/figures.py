@@ -1,10 +1,11 @@
 """The overview figure: does ExploRLer help? Per-task paired ratios with 95% intervals.
 
-Reads the committed ``results.json`` of ``verdict``, ``replicate-hopper`` and ``free-next`` (what
-``python -m benchmarks.report --protocol NAME`` wrote from each grid's ``evaluations.csv``) and draws
-one row per task: the variant's progress over a random policy's return, summed over the seeds both
-ran, over plain PPO's/TRPO's on the same seeds, at an equal budget of environment steps (candidates'
-steps counted), with its 95% bootstrap interval and the seeds it won. Nothing is re-run.
+Reads the committed ``results.json`` of ``verdict``, ``replicate-hopper``, ``free-next`` and
+``discrete`` (what ``python -m benchmarks.report --protocol NAME`` wrote from each grid's
+``evaluations.csv``) and draws one row per task: the variant's progress over a random policy's
+return, summed over the seeds both ran, over plain PPO's/TRPO's on the same seeds, at an equal budget
+of environment steps (200,704; 800k on LunarLander; candidates' steps counted), with its 95%
+bootstrap interval and the seeds it won. Nothing is re-run.
 
     python -m benchmarks.figures    # writes benchmarks/results/overview/does_it_help.png and sources.json
 
@@ -30,8 +31,15 @@ ROWS = [
     ("ExploRLer, the defaults (verdict, 10 seeds)", "verdict", "explorler", None),
     ("the same PPO Hopper cell on another CPU (replicate-hopper)", "replicate-hopper", "explorler", None),
     ("candidates scored free on the next batch (free-next)", "free-next", "explorler-surrogate-next", None),
+    ("discrete actions, 800k steps, the defaults (discrete)", "discrete", "explorler", None),
 ]
-TASK_ORDER = ["Hopper-v5/ppo", "Walker2d-v5/ppo", "HalfCheetah-v5/ppo", "Hopper-v5/trpo"]
+TASK_ORDER = [
+    "Hopper-v5/ppo",
+    "Walker2d-v5/ppo",
+    "HalfCheetah-v5/ppo",
+    "Hopper-v5/trpo",
+    "LunarLander-v3/ppo-discrete",
+]
 
 
 def rows_of(results: Path = RESULTS) -> tuple[list[dict], dict[str, str]]:
@@ -99,7 +107,7 @@ def draw(rows: list[dict], path: Path) -> None:
         fontsize=9,
     )
     ax.set_title(
-        "Does ExploRLer help? At equal env steps (200,704, candidates' counted): no task is better",
+        "Does ExploRLer help? At equal env steps (candidates' counted): no task is better",
         fontsize=10,
     )
     ax.grid(axis="x", alpha=0.3)

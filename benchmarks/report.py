@@ -55,6 +55,9 @@ RANDOM_SCORES = {
     # measured: `python -m benchmarks.random_scores BipedalWalker-v3 --episodes 100` (2026-12-07):
     # -102.8 +- 1.5
     "BipedalWalker": -102.8,
+    # measured: `python -m benchmarks.random_scores LunarLander-v3 --episodes 1000` (2026-12-08):
+    # -181.7 +- 3.5
+    "LunarLander": -181.7,
 }
 VARIANT_ORDER = (
     "baseline",
