@@ -323,6 +323,14 @@ def load_env_state(env: Any, state: list[dict[str, Any]]) -> None:
                 setattr(layer, name, _decode(value, getattr(layer, name, None)))
 
 
+def _loop_tensor(value: Any) -> torch.Tensor:
+    # a Ctrl-C between ``envs.step`` and the scripts' ``torch.Tensor(...)`` leaves NumPy arrays; convert
+    # them as the scripts do (float32), and leave tensors as they are
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    return torch.Tensor(value)
+
+
 def run_state(envs: Any, next_obs: torch.Tensor, next_done: torch.Tensor) -> dict[str, Any]:
     """What resuming a training loop exactly needs beyond the networks, optimizers and counters.
 
@@ -354,8 +362,8 @@ def run_state(envs: Any, next_obs: torch.Tensor, next_done: torch.Tensor) -> dic
         **normalization_state(envs),
         "envs": [env_state(env) for env in _sub_envs(envs)],
         "rng": rng_state(),
-        "next_obs": next_obs.cpu(),
-        "next_done": next_done.cpu(),
+        "next_obs": _loop_tensor(next_obs),
+        "next_done": _loop_tensor(next_done),
     }
 
 

@@ -136,6 +136,17 @@ def test_run_state_resumes_vector_env_and_generators_exactly(tmp_path):
     assert torch.equal(expected[1], got[1])
 
 
+def test_run_state_takes_the_numpy_arrays_a_ctrl_c_right_after_envs_step_leaves():
+    # the scripts convert envs.step's arrays on the next line; an interrupt in between must still save
+    envs = _normalized_vector_env()
+    obs, _ = envs.reset(seed=3)
+    obs, _, terminations, truncations, _ = envs.step(np.ones((2, 1)))
+    saved = roundtrip(run_state(envs, obs, np.logical_or(terminations, truncations)))
+    next_obs, next_done = load_run_state(_normalized_vector_env(), saved)
+    assert next_obs.dtype == next_done.dtype == torch.float32
+    assert torch.equal(next_obs, torch.Tensor(obs)) and next_done.tolist() == [0.0, 0.0]
+
+
 def test_load_run_state_names_the_fix_for_old_checkpoints_and_other_env_counts():
     envs = _normalized_vector_env()
     obs, _ = envs.reset(seed=0)
